@@ -1,0 +1,353 @@
+"""``jupyter cifar``: train, evaluate and classify from scripts and headless machines.
+
+Scripts rely on what this prints: with ``--json`` exactly one JSON document goes to stdout (progress goes
+to stderr), errors are one line on stderr naming what was wrong, and the exit status says what happened:
+
+    0  all done
+    1  some inputs could not be handled (each named in the output; the rest were done)
+    2  bad usage or a bad parameter
+    3  the model store could not be reached
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import BadParameter, DataError, JupyterCifarError, ModelFileError
+
+PROG = "jupyter cifar"
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad usage: the message is printed as one line and the exit status is 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line on stderr (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1, for --epochs, --batch-size and the like."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .nets import DEFAULT_PRESET, PRESETS
+
+    parser = _Parser(prog=PROG, description="Train, evaluate and classify CIFAR-10 image classifiers.")
+    parser.add_argument("--version", action="version", version=f"jupyter_cifar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+    def data_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data",
+            metavar="DIR",
+            help="CIFAR-10 folder (image folder, cifar-10-batches-py, or a cache .npz); "
+            "default: $JUPYTER_CIFAR_DATA, else the official download",
+        )
+
+    train = sub.add_parser("train", help="train a network on CIFAR-10")
+    train.add_argument(
+        "--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="network and recipe"
+    )
+    train.add_argument("--epochs", type=_count, metavar="N", help="default: the preset's")
+    train.add_argument("--batch-size", type=_count, metavar="N", help="default: the preset's")
+    train.add_argument("--learning-rate", type=_positive_float, metavar="LR")
+    train.add_argument("--train-limit", type=_count, metavar="N", help="train on N images")
+    train.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
+    train.add_argument("--seed", type=int, help="make the run repeatable")
+    train.add_argument("--save", metavar="PATH", help="save the trained model to a .keras file")
+    data_arg(train)
+    common(train)
+
+    evaluate = sub.add_parser("evaluate", help="test a model on CIFAR-10's test images")
+    evaluate.add_argument("ref", metavar="REF", help="a model: a .keras or .h5 file")
+    evaluate.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
+    data_arg(evaluate)
+    common(evaluate)
+
+    classify = sub.add_parser("classify", help="classify image files with a model")
+    classify.add_argument("ref", metavar="REF", help="a model: a .keras or .h5 file")
+    classify.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders")
+    classify.add_argument("--top", type=_count, default=3, metavar="K", help="labels per image")
+    common(classify)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace, out: _Output) -> int:
+    if args.save is not None and Path(args.save).suffix != ".keras":
+        raise BadParameter("--save", f"give a file path ending in .keras (got {args.save!r})")
+    from .training import TrainConfig, Trainer
+
+    data = _load_data(args.data, out)
+    config = TrainConfig(
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=args.seed,
+    )
+    trainer = Trainer(data, config)
+    with _ProgressBar(out) as bar:
+        trainer.subscribe(bar.on_event)
+        result = _run_interruptibly(trainer, out)
+    if result.status == "failed":
+        raise JupyterCifarError(f"training failed: {result.error}")
+    saved = None
+    if args.save:
+        from .modelfiles import save_model
+
+        saved = str(save_model(result.model, args.save))
+    ev = result.evaluation
+    assert ev is not None
+    out.result(
+        {
+            "name": saved,
+            "version": None,
+            "test_accuracy": ev.accuracy,
+            "epochs": result.epochs,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.images_per_second, 1),
+            "status": result.status,
+            "preset": result.config.preset,
+            "seed": result.config.seed,
+        },
+        lambda r: (
+            f"{r['status']}: {r['epochs']} epochs of {r['preset']} in {r['seconds']:.1f} s "
+            f"({r['images_per_second']:.0f} images/s); test accuracy {r['test_accuracy']:.4f}"
+            + (f"; saved to {saved}" if saved else "")
+        ),
+    )
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace, out: _Output) -> int:
+    from .predict import evaluate
+
+    model = _load_ref(args.ref)
+    data = _load_data(args.data, out).subset(None, args.test_limit)
+    ev = evaluate(model, data.x_test, data.y_test, data.class_names)
+    out.result(
+        {"accuracy": ev.accuracy, "n": ev.n, "per_class": ev.per_class},
+        lambda r: "\n".join(
+            [f"accuracy {r['accuracy']:.4f} on {r['n']} test images"]
+            + [f"  {name:<12} {acc:.4f}" for name, acc in r["per_class"].items()]
+        ),
+    )
+    return EXIT_OK
+
+
+def _classify(args: argparse.Namespace, out: _Output) -> int:
+    from .predict import Classification, classify
+
+    model = _load_ref(args.ref)
+    files = expand_inputs(args.inputs)
+    readable = [f for f in files if f.is_file()]
+    results = {str(f): r for f, r in zip(readable, classify(model, readable, top=args.top), strict=True)}
+    items = [
+        results.get(str(f)) or Classification(str(f), False, error=f"{f}: no such file")
+        for f in files
+    ]
+    out.result(
+        [c.to_json() for c in items],
+        lambda r: "\n".join(
+            f"{c['file']}: "
+            + (
+                ", ".join(f"{t['label']} {t['probability']:.2f}" for t in c["top"])
+                if c["ok"]
+                else f"error: {c['error']}"
+            )
+            for c in r
+        ),
+    )
+    return EXIT_OK if all(c.ok for c in items) else EXIT_PARTIAL
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files in the order given; a folder becomes its (non-hidden) files, sorted by name."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            )
+        else:
+            files.append(path)
+    return files
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _load_data(data: str | None, out: _Output) -> Any:
+    from .data import load_cifar10
+
+    try:
+        return load_cifar10(data, progress=out.note)
+    except DataError as e:
+        raise BadParameter("--data", str(e)) from None
+
+
+def _load_ref(ref: str) -> Any:
+    from .modelfiles import load_model
+
+    try:
+        return load_model(ref)
+    except ModelFileError as e:
+        raise BadParameter("REF", str(e)) from None
+
+
+def _run_interruptibly(trainer: Any, out: _Output) -> Any:
+    """First Ctrl-C stops after the current batch (the model is still evaluated and saved)."""
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if trainer.stopping:
+            raise KeyboardInterrupt
+        out.note("stopping after this batch (Ctrl-C again to abort)")
+        trainer.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        trainer.start()
+        while (result := trainer.wait(0.2)) is None:
+            pass
+        return result
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Output:
+    """Where results and notes go: JSON or text on stdout, notes on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def result(self, value: Any, as_text: Any) -> None:
+        if self.as_json:
+            json.dump(value, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(as_text(value))
+        sys.stdout.flush()
+
+    def note(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+
+class _ProgressBar:
+    """Training progress on stderr: a live bar on a terminal, one line per epoch otherwise."""
+
+    def __init__(self, out: _Output) -> None:
+        self.out = out
+        self.bar: Any = None
+        self.tty = sys.stderr.isatty()
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.out.note(
+                f"training {event['preset']} on {event['n_train']} images, "
+                f"{event['epochs']} epochs of {event['batches_per_epoch']} batches "
+                f"(batch {event['batch_size']}, seed {event['seed']})"
+            )
+            if self.tty:
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=event["epochs"] * event["batches_per_epoch"],
+                    unit="batch",
+                    file=sys.stderr,
+                    mininterval=0.2,
+                    dynamic_ncols=True,
+                )
+        elif kind == "batch" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                epoch=event["epoch"],
+                loss=event["loss"],
+                acc=event["accuracy"],
+                img_s=event["images_per_second"],
+                refresh=False,
+            )
+        elif kind == "epoch":
+            line = (
+                f"epoch {event['epoch']}: loss {event['loss']:.4f} accuracy {event['accuracy']:.4f}"
+                + (
+                    f" val_accuracy {event['val_accuracy']:.4f}"
+                    if event["val_accuracy"] is not None
+                    else ""
+                )
+                + f" ({event['seconds']:.1f} s)"
+            )
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr)
+            else:
+                self.out.note(line)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not ours
+    try:
+        args = build_parser().parse_args(argv)
+        out = _Output(args.json)
+        return COMMANDS[args.command](args, out)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    except BadParameter as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except JupyterCifarError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,155 @@
+"""Classification and evaluation: top-k labels for images, accuracy and confusion for a test set.
+
+Models are called directly in fixed-size chunks rather than through ``model.predict``, whose per-call
+set-up costs more than classifying a handful of uploads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .data import CLASS_NAMES
+from .errors import BadParameter, ImageError
+from .images import ImageSource, describe, load_images
+
+if TYPE_CHECKING:
+    import keras
+
+BATCH = 256
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+    """Class probabilities (n, classes) for uint8 images (n, 32, 32, 3); logits are soft-maxed."""
+    import keras
+
+    from .nets import outputs_probabilities
+
+    if len(x) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        batch = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
+        chunks.append(keras.ops.convert_to_numpy(model(batch, training=False)))
+    out = np.concatenate(chunks).astype(np.float32)
+    if not outputs_probabilities(model):
+        out = np.exp(out - out.max(axis=1, keepdims=True))
+        out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+@dataclass
+class Classification:
+    """What the model thinks of one input, or why that input could not be read."""
+
+    file: str
+    ok: bool
+    top: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "probability"}, ...]
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "ok": self.ok, "top": self.top, "error": self.error}
+
+
+def classify(
+    model: keras.Model,
+    sources: Iterable[ImageSource],
+    *,
+    top: int = 3,
+    names: Sequence[str] | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> list[Classification]:
+    """Top-``top`` labels for each source (bytes, paths, arrays, PIL images), in one batched pass.
+
+    A source that cannot be decoded gets ``ok=False`` and its error; the others are still classified.
+    """
+    if top < 1:
+        raise BadParameter("--top", f"must be at least 1 (got {top})")
+    sources = list(sources)
+    if names is not None and len(names) != len(sources):
+        raise BadParameter("names", "must give one name per source")
+    decoded = load_images(sources, names=names)
+    labels = [describe(s, None if names is None else names[i]) for i, s in enumerate(sources)]
+    arrays = {i: d for i, d in enumerate(decoded) if not isinstance(d, ImageError)}
+    good = list(arrays)
+    probs = predict_proba(model, np.stack(list(arrays.values()))) if arrays else None
+    k = min(top, len(class_names))
+    row_of = {i: row for row, i in enumerate(good)}
+    results = []
+    for i, d in enumerate(decoded):
+        if isinstance(d, ImageError):
+            results.append(Classification(labels[i], False, error=str(d)))
+            continue
+        assert probs is not None
+        p = probs[row_of[i]]
+        order = np.argsort(-p, kind="stable")[:k]
+        top_k = [{"label": class_names[j], "probability": round(float(p[j]), 6)} for j in order]
+        results.append(Classification(labels[i], True, top=top_k))
+    return results
+
+
+@dataclass
+class Evaluation:
+    """Accuracy of a model on a labelled set, per class, with its confusion matrix and worst misses."""
+
+    accuracy: float
+    n: int
+    per_class: dict[str, float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    class_names: list[str]
+    worst: list[dict[str, Any]]  # the most confidently wrong: {"index", "label", "predicted", ...}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "per_class": self.per_class,
+            "confusion": self.confusion,
+            "class_names": self.class_names,
+            "worst": self.worst,
+        }
+
+
+def evaluate_probabilities(
+    probs: np.ndarray, y: np.ndarray, class_names: Sequence[str], worst: int = 16
+) -> Evaluation:
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    predicted = probs.argmax(axis=1)
+    classes = len(class_names)
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    support = confusion.sum(axis=1)
+    per_class = {
+        name: round(float(confusion[c, c] / support[c]), 6) if support[c] else 0.0
+        for c, name in enumerate(class_names)
+    }
+    p_true = probs[np.arange(len(y)), y]
+    wrong = np.flatnonzero(predicted != y)
+    worst_idx = wrong[np.argsort(p_true[wrong], kind="stable")[:worst]]
+    return Evaluation(
+        accuracy=round(float((predicted == y).mean()), 6) if len(y) else 0.0,
+        n=len(y),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+        class_names=list(class_names),
+        worst=[
+            {
+                "index": int(i),
+                "label": class_names[y[i]],
+                "predicted": class_names[predicted[i]],
+                "probability": round(float(probs[i, predicted[i]]), 6),
+                "probability_of_label": round(float(p_true[i]), 6),
+            }
+            for i in worst_idx
+        ],
+    )
+
+
+def evaluate(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
+) -> Evaluation:
+    """Accuracy, per-class accuracy, confusion matrix and worst misses of ``model`` on ``(x, y)``."""
+    return evaluate_probabilities(predict_proba(model, x), y, class_names)

@@ -1,0 +1,102 @@
+"""Classification from every kind of source, batched, with per-file errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.errors import BadParameter
+from jupyter_cifar.nets import build_model
+from jupyter_cifar.predict import classify, evaluate, predict_proba
+
+
+@pytest.fixture(scope="module")
+def models():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return {"tutorial": build_model("tutorial"), "fast": build_model("fast")}
+
+
+@pytest.fixture
+def cat_jpeg(cifar10_dir: Path) -> Path:
+    return cifar10_dir / "test" / "cat" / "0000.jpg"
+
+
+def test_every_kind_of_source_gives_the_same_answer(models, cat_jpeg: Path) -> None:
+    raw = cat_jpeg.read_bytes()
+    pil = Image.open(cat_jpeg)
+    sources = [cat_jpeg, str(cat_jpeg), raw, memoryview(raw), np.asarray(pil), pil, io.BytesIO(raw)]
+    results = classify(models["fast"], sources, top=3)
+    assert [r.ok for r in results] == [True] * len(sources)
+    first = results[0].top
+    assert len(first) == 3 and {t["label"] for t in first} <= set(CLASS_NAMES)
+    for r in results[1:]:
+        assert [t["label"] for t in r.top] == [t["label"] for t in first]
+        for a, b in zip(r.top, first, strict=True):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    assert results[0].file == str(cat_jpeg)
+
+
+@pytest.mark.parametrize("preset", ["tutorial", "fast"])
+def test_probabilities_whether_the_model_gives_logits_or_softmax(models, cifar10, preset) -> None:
+    probs = predict_proba(models[preset], cifar10.x_test[:300])
+    assert probs.shape == (300, 10)
+    assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    result = classify(models[preset], [cifar10.x_test[0]], top=10)[0]
+    values = [t["probability"] for t in result.top]
+    assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_batching_does_not_change_results(models, cifar10) -> None:
+    x = cifar10.x_test[:600]
+    whole = predict_proba(models["fast"], x, batch_size=600)
+    chunked = predict_proba(models["fast"], x, batch_size=64)
+    np.testing.assert_allclose(whole, chunked, atol=1e-5)
+
+
+def test_one_bad_file_does_not_stop_the_others(models, cat_jpeg: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(cat_jpeg.read_bytes()[:200])
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    results = classify(models["fast"], [cat_jpeg, broken, text, cat_jpeg], top=2)
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert "broken.jpg" in results[1].error and results[1].top == []
+    assert "notes.txt" in results[2].error
+    assert results[0].top == results[3].top
+    assert results[1].to_json() == {
+        "file": str(broken),
+        "ok": False,
+        "top": [],
+        "error": results[1].error,
+    }
+
+
+def test_uploads_are_named_by_their_names(models, cat_jpeg: Path) -> None:
+    results = classify(models["fast"], [cat_jpeg.read_bytes(), b"junk"], names=["a.jpg", "b.png"])
+    assert [r.file for r in results] == ["a.jpg", "b.png"]
+    assert results[1].error.startswith("b.png")
+
+
+def test_top_is_checked_and_capped(models, cat_jpeg: Path) -> None:
+    with pytest.raises(BadParameter, match="--top"):
+        classify(models["fast"], [cat_jpeg], top=0)
+    assert len(classify(models["fast"], [cat_jpeg], top=50)[0].top) == 10
+
+
+def test_nothing_to_classify_is_fine(models) -> None:
+    assert classify(models["fast"], []) == []
+
+
+def test_evaluate_counts_per_class(models, cifar10) -> None:
+    data = cifar10.subset(None, 500)
+    ev = evaluate(models["fast"], data.x_test, data.y_test, data.class_names)
+    assert ev.n == 500 and np.array(ev.confusion).sum() == 500
+    assert np.array(ev.confusion).sum(axis=1).tolist() == [50] * 10  # class-balanced subset
+    assert 0 <= ev.accuracy <= 1 and set(ev.per_class) == set(CLASS_NAMES)
