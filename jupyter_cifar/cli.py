@@ -112,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace, out: _Output) -> int:
     if args.save is not None and Path(args.save).suffix != ".keras":
         raise BadParameter("--save", f"give a file path ending in .keras (got {args.save!r})")
+    data = _load_data(args.data, out)
+    _import_keras_quietly()
     from .training import TrainConfig, Trainer
 
-    data = _load_data(args.data, out)
     config = TrainConfig(
         preset=args.preset,
         epochs=args.epochs,
@@ -227,9 +228,11 @@ def _load_data(data: str | None, out: _Output) -> Any:
 
 
 def _load_ref(ref: str) -> Any:
-    from .modelfiles import load_model
+    from .modelfiles import load_model, sniff_format
 
     try:
+        sniff_format(Path(ref))  # a missing or foreign file fails before TensorFlow loads
+        _import_keras_quietly()
         return load_model(ref)
     except ModelFileError as e:
         raise BadParameter("REF", str(e)) from None
@@ -330,24 +333,52 @@ class _ProgressBar:
                 self.out.note(line)
 
 
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) with file descriptor 2 parked, then restore it.
+
+    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog()", oneDNN notices)
+    ignore TF_CPP_MIN_LOG_LEVEL; on a command line whose stderr carries our one-line errors they are
+    noise. What the import printed is shown if the import fails.
+    """
+    if "keras" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not ours
+    prog = PROG
     try:
         args = build_parser().parse_args(argv)
-        out = _Output(args.json)
-        return COMMANDS[args.command](args, out)
+        prog = f"{PROG} {args.command}"
+        return COMMANDS[args.command](args, _Output(args.json))
     except UsageError as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     except BadParameter as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except JupyterCifarError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_PARTIAL
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
