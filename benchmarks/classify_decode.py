@@ -40,8 +40,10 @@ def dataset(folder: Path, count: int) -> None:
     for path in paths:
         load_image(path)
     ours = time.perf_counter() - start
-    print(f"{len(paths)} dataset JPEGs: Pillow {per_item(plain, len(paths))}, "
-          f"load_image {per_item(ours, len(paths))}")
+    print(
+        f"{len(paths)} dataset JPEGs: Pillow {per_item(plain, len(paths))}, "
+        f"load_image {per_item(ours, len(paths))}"
+    )
 
 
 def big_photo(repeats: int = 3) -> None:
@@ -59,8 +61,10 @@ def big_photo(repeats: int = 3) -> None:
     for _ in range(repeats):
         load_image(data)
     ours = time.perf_counter() - start
-    print(f"6000x4000 JPEG: full decode + resize {full / repeats * 1e3:7.1f} ms, "
-          f"load_image {ours / repeats * 1e3:7.1f} ms")
+    print(
+        f"6000x4000 JPEG: full decode + resize {full / repeats * 1e3:7.1f} ms, "
+        f"load_image {ours / repeats * 1e3:7.1f} ms"
+    )
 
 
 def main() -> None:

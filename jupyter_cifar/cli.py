@@ -79,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     train = sub.add_parser("train", help="train a network on CIFAR-10")
-    train.add_argument(
-        "--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="network and recipe"
-    )
+    train.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="network and recipe")
     train.add_argument("--epochs", type=_count, metavar="N", help="default: the preset's")
     train.add_argument("--batch-size", type=_count, metavar="N", help="default: the preset's")
     train.add_argument("--learning-rate", type=_positive_float, metavar="LR")
@@ -182,10 +180,7 @@ def _classify(args: argparse.Namespace, out: _Output) -> int:
     files = expand_inputs(args.inputs)
     readable = [f for f in files if f.is_file()]
     results = {str(f): r for f, r in zip(readable, classify(model, readable, top=args.top), strict=True)}
-    items = [
-        results.get(str(f)) or Classification(str(f), False, error=f"{f}: no such file")
-        for f in files
-    ]
+    items = [results.get(str(f)) or Classification(str(f), False, error=f"{f}: no such file") for f in files]
     out.result(
         [c.to_json() for c in items],
         lambda r: "\n".join(
@@ -207,9 +202,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            )
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")))
         else:
             files.append(path)
     return files
@@ -320,11 +313,7 @@ class _ProgressBar:
         elif kind == "epoch":
             line = (
                 f"epoch {event['epoch']}: loss {event['loss']:.4f} accuracy {event['accuracy']:.4f}"
-                + (
-                    f" val_accuracy {event['val_accuracy']:.4f}"
-                    if event["val_accuracy"] is not None
-                    else ""
-                )
+                + (f" val_accuracy {event['val_accuracy']:.4f}" if event["val_accuracy"] is not None else "")
                 + f" ({event['seconds']:.1f} s)"
             )
             if self.bar is not None:

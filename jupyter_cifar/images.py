@@ -55,9 +55,7 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: and fastai do at inference), ``squish`` ignores the aspect ratio, ``pad`` adds black bars.
 FITS = ("crop", "squish", "pad")
 
-ImageSource = (
-    bytes | bytearray | memoryview | str | os.PathLike[str] | Image.Image | np.ndarray | BinaryIO
-)
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str] | Image.Image | np.ndarray | BinaryIO
 
 # Pillow opens MPO (multi-picture JPEG, as some cameras write) through its JPEG opener and has no
 # opener registered under "MPO": naming it in ``formats`` makes Image.open fail with KeyError.
@@ -230,9 +228,7 @@ def _binary_stream(file: Any, label: str) -> IO[bytes]:
     return stream
 
 
-def _decode(
-    fp: IO[bytes], label: str, target: tuple[int, int], fit: str, max_pixels: int
-) -> _UInt8Array:
+def _decode(fp: IO[bytes], label: str, target: tuple[int, int], fit: str, max_pixels: int) -> _UInt8Array:
     """Identify the format from the header (accepted formats only), then decode and fit."""
     try:
         img = Image.open(fp, formats=_OPEN_FORMATS)
@@ -398,9 +394,7 @@ def _array_to_uint8(array: np.ndarray, label: str) -> _UInt8Array:
     if array.ndim == 3 and shape[2] == 1:
         array = array[:, :, 0]
     elif not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (3, 4))):
-        raise ImageError(
-            label, f"unsupported array shape {shape} (expected HxW, HxWx1, HxWx3 or HxWx4)"
-        )
+        raise ImageError(label, f"unsupported array shape {shape} (expected HxW, HxWx1, HxWx3 or HxWx4)")
     if array.size == 0:
         raise ImageError(label, f"array of shape {shape} has no pixels")
     kind = array.dtype
@@ -416,9 +410,7 @@ def _array_to_uint8(array: np.ndarray, label: str) -> _UInt8Array:
             values = values * 255.0
         pixels = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
     else:
-        raise ImageError(
-            label, f"unsupported array dtype {kind} (use uint8, uint16, bool or float)"
-        )
+        raise ImageError(label, f"unsupported array dtype {kind} (use uint8, uint16, bool or float)")
     return np.ascontiguousarray(pixels)
 
 

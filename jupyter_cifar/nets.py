@@ -163,9 +163,7 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def compile_for_training(
-    model: keras.Model, preset: Preset, learning_rate: float, total_steps: int
-) -> bool:
+def compile_for_training(model: keras.Model, preset: Preset, learning_rate: float, total_steps: int) -> bool:
     """Compile with the preset's recipe; returns whether labels must be given one-hot.
 
     Only built-in Keras objects go into the compile config, so a saved model opens with plain
@@ -176,9 +174,7 @@ def compile_for_training(
     from_logits = not outputs_probabilities(model)
     one_hot = preset.label_smoothing > 0
     loss = (
-        keras.losses.CategoricalCrossentropy(
-            from_logits=from_logits, label_smoothing=preset.label_smoothing
-        )
+        keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=preset.label_smoothing)
         if one_hot
         else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     )

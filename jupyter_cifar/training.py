@@ -155,8 +155,7 @@ class Trainer:
         if self.config.batch_size > len(self.data.x_train):  # type: ignore[operator]
             raise BadParameter(
                 "--batch-size",
-                f"{self.config.batch_size} is larger than the {len(self.data.x_train)} "
-                "training images",
+                f"{self.config.batch_size} is larger than the {len(self.data.x_train)} training images",
             )
         self.model = model
         self.history: list[dict[str, Any]] = [dict(h) for h in history]

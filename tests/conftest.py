@@ -27,9 +27,7 @@ def cifar10_dir() -> Path:
 @pytest.fixture(scope="session")
 def lossless_npz() -> Path:
     """Original pixels of a CIFAR-10 subset, with every label (see its README)."""
-    return _require(
-        SHARED / "cifar10-lossless-subset" / "cifar10_lossless_subset.npz", "the lossless subset"
-    )
+    return _require(SHARED / "cifar10-lossless-subset" / "cifar10_lossless_subset.npz", "the lossless subset")
 
 
 @pytest.fixture(scope="session")
