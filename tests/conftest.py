@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers such as mongod.py
 SHARED = Path(os.environ.get("JUPYTER_CIFAR_SHARED", REPO.parent / "shared"))
 
 
@@ -48,3 +50,22 @@ def cifar10(cifar10_dir: Path):
     from jupyter_cifar.data import load_cifar10
 
     return load_cifar10(cifar10_dir)
+
+
+@pytest.fixture(scope="session")
+def mongod(tmp_path_factory: pytest.TempPathFactory):
+    """A real MongoDB 6 server on loopback for the whole session."""
+    from mongod import Mongod
+
+    server = Mongod(tmp_path_factory.mktemp("mongod")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_uri(mongod, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server for each test."""
+    import re
+
+    db = "t_" + re.sub(r"[^A-Za-z0-9]", "_", request.node.name)[-50:]
+    return f"{mongod.uri}/{db}"

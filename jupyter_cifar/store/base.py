@@ -1,0 +1,564 @@
+"""The model store contract: immutable, versioned model files with aliases, tags, notes and metadata.
+
+A backend implements a handful of primitives (``_insert_version``, ``_get``, ``_list``, ``_open_file``,
+...); everything a user calls (save a Keras model or a file, load with a cache, resolve ``name:3`` or
+``name@alias``, export, verify) is written once here, so every backend behaves the same and one contract
+test suite holds them all to it.
+
+Guarantees every backend keeps:
+
+- saving under an existing name makes the next version, unique per name even with concurrent writers;
+- a version becomes visible only once its file is whole (a killed save leaves nothing visible, and what it
+  half-wrote is collected later by :meth:`ModelStore.collect_garbage`, which runs on open);
+- every file carries its sha256, checked on every read: a corrupted file is an :class:`IntegrityError`
+  naming the version, never a wrong model;
+- deleting removes the file bytes, not just the record.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import BadParameter, IntegrityError, NotFound
+
+if TYPE_CHECKING:
+    import keras
+
+CHUNK = 1 << 20
+# Names, aliases and tag keys travel in URLs, file names and command lines: keep them plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_TAG_VALUE = 1000
+MAX_NOTES = 100_000
+RESERVED_ALIASES = frozenset({"latest"})
+SORT_FIELDS = ("created", "name", "version", "test_accuracy", "size")
+# A half-written file younger than this may belong to a save still running in another process.
+GARBAGE_AGE_SECONDS = 15 * 60
+
+
+def check_name(name: object, what: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise BadParameter(
+            what,
+            f"{name!r} is not a valid {what}: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def check_alias(alias: object) -> str:
+    check_name(alias, "alias")
+    assert isinstance(alias, str)
+    if alias.isdigit():
+        raise BadParameter("alias", f"{alias!r} is not a valid alias: it would read as a version number")
+    if alias in RESERVED_ALIASES:
+        raise BadParameter("alias", f"{alias!r} is reserved: REF 'name' already means the latest version")
+    return alias
+
+
+def check_tags(tags: Mapping[str, object]) -> dict[str, str | None]:
+    """Tag keys are plain names; values are text (``None`` removes the tag)."""
+    checked: dict[str, str | None] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+            raise BadParameter("tag", f"{key!r} is not a valid tag key (letters, digits, '_', '.', '-')")
+        if value is not None:
+            if not isinstance(value, str | int | float | bool):
+                raise BadParameter("tag", f"tag {key!r}: the value must be text")
+            value = str(value)
+            if len(value) > MAX_TAG_VALUE or _CONTROL.search(value):
+                raise BadParameter(
+                    "tag", f"tag {key!r}: the value must be at most {MAX_TAG_VALUE} characters of text"
+                )
+        checked[key] = value
+    return checked
+
+
+def check_notes(notes: object) -> str:
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES or "\x00" in notes:
+        raise BadParameter("notes", f"notes must be text of at most {MAX_NOTES} characters")
+    return notes
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A model version named by ``name`` (its latest), ``name:3`` or ``name@alias``."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | Ref) -> Ref:
+        if isinstance(text, Ref):
+            return text
+        if not isinstance(text, str):
+            raise BadParameter("REF", f"expected text such as 'name', 'name:3' or 'name@alias', got {text!r}")
+        if "@" in text:
+            name, alias = text.split("@", 1)
+            return cls(check_name(name, "REF"), alias=check_name(alias, "REF"))
+        if ":" in text:
+            name, version = text.split(":", 1)
+            if not version.isdigit() or int(version) < 1:
+                raise BadParameter("REF", f"{text!r}: the version after ':' must be a number from 1")
+            return cls(check_name(name, "REF"), version=int(version))
+        return cls(check_name(text, "REF"))
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}@{self.alias}"
+        return self.name
+
+
+@dataclass
+class ModelRecord:
+    """One immutable model version and what is known about it."""
+
+    name: str
+    version: int
+    created: str  # ISO 8601, UTC
+    sha256: str
+    size: int
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+    test_accuracy: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "sha256": self.sha256,
+            "size": self.size,
+            "aliases": sorted(self.aliases),
+            "tags": dict(sorted(self.tags.items())),
+            "notes": self.notes,
+            "test_accuracy": self.test_accuracy,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelRecord:
+        return cls(
+            name=data["name"],
+            version=int(data["version"]),
+            created=data["created"],
+            sha256=data["sha256"],
+            size=int(data["size"]),
+            aliases=list(data.get("aliases") or []),
+            tags=dict(data.get("tags") or {}),
+            notes=data.get("notes") or "",
+            test_accuracy=data.get("test_accuracy"),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+@dataclass
+class Page:
+    """One page of a listing, and how many records match in all."""
+
+    items: list[ModelRecord]
+    total: int
+    offset: int
+    limit: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [r.to_json() for r in self.items],
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+        }
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to list: filters (all optional, combined with AND), order and page."""
+
+    name: str | None = None  # exact model name
+    search: str | None = None  # case-insensitive substring of the name or the notes
+    tags: Mapping[str, str] = field(default_factory=dict)  # each key must have this value
+    sort: str = "-created"  # a field of SORT_FIELDS, '-' for descending
+    limit: int = 50
+    offset: int = 0
+
+    def checked(self) -> Query:
+        field_ = self.sort.removeprefix("-")
+        if field_ not in SORT_FIELDS:
+            raise BadParameter(
+                "sort", f"{self.sort!r}: sort by one of {', '.join(SORT_FIELDS)} ('-' first: descending)"
+            )
+        if not isinstance(self.limit, int) or not 1 <= self.limit <= 1000:
+            raise BadParameter("limit", f"must be a number from 1 to 1000 (got {self.limit!r})")
+        if not isinstance(self.offset, int) or self.offset < 0:
+            raise BadParameter("offset", f"must be a number from 0 (got {self.offset!r})")
+        if self.name is not None:
+            check_name(self.name)
+        check_tags(self.tags)
+        return self
+
+    @property
+    def sort_field(self) -> str:
+        return self.sort.removeprefix("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a file, streamed."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+class VerifyingReader:
+    """Wraps a stored file's stream; at its end, checks size and sha256 against the record."""
+
+    def __init__(self, raw: IO[bytes], record: ModelRecord) -> None:
+        self.raw = raw
+        self.record = record
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self._hash.update(data)
+        self._size += len(data)
+        if not data or n < 0:
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        r = self.record
+        if self._size != r.size or self._hash.hexdigest() != r.sha256:
+            raise IntegrityError(
+                f"model {r.ref}: the stored file is corrupt ({self._size} bytes, sha256 "
+                f"{self._hash.hexdigest()[:12]}…; saved as {r.size} bytes, sha256 {r.sha256[:12]}…)"
+            )
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> VerifyingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ModelStore(ABC):
+    """Versioned model files and their records. Build one with :func:`jupyter_cifar.store.open_store`."""
+
+    #: How the store presents itself in messages: never a password.
+    display: str = ""
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[str, keras.Model] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self.model_cache_size = 4
+
+    # -- primitives a backend implements ---------------------------------------------------------
+    @abstractmethod
+    def _insert_version(
+        self, name: str, path: Path, sha256: str, size: int, fields: dict[str, Any]
+    ) -> ModelRecord:
+        """Store the file at ``path`` as the next version of ``name``; visible only once whole."""
+
+    @abstractmethod
+    def _get(self, name: str, version: int | None) -> ModelRecord | None:
+        """The version, or the latest one when ``version`` is None; None if there is none."""
+
+    @abstractmethod
+    def _version_of_alias(self, name: str, alias: str) -> int | None: ...
+
+    @abstractmethod
+    def _list(self, query: Query) -> Page: ...
+
+    @abstractmethod
+    def _open_file(self, record: ModelRecord) -> IO[bytes]:
+        """A binary stream of the version's stored bytes (not yet verified)."""
+
+    @abstractmethod
+    def _set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version``, moving it from any other version of ``name``."""
+
+    @abstractmethod
+    def _remove_alias(self, name: str, alias: str) -> bool: ...
+
+    @abstractmethod
+    def _update(self, name: str, version: int, tags: dict[str, str | None] | None, notes: str | None) -> None:
+        """Merge ``tags`` (None values remove keys) and replace ``notes`` when given."""
+
+    @abstractmethod
+    def _delete_version(self, name: str, version: int) -> bool:
+        """Remove the record (and its aliases), then the file bytes; False if there was none."""
+
+    @abstractmethod
+    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
+        """Remove what interrupted saves and deletes left behind; returns how many items went."""
+
+    def close(self) -> None:  # noqa: B027 (optional: only backends holding connections need it)
+        """Release connections; the store object is not used afterwards."""
+
+    def __enter__(self) -> ModelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display}>"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def resolve(self, ref: str | Ref) -> ModelRecord:
+        """The record a REF names: ``name`` (latest), ``name:3`` or ``name@alias``; else NotFound."""
+        ref = Ref.parse(ref)
+        if ref.alias is not None:
+            version = self._version_of_alias(ref.name, ref.alias)
+            if version is None:
+                self._require_model(ref.name)
+                raise NotFound(f"model {ref.name!r} has no alias {ref.alias!r}")
+            record = self._get(ref.name, version)
+        else:
+            record = self._get(ref.name, ref.version)
+        if record is None:
+            latest = self._require_model(ref.name)
+            raise NotFound(f"model {ref.name!r} has no version {ref.version} (latest: {latest.version})")
+        return record
+
+    get = resolve
+
+    def _require_model(self, name: str) -> ModelRecord:
+        latest = self._get(name, None)
+        if latest is None:
+            raise NotFound(f"no model named {name!r} in {self.display}")
+        return latest
+
+    def list(
+        self,
+        *,
+        name: str | None = None,
+        search: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        sort: str = "-created",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        """Versions matching every given filter, in ``sort`` order, one page at a time."""
+        return self._list(Query(name, search, dict(tags or {}), sort, limit, offset).checked())
+
+    @contextlib.contextmanager
+    def open(self, ref: str | Ref) -> Iterator[VerifyingReader]:
+        """The version's file as a stream; reading it to the end verifies size and sha256."""
+        record = self.resolve(ref)
+        with VerifyingReader(self._open_file(record), record) as reader:
+            yield reader
+
+    def export(self, ref: str | Ref, path: str | os.PathLike[str]) -> ModelRecord:
+        """Write the version as a standard ``.keras`` file, verified, atomically."""
+        path = Path(path)
+        if path.is_dir():
+            raise BadParameter("PATH", f"{path} is a folder; give a file path ending in .keras")
+        if path.suffix != ".keras":
+            raise BadParameter("PATH", f"{path}: exported models are .keras files")
+        record = self.resolve(ref)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            with self.open(record.ref) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+                src.read()  # reach the end, so the check has run even for an empty file
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return record
+
+    def load(self, ref: str | Ref) -> keras.Model:
+        """A Keras model (safe mode); loaded models are cached by sha256 and shared: clone to change."""
+        record = self.resolve(ref)
+        with self._models_lock:
+            if record.sha256 in self._models:
+                self._models.move_to_end(record.sha256)
+                return self._models[record.sha256]
+        from ..modelfiles import load_model
+
+        with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
+            path = Path(tmp) / f"{record.name}-{record.version}.keras"
+            self.export(record.ref, path)
+            model = load_model(path)
+        with self._models_lock:
+            self._models[record.sha256] = model
+            while len(self._models) > self.model_cache_size:
+                self._models.popitem(last=False)
+        return model
+
+    # -- writing ---------------------------------------------------------------------------------
+    def save(
+        self,
+        model: keras.Model | str | os.PathLike[str],
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        notes: str = "",
+        aliases: Sequence[str] = (),
+    ) -> ModelRecord:
+        """Save a Keras model, or import a ``.keras`` / legacy ``.h5`` file, as the next version of ``name``.
+
+        A file is loaded in safe mode first (a file that is not a model, or that asks to run code, is
+        refused before anything is stored) and stored as ``.keras``. ``metadata`` is what a training
+        run knows (:meth:`TrainResult.metadata`); the store adds the model's facts and who saved it.
+        """
+        check_name(name)
+        checked_tags = {k: v for k, v in check_tags(tags or {}).items() if v is not None}
+        notes = check_notes(notes)
+        alias_list = [check_alias(a) for a in aliases]
+        from ..modelfiles import load_model, save_model, sniff_format
+
+        with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
+            if isinstance(model, str | os.PathLike):
+                source = Path(model)
+                fmt = sniff_format(source)
+                keras_model = load_model(source)
+                # legacy .h5 comes in as a standard .keras file
+                path = source if fmt == "keras" else save_model(keras_model, Path(tmp) / "model.keras")
+                origin = {"imported_from": source.name, "imported_format": fmt}
+            else:
+                keras_model = model
+                path = save_model(keras_model, Path(tmp) / "model.keras")
+                origin = {}
+            facts = _model_facts(keras_model)
+            meta = {**facts, **origin, **dict(metadata or {}), "saved_by": who()}
+            meta = json.loads(json.dumps(meta, allow_nan=False, default=str))  # JSON-ready, or fail now
+            sha256, size = file_digest(path)
+            fields = {
+                "created": now_iso(),
+                "tags": checked_tags,
+                "notes": notes,
+                "test_accuracy": _accuracy(meta.get("test_accuracy")),
+                "metadata": meta,
+            }
+            record = self._insert_version(name, path, sha256, size, fields)
+        for alias in alias_list:
+            self._set_alias(name, alias, record.version)
+        return self.resolve(record.ref) if alias_list else record
+
+    def set_alias(self, ref: str | Ref, alias: str) -> ModelRecord:
+        """Point ``alias`` at the version ``ref`` names (moving it off any other version)."""
+        alias = check_alias(alias)
+        record = self.resolve(ref)
+        self._set_alias(record.name, alias, record.version)
+        return self.resolve(record.ref)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        check_name(name)
+        if not self._remove_alias(name, check_name(alias, "alias")):
+            self._require_model(name)
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+
+    def set_tags(self, ref: str | Ref, tags: Mapping[str, str | None]) -> ModelRecord:
+        """Merge tags into the version's; a ``None`` value removes that tag."""
+        checked = check_tags(tags)
+        record = self.resolve(ref)
+        self._update(record.name, record.version, checked, None)
+        return self.resolve(record.ref)
+
+    def set_notes(self, ref: str | Ref, notes: str) -> ModelRecord:
+        notes = check_notes(notes)
+        record = self.resolve(ref)
+        self._update(record.name, record.version, None, notes)
+        return self.resolve(record.ref)
+
+    def delete(self, ref: str | Ref) -> ModelRecord:
+        """Delete one version (``name:3``, ``name@alias``, or ``name`` for its latest), bytes included."""
+        record = self.resolve(ref)
+        if not self._delete_version(record.name, record.version):
+            raise NotFound(f"model {record.ref} was deleted meanwhile")
+        self._forget(record.sha256)
+        return record
+
+    def delete_model(self, name: str) -> builtins.list[ModelRecord]:
+        """Delete every version of ``name``, bytes included; returns what was deleted."""
+        check_name(name)
+        self._require_model(name)
+        deleted = []
+        while (latest := self._get(name, None)) is not None:
+            if self._delete_version(name, latest.version):
+                self._forget(latest.sha256)
+                deleted.append(latest)
+        return deleted
+
+    def _forget(self, sha256: str) -> None:
+        with self._models_lock:
+            self._models.pop(sha256, None)
+
+
+def _accuracy(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _model_facts(model: keras.Model) -> dict[str, Any]:
+    """What can be read off any Keras model, whoever trained it."""
+    import keras
+
+    facts: dict[str, Any] = {
+        "architecture": model.name,
+        "parameters": int(model.count_params()),
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    with contextlib.suppress(AttributeError, ValueError, TypeError):
+        facts["input_shape"] = list(model.input_shape[1:])
+        facts["output_classes"] = int(model.output_shape[-1])
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        facts["tensorflow_version"] = tf.__version__
+    return facts

@@ -1,0 +1,309 @@
+"""The embedded store: model files in a folder, their records in an SQLite catalogue beside them.
+
+The default when no MongoDB is configured (under Jupyter's data dir). Layout::
+
+    ROOT/catalog.sqlite       versions and aliases (WAL mode: readers never wait for a writer)
+    ROOT/files/<token>.keras  one file per version, named by a random token
+    ROOT/staging/<token>.part what a save is still writing
+
+A save writes and fsyncs the file in ``staging``, renames it into ``files``, and only then inserts the
+record in one ``BEGIN IMMEDIATE`` transaction that also picks the next version number, so concurrent
+writers in several processes get distinct versions and a killed save leaves no visible version. A delete
+removes the record first, then the file. What an interrupted save or delete leaves (a staging file, a
+file no record names) is removed by :meth:`collect_garbage` once old enough to belong to no running save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import IntegrityError, NotFound, StoreUnavailable
+from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    file TEXT NOT NULL UNIQUE,
+    tags TEXT NOT NULL DEFAULT '{}',
+    notes TEXT NOT NULL DEFAULT '',
+    test_accuracy REAL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS versions_created ON versions (created);
+CREATE INDEX IF NOT EXISTS versions_accuracy ON versions (test_accuracy);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias),
+    FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS aliases_version ON aliases (name, version);
+"""
+
+_COLUMNS = "name, version, created, sha256, size, file, tags, notes, test_accuracy, metadata"
+
+
+class LocalModelStore(ModelStore):
+    """Models in a local folder; safe for several processes on one machine."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser().absolute()
+        self.display = str(self.root)
+        self.files = self.root / "files"
+        self.staging = self.root / "staging"
+        try:
+            self.files.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir(exist_ok=True)
+            self._db = sqlite3.connect(
+                self.root / "catalog.sqlite", timeout=60, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(f"the model store at {self.root} cannot be opened: {e}") from None
+        self._lock = threading.RLock()  # one connection, shared by this process's threads
+        self.collect_garbage()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise StoreUnavailable(f"the model store at {self.root}: {e}") from None
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                raise StoreUnavailable(f"the model store at {self.root}: {e}") from None
+
+    # -- primitives ------------------------------------------------------------------------------
+    def _insert_version(
+        self, name: str, path: Path, sha256: str, size: int, fields: dict[str, Any]
+    ) -> ModelRecord:
+        token = uuid.uuid4().hex
+        part = self.staging / f"{token}.part"
+        final = self.files / f"{token}.keras"
+        with open(path, "rb") as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(part, final)
+        _fsync_dir(self.files)
+        try:
+            with self._tx(immediate=True) as db:
+                (version,) = db.execute(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)
+                ).fetchone()
+                db.execute(
+                    f"INSERT INTO versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        version,
+                        fields["created"],
+                        sha256,
+                        size,
+                        final.name,
+                        json.dumps(fields["tags"]),
+                        fields["notes"],
+                        fields["test_accuracy"],
+                        json.dumps(fields["metadata"]),
+                    ),
+                )
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        return ModelRecord(name=name, version=version, sha256=sha256, size=size, **fields)
+
+    def _records(self, rows: list[tuple[Any, ...]]) -> list[ModelRecord]:
+        if not rows:
+            return []
+        keys = {(r[0], r[1]) for r in rows}
+        aliases: dict[tuple[str, int], list[str]] = {}
+        names = sorted({k[0] for k in keys})
+        marks = ",".join("?" * len(names))
+        for name, alias, version in self._query(
+            f"SELECT name, alias, version FROM aliases WHERE name IN ({marks})", tuple(names)
+        ):
+            if (name, version) in keys:
+                aliases.setdefault((name, version), []).append(alias)
+        return [
+            ModelRecord(
+                name=r[0],
+                version=r[1],
+                created=r[2],
+                sha256=r[3],
+                size=r[4],
+                aliases=sorted(aliases.get((r[0], r[1]), [])),
+                tags=json.loads(r[6]),
+                notes=r[7],
+                test_accuracy=r[8],
+                metadata=json.loads(r[9]),
+            )
+            for r in rows
+        ]
+
+    def _get(self, name: str, version: int | None) -> ModelRecord | None:
+        if version is None:
+            sql = f"SELECT {_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1"
+            rows = self._query(sql, (name,))
+        else:
+            rows = self._query(
+                f"SELECT {_COLUMNS} FROM versions WHERE name = ? AND version = ?", (name, version)
+            )
+        records = self._records(rows)
+        return records[0] if records else None
+
+    def _version_of_alias(self, name: str, alias: str) -> int | None:
+        rows = self._query("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        return rows[0][0] if rows else None
+
+    def _list(self, query: Query) -> Page:
+        where, params = [], []
+        if query.name is not None:
+            where.append("name = ?")
+            params.append(query.name)
+        if query.search:
+            pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(name LIKE ? ESCAPE '\\' OR notes LIKE ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        for key, value in query.tags.items():
+            where.append(f"json_extract(tags, '$.\"{key}\"') = ?")  # keys are checked plain names
+            params.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        direction = "DESC" if query.descending else "ASC"
+        order = f"{query.sort_field} {direction}"
+        if query.sort_field == "test_accuracy":  # records without an accuracy go last either way
+            order = f"test_accuracy IS NULL, {order}"
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM versions {clause} ORDER BY {order}, name, version {direction} "
+            "LIMIT ? OFFSET ?",
+            (*params, query.limit, query.offset),
+        )
+        (total,) = self._query(f"SELECT COUNT(*) FROM versions {clause}", tuple(params))[0]
+        return Page(self._records(rows), total, query.offset, query.limit)
+
+    def _open_file(self, record: ModelRecord) -> IO[bytes]:
+        rows = self._query(
+            "SELECT file FROM versions WHERE name = ? AND version = ?", (record.name, record.version)
+        )
+        if not rows:
+            raise NotFound(f"model {record.ref} was deleted meanwhile")
+        try:
+            return open(self.files / rows[0][0], "rb")
+        except FileNotFoundError:
+            raise IntegrityError(f"model {record.ref}: its stored file is missing") from None
+
+    def _set_alias(self, name: str, alias: str, version: int) -> None:
+        with self._tx(immediate=True) as db:
+            db.execute(
+                "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                (name, alias, version),
+            )
+
+    def _remove_alias(self, name: str, alias: str) -> bool:
+        with self._tx(immediate=True) as db:
+            return db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)).rowcount > 0
+
+    def _update(self, name: str, version: int, tags: dict[str, str | None] | None, notes: str | None) -> None:
+        with self._tx(immediate=True) as db:
+            if tags is not None:
+                (current,) = db.execute(
+                    "SELECT tags FROM versions WHERE name = ? AND version = ?", (name, version)
+                ).fetchone()
+                merged = {**json.loads(current), **tags}
+                merged = {k: v for k, v in merged.items() if v is not None}
+                db.execute(
+                    "UPDATE versions SET tags = ? WHERE name = ? AND version = ?",
+                    (json.dumps(merged), name, version),
+                )
+            if notes is not None:
+                db.execute(
+                    "UPDATE versions SET notes = ? WHERE name = ? AND version = ?", (notes, name, version)
+                )
+
+    def _delete_version(self, name: str, version: int) -> bool:
+        with self._tx(immediate=True) as db:
+            row = db.execute(
+                "SELECT file FROM versions WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
+        (self.files / row[0]).unlink(missing_ok=True)
+        return True
+
+    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
+        cutoff = time.time() - max_age
+        removed = 0
+        for part in self.staging.glob("*.part"):
+            removed += _unlink_if_older(part, cutoff)
+        known = {row[0] for row in self._query("SELECT file FROM versions")}
+        for path in self.files.glob("*.keras"):
+            if path.name not in known:
+                removed += _unlink_if_older(path, cutoff)
+        return removed
+
+    def stored_files(self) -> set[str]:
+        """The names of the files in the store's folder (for checks and tests)."""
+        return {p.name for p in self.files.iterdir()}
+
+    def file_path(self, record: ModelRecord) -> Path:
+        """Where a version's bytes lie (for checks and tests)."""
+        rows = self._query(
+            "SELECT file FROM versions WHERE name = ? AND version = ?", (record.name, record.version)
+        )
+        return self.files / rows[0][0]
+
+
+def _unlink_if_older(path: Path, cutoff: float) -> int:
+    try:
+        if path.stat().st_mtime <= cutoff:
+            path.unlink()
+            return 1
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
