@@ -62,7 +62,7 @@ class Mongod:
                 "--wiredTigerCacheSizeGB",
                 "0.25",
                 *self.args,
-            ],  # fmt: skip
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

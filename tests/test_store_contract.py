@@ -135,7 +135,7 @@ def test_list_filters_sorts_and_pages(store: ModelStore, model_file: Path) -> No
     store.set_notes("alpha:2", "the good one")
     assert store.list().total == 4
     assert [r.ref for r in store.list().items] == ["beta:1", "alpha:3", "alpha:2", "alpha:1"]
-    assert [r.ref for r in store.list(sort="created").items][0] == "alpha:1"
+    assert store.list(sort="created").items[0].ref == "alpha:1"
     by_acc = [r.test_accuracy for r in store.list(sort="-test_accuracy").items]
     assert by_acc == [0.9, 0.7, 0.5, None]  # no accuracy: last
     assert [r.ref for r in store.list(name="alpha", sort="-version").items] == [
