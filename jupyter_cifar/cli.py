@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import BadParameter, DataError, JupyterCifarError, ModelFileError
+from .errors import BadParameter, DataError, JupyterCifarError, ModelFileError, NotFound, StoreUnavailable
 
 PROG = "jupyter cifar"
+STORE_REF_HELP = "a version in the store: NAME (its latest), NAME:VERSION or NAME@ALIAS"
+REF_HELP = STORE_REF_HELP + "; or the path of a .keras / .h5 file"
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
 
@@ -70,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
+    def store_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store",
+            metavar="URI",
+            help="model store: a folder, mongodb:// or mongodb+srv:// URI; "
+            "default: $JUPYTER_CIFAR_STORE, else the embedded store under Jupyter's data dir",
+        )
+
     def data_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--data",
@@ -86,21 +96,77 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-limit", type=_count, metavar="N", help="train on N images")
     train.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
     train.add_argument("--seed", type=int, help="make the run repeatable")
-    train.add_argument("--save", metavar="PATH", help="save the trained model to a .keras file")
+    train.add_argument(
+        "--save", metavar="NAME", help="save the model as the next version of NAME (or to a PATH.keras file)"
+    )
+    train.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="with --save NAME")
+    train.add_argument("--notes", default="", help="with --save NAME")
     data_arg(train)
+    store_arg(train)
     common(train)
 
     evaluate = sub.add_parser("evaluate", help="test a model on CIFAR-10's test images")
-    evaluate.add_argument("ref", metavar="REF", help="a model: a .keras or .h5 file")
+    evaluate.add_argument("ref", metavar="REF", help=REF_HELP)
     evaluate.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
     data_arg(evaluate)
+    store_arg(evaluate)
     common(evaluate)
 
     classify = sub.add_parser("classify", help="classify image files with a model")
-    classify.add_argument("ref", metavar="REF", help="a model: a .keras or .h5 file")
+    classify.add_argument("ref", metavar="REF", help=REF_HELP)
     classify.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders")
     classify.add_argument("--top", type=_count, default=3, metavar="K", help="labels per image")
+    store_arg(classify)
     common(classify)
+
+    models = sub.add_parser("models", help="list and manage the models in the store")
+    verbs = models.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help)
+        store_arg(p)
+        common(p)
+        return p
+
+    p = verb("list", "versions in the store, newest first")
+    p.add_argument("--name", help="only this model's versions")
+    p.add_argument("--search", help="text in the name or the notes")
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only versions with this tag"
+    )
+    p.add_argument(
+        "--sort", default="-created", help="created, name, version, test_accuracy or size; '-': descending"
+    )
+    p.add_argument("--limit", type=_count, default=50, metavar="N")
+    p.add_argument("--offset", type=int, default=0, metavar="N")
+    p = verb("show", "one version's record")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p = verb("export", "write a version as a standard .keras file")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p.add_argument("path", metavar="PATH", help="a file path ending in .keras")
+    p = verb("import", "store a .keras or legacy .h5 file as the next version of NAME")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", required=True)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--notes", default="")
+    p = verb("import-seed", "import the seed project's models: .h5 bytes inside MongoDB documents")
+    p.add_argument("source", metavar="MONGODB_URI", help="the database the seed wrote to (mongodb://host/db)")
+    p.add_argument("--collection", help="where the documents are (default: every collection)")
+    p.add_argument("--name", default="seed", help="store them as versions of this model (default: seed)")
+    p = verb("alias", "point ALIAS at a version (moving it off any other)")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p.add_argument("alias", metavar="ALIAS")
+    p.add_argument("--remove", action="store_true", help="remove the alias instead")
+    p = verb("tag", "set tags on a version (KEY= removes a tag)")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p.add_argument("tags", nargs="+", metavar="KEY=VALUE")
+    p = verb("note", "replace a version's notes")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p.add_argument("notes", metavar="TEXT")
+    p = verb("delete", "delete a version, or with --all every version of a model (bytes included)")
+    p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
+    p.add_argument("--all", action="store_true", help="REF is a model name: delete all its versions")
     return parser
 
 
@@ -108,8 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, out: _Output) -> int:
-    if args.save is not None and Path(args.save).suffix != ".keras":
-        raise BadParameter("--save", f"give a file path ending in .keras (got {args.save!r})")
+    tags = _parse_tags(args.tag)
+    store = None
+    if args.save is not None and not _is_file_ref(args.save):
+        from .store.base import check_name
+
+        check_name(args.save, "--save")
+        store = _open_store(args.store)  # an unreachable store fails now, not after training
+        store.list(limit=1)
+    elif args.save is not None and Path(args.save).suffix != ".keras":
+        raise BadParameter("--save", f"a file path must end in .keras (got {args.save!r})")
     data = _load_data(args.data, out)
     _import_keras_quietly()
     from .training import TrainConfig, Trainer
@@ -129,8 +203,11 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
         result = _run_interruptibly(trainer, out)
     if result.status == "failed":
         raise JupyterCifarError(f"training failed: {result.error}")
-    saved = None
-    if args.save:
+    saved, version = None, None
+    if store is not None:
+        record = store.save(result.model, args.save, metadata=result.metadata(), tags=tags, notes=args.notes)
+        saved, version = record.name, record.version
+    elif args.save:
         from .modelfiles import save_model
 
         saved = str(save_model(result.model, args.save))
@@ -139,7 +216,7 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
     out.result(
         {
             "name": saved,
-            "version": None,
+            "version": version,
             "test_accuracy": ev.accuracy,
             "epochs": result.epochs,
             "seconds": round(result.seconds, 3),
@@ -151,7 +228,7 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
         lambda r: (
             f"{r['status']}: {r['epochs']} epochs of {r['preset']} in {r['seconds']:.1f} s "
             f"({r['images_per_second']:.0f} images/s); test accuracy {r['test_accuracy']:.4f}"
-            + (f"; saved to {saved}" if saved else "")
+            + (f"; saved as {saved}:{version}" if version else f"; saved to {saved}" if saved else "")
         ),
     )
     return EXIT_OK
@@ -160,7 +237,7 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
 def _evaluate(args: argparse.Namespace, out: _Output) -> int:
     from .predict import evaluate
 
-    model = _load_ref(args.ref)
+    model = _load_ref(args.ref, args.store)
     data = _load_data(args.data, out).subset(None, args.test_limit)
     ev = evaluate(model, data.x_test, data.y_test, data.class_names)
     out.result(
@@ -176,7 +253,7 @@ def _evaluate(args: argparse.Namespace, out: _Output) -> int:
 def _classify(args: argparse.Namespace, out: _Output) -> int:
     from .predict import Classification, classify
 
-    model = _load_ref(args.ref)
+    model = _load_ref(args.ref, args.store)
     files = expand_inputs(args.inputs)
     readable = [f for f in files if f.is_file()]
     results = {str(f): r for f, r in zip(readable, classify(model, readable, top=args.top), strict=True)}
@@ -194,6 +271,161 @@ def _classify(args: argparse.Namespace, out: _Output) -> int:
         ),
     )
     return EXIT_OK if all(c.ok for c in items) else EXIT_PARTIAL
+
+
+def _models(args: argparse.Namespace, out: _Output) -> int:
+    store = _open_store(args.store)
+    with store:
+        return MODEL_VERBS[args.verb](store, args, out)
+
+
+def _records_text(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "no models"
+    rows = [
+        (
+            f"{r['name']}:{r['version']}",
+            ",".join(r["aliases"]),
+            "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+            r["created"][:19].replace("T", " "),
+            f"{r['size'] / 1e6:.1f} MB",
+            " ".join(f"{k}={v}" for k, v in r["tags"].items()),
+        )
+        for r in records
+    ]
+    header = ("REF", "ALIASES", "ACCURACY", "CREATED (UTC)", "SIZE", "TAGS")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _record_text(r: dict[str, Any]) -> str:
+    return json.dumps(r, indent=2)
+
+
+def _models_list(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
+    page = store.list(
+        name=args.name, search=args.search, tags=tags, sort=args.sort, limit=args.limit, offset=args.offset
+    )
+    if not args.json and page.total > len(page.items):
+        out.note(f"{len(page.items)} of {page.total} versions (--limit, --offset for more)")
+    out.result([r.to_json() for r in page.items], _records_text)
+    return EXIT_OK
+
+
+def _models_show(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    out.result(store.resolve(args.ref).to_json(), _record_text)
+    return EXIT_OK
+
+
+def _models_export(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    record = store.export(args.ref, args.path)
+    out.result(
+        {**record.to_json(), "path": args.path},
+        lambda r: f"exported {r['name']}:{r['version']} to {r['path']}",
+    )
+    return EXIT_OK
+
+
+def _models_import(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
+    _import_keras_quietly()
+    try:
+        record = store.save(args.path, args.name, tags=tags, notes=args.notes)
+    except ModelFileError as e:
+        raise BadParameter("PATH", str(e)) from None
+    out.result(record.to_json(), lambda r: f"imported {args.path} as {r['name']}:{r['version']}")
+    return EXIT_OK
+
+
+def _models_import_seed(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    from .store.seed import import_seed_documents
+
+    _import_keras_quietly()
+    report = import_seed_documents(
+        args.source, store, args.name, collection=args.collection, progress=out.note
+    )
+    out.result(
+        {"imported": [r.to_json() for r in report.imported], "skipped": report.skipped},
+        lambda r: "\n".join(
+            [
+                f"imported {x['name']}:{x['version']} ({x['metadata'].get('imported_from')})"
+                for x in r["imported"]
+            ]
+            + [f"skipped {s['document']}: {s['error']}" for s in r["skipped"]]
+            + ([] if r["imported"] or r["skipped"] else ["no seed models found"])
+        ),
+    )
+    return EXIT_PARTIAL if report.skipped else EXIT_OK
+
+
+def _models_alias(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    if args.remove:
+        from .store import Ref
+
+        store.remove_alias(Ref.parse(args.ref).name, args.alias)
+        record = store.resolve(Ref.parse(args.ref).name)
+    else:
+        record = store.set_alias(args.ref, args.alias)
+    out.result(
+        record.to_json(), lambda r: f"{r['name']}:{r['version']} aliases: {', '.join(r['aliases']) or '-'}"
+    )
+    return EXIT_OK
+
+
+def _models_tag(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    record = store.set_tags(args.ref, _parse_tags(args.tags))
+    out.result(
+        record.to_json(),
+        lambda r: (
+            f"{r['name']}:{r['version']} tags: {' '.join(f'{k}={v}' for k, v in r['tags'].items()) or '-'}"
+        ),
+    )
+    return EXIT_OK
+
+
+def _models_note(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    record = store.set_notes(args.ref, args.notes)
+    out.result(record.to_json(), lambda r: f"{r['name']}:{r['version']} notes updated")
+    return EXIT_OK
+
+
+def _models_delete(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    from .store import Ref
+
+    ref = Ref.parse(args.ref)
+    if args.all:
+        if ref.version is not None or ref.alias is not None:
+            raise BadParameter("--all", f"give a model name, not one version ({args.ref})")
+        deleted = store.delete_model(ref.name)
+    elif ref.version is None and ref.alias is None:
+        raise BadParameter(
+            "REF",
+            f"{args.ref!r} names a whole model: give NAME:VERSION, or add --all to delete every version",
+        )
+    else:
+        deleted = [store.delete(ref)]
+    out.result(
+        [r.to_json() for r in deleted],
+        lambda rs: "\n".join(f"deleted {r['name']}:{r['version']}" for r in rs),
+    )
+    return EXIT_OK
+
+
+MODEL_VERBS = {
+    "list": _models_list,
+    "show": _models_show,
+    "export": _models_export,
+    "import": _models_import,
+    "import-seed": _models_import_seed,
+    "alias": _models_alias,
+    "tag": _models_tag,
+    "note": _models_note,
+    "delete": _models_delete,
+}
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -220,15 +452,42 @@ def _load_data(data: str | None, out: _Output) -> Any:
         raise BadParameter("--data", str(e)) from None
 
 
-def _load_ref(ref: str) -> Any:
+def _is_file_ref(ref: str) -> bool:
+    """A REF is a file when it names an existing file, a path, or ends like a model file."""
+    return Path(ref).is_file() or os.sep in ref or ref.endswith((".keras", ".h5"))
+
+
+def _load_ref(ref: str, store_uri: str | None) -> Any:
     from .modelfiles import load_model, sniff_format
 
+    if not _is_file_ref(ref):
+        store = _open_store(store_uri)
+        store.resolve(ref)  # an unknown REF fails before TensorFlow loads
+        _import_keras_quietly()
+        return store.load(ref)
     try:
         sniff_format(Path(ref))  # a missing or foreign file fails before TensorFlow loads
         _import_keras_quietly()
         return load_model(ref)
     except ModelFileError as e:
         raise BadParameter("REF", str(e)) from None
+
+
+def _open_store(uri: str | None) -> Any:
+    from .store import open_store
+
+    return open_store(uri)
+
+
+def _parse_tags(items: Sequence[str]) -> dict[str, str | None]:
+    """KEY=VALUE arguments; ``KEY=`` (empty value) means remove that tag."""
+    tags: dict[str, str | None] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadParameter("tag", f"{item!r}: write tags as KEY=VALUE")
+        tags[key] = value or None
+    return tags
 
 
 def _run_interruptibly(trainer: Any, out: _Output) -> Any:
@@ -349,7 +608,7 @@ def _import_keras_quietly() -> None:
             os.close(saved)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify, "models": _models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,14 +616,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = PROG
     try:
         args = build_parser().parse_args(argv)
-        prog = f"{PROG} {args.command}"
+        prog = " ".join([PROG, args.command, *([args.verb] if args.command == "models" else [])])
         return COMMANDS[args.command](args, _Output(args.json))
     except UsageError as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
-    except BadParameter as e:
+    except (BadParameter, NotFound) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnavailable as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_STORE
     except JupyterCifarError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_PARTIAL
