@@ -154,6 +154,6 @@ def test_seed_documents_come_in_with_one_command(mongod, store_dir: Path, tmp_pa
     assert [r["version"] for r in report["imported"]] == [1]
     assert "okteto.modelos" in report["imported"][0]["metadata"]["imported_from"]
     assert report["imported"][0]["tags"] == {"source": "seed"}
-    assert len(report["skipped"]) == 1 and "cannot be loaded" in report["skipped"][0]["error"]
+    assert len(report["skipped"]) == 1 and "cannot be read as a model file" in report["skipped"][0]["error"]
     status, record, _ = models(store_dir, "show", "seed")
     assert status == 0 and record["metadata"]["imported_format"] == "h5"

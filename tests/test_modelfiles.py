@@ -74,7 +74,7 @@ def test_a_lambda_layer_is_refused_and_never_runs(tmp_path: Path) -> None:
     [
         ("notes.keras", b"just some text", "not a Keras model file"),
         ("empty.keras", b"", "not a Keras model file"),
-        ("fake.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "cannot be loaded"),
+        ("fake.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "cannot be read as a model file"),
     ],
 )
 def test_files_that_are_not_models(tmp_path: Path, name: str, content: bytes, problem: str) -> None:

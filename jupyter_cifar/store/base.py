@@ -452,43 +452,83 @@ class ModelStore(ABC):
     ) -> ModelRecord:
         """Save a Keras model, or import a ``.keras`` / legacy ``.h5`` file, as the next version of ``name``.
 
-        A file is loaded in safe mode first (a file that is not a model, or that asks to run code, is
-        refused before anything is stored) and stored as ``.keras``. ``metadata`` is what a training
+        A legacy ``.h5`` is loaded (safe mode) and stored as ``.keras``. ``metadata`` is what a training
         run knows (:meth:`TrainResult.metadata`); the store adds the model's facts and who saved it.
         """
-        check_name(name)
-        checked_tags = {k: v for k, v in check_tags(tags or {}).items() if v is not None}
-        notes = check_notes(notes)
-        alias_list = [check_alias(a) for a in aliases]
+        self._check_save_arguments(name, tags, notes, aliases)
         from ..modelfiles import load_model, save_model, sniff_format
 
         with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
+            extra: dict[str, Any] = {}
             if isinstance(model, str | os.PathLike):
                 source = Path(model)
-                fmt = sniff_format(source)
-                keras_model = load_model(source)
-                # legacy .h5 comes in as a standard .keras file
-                path = source if fmt == "keras" else save_model(keras_model, Path(tmp) / "model.keras")
-                origin = {"imported_from": source.name, "imported_format": fmt}
+                if sniff_format(source) == "keras":
+                    return self.save_file(
+                        source, name, metadata=metadata, tags=tags, notes=notes, aliases=aliases
+                    )
+                keras_model = load_model(source)  # legacy .h5 comes in as a standard .keras file
+                extra = {"imported_from": source.name, "imported_format": "h5"}
             else:
                 keras_model = model
-                path = save_model(keras_model, Path(tmp) / "model.keras")
-                origin = {}
-            facts = _model_facts(keras_model)
-            meta = {**facts, **origin, **dict(metadata or {}), "saved_by": who()}
-            meta = json.loads(json.dumps(meta, allow_nan=False, default=str))  # JSON-ready, or fail now
-            sha256, size = file_digest(path)
-            fields = {
-                "created": now_iso(),
-                "tags": checked_tags,
-                "notes": notes,
-                "test_accuracy": _accuracy(meta.get("test_accuracy")),
-                "metadata": meta,
-            }
-            record = self._insert_version(name, path, sha256, size, fields)
-        for alias in alias_list:
+            path = save_model(keras_model, Path(tmp) / "model.keras")
+            return self.save_file(
+                path,
+                name,
+                metadata={**_model_facts(keras_model), **extra, **dict(metadata or {})},
+                tags=tags,
+                notes=notes,
+                aliases=aliases,
+            )
+
+    def save_file(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        notes: str = "",
+        aliases: Sequence[str] = (),
+    ) -> ModelRecord:
+        """Store a ``.keras`` file as it is, after checking it without running anything from it.
+
+        Needs neither Keras nor TensorFlow (the server extension stores uploads with it): the file's
+        config is read and held to Keras' own building blocks (:func:`inspect_model_file`).
+        """
+        from ..modelfiles import inspect_model_file
+
+        self._check_save_arguments(name, tags, notes, aliases)
+        path = Path(path)
+        facts = inspect_model_file(path)
+        if facts["format"] != "keras":
+            from ..errors import ModelFileError
+
+            raise ModelFileError(f"{path}: only .keras files are stored as they are; import .h5 with save()")
+        meta = {"imported_from": path.name, **facts, **dict(metadata or {})}
+        meta.setdefault("saved_by", who())
+        meta = json.loads(json.dumps(meta, allow_nan=False, default=str))  # JSON-ready, or fail now
+        sha256, size = file_digest(path)
+        fields = {
+            "created": now_iso(),
+            "tags": {k: v for k, v in check_tags(tags or {}).items() if v is not None},
+            "notes": notes,
+            "test_accuracy": _accuracy(meta.get("test_accuracy")),
+            "metadata": meta,
+        }
+        record = self._insert_version(name, path, sha256, size, fields)
+        for alias in aliases:
             self._set_alias(name, alias, record.version)
-        return self.resolve(record.ref) if alias_list else record
+        return self.resolve(record.ref) if aliases else record
+
+    @staticmethod
+    def _check_save_arguments(
+        name: str, tags: Mapping[str, str] | None, notes: str, aliases: Sequence[str]
+    ) -> None:
+        check_name(name)
+        check_tags(tags or {})
+        check_notes(notes)
+        for alias in aliases:
+            check_alias(alias)
 
     def set_alias(self, ref: str | Ref, alias: str) -> ModelRecord:
         """Point ``alias`` at the version ``ref`` names (moving it off any other version)."""
@@ -550,6 +590,7 @@ def _model_facts(model: keras.Model) -> dict[str, Any]:
 
     facts: dict[str, Any] = {
         "architecture": model.name,
+        "saved_by": who(),
         "parameters": int(model.count_params()),
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
