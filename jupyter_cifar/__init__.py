@@ -54,6 +54,13 @@ __all__ = [
 ]
 
 
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """Where jupyter-server finds the extension (imported only by a server)."""
+    from .server import CifarExtension
+
+    return [{"module": "jupyter_cifar", "app": CifarExtension}]
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:

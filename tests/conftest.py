@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers such as mongod.py
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 SHARED = Path(os.environ.get("JUPYTER_CIFAR_SHARED", REPO.parent / "shared"))
 
 

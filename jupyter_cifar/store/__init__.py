@@ -1,9 +1,10 @@
 """Where models live: one contract (:class:`ModelStore`), a backend per kind of URI.
 
-    open_store()                                  $JUPYTER_CIFAR_STORE, else the embedded store
+    open_store()                                  see default_store_uri()
     open_store("/some/folder")                    the embedded store in that folder (or file:///...)
     open_store("mongodb://user:pw@host/db")       MongoDB: records in a collection, files in GridFS
     open_store("mongodb+srv://cluster.example/db")
+    open_store("http://127.0.0.1:8888/?token=…")  the store of a Jupyter server with the extension
 
 The scheme picks the backend here and nowhere else (``SCHEMES``); backends import their drivers lazily,
 so choosing a store loads nothing it does not use.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ..errors import BadParameter
 from .base import ModelRecord, ModelStore, Page, Query, Ref
@@ -26,6 +27,8 @@ SCHEMES = {
     "file": "jupyter_cifar.store.local:LocalModelStore",
     "mongodb": "jupyter_cifar.store.mongo:MongoModelStore",
     "mongodb+srv": "jupyter_cifar.store.mongo:MongoModelStore",
+    "http": "jupyter_cifar.store.remote:RemoteModelStore",
+    "https": "jupyter_cifar.store.remote:RemoteModelStore",
 }
 
 __all__ = [
@@ -42,7 +45,19 @@ __all__ = [
 
 
 def default_store_uri() -> str:
-    """``$JUPYTER_CIFAR_STORE``, else the embedded store under Jupyter's data dir."""
+    """The store to use when none is named, first found of:
+
+    1. the Jupyter server that started this kernel (``$JUPYTER_CIFAR_SERVER_URL``, set by the extension):
+       every kernel of a server shares its store, and its credentials stay in the server;
+    2. ``$JUPYTER_CIFAR_STORE``;
+    3. the embedded store under Jupyter's data dir.
+    """
+    from .remote import ENV_SERVER_TOKEN, ENV_SERVER_URL
+
+    server = os.environ.get(ENV_SERVER_URL)
+    if server:
+        token = os.environ.get(ENV_SERVER_TOKEN, "")
+        return f"{server}?{urlencode({'token': token})}" if token else server
     configured = os.environ.get(ENV_STORE)
     if configured:
         return configured

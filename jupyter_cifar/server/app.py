@@ -1,0 +1,140 @@
+"""The jupyter-server extension: it owns the model store and serves it at ``<base_url>jupyter-cifar/api/``.
+
+The store (and any MongoDB credentials in its URI) stays in the server process. Kernels that this
+server starts learn the API's address and a token that opens this API only from two environment
+variables set at start (jupyter_server builds a kernel's environment from ``os.environ``); they reach the
+store through :class:`~jupyter_cifar.store.remote.RemoteModelStore`. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Int, TraitError, Type, Unicode, default, validate
+
+from ..store import ENV_STORE, default_store_uri, store_class
+from ..store.base import ModelStore
+from ..store.remote import ENV_SERVER_TOKEN, ENV_SERVER_URL
+from .handlers import handlers
+
+ENV_DATA = "JUPYTER_CIFAR_DATA"
+
+
+class CifarExtension(ExtensionApp):
+    """Model store REST API for jupyter_cifar (configure as ``c.CifarExtension.<trait>``)."""
+
+    name = "jupyter_cifar"
+    load_other_extensions = True
+
+    store_uri = Unicode(
+        config=True,
+        help=(
+            "Where models are kept: a folder (the embedded store), or a mongodb:// or mongodb+srv:// "
+            "URI. Default: $JUPYTER_CIFAR_STORE, else the embedded store under Jupyter's data dir. "
+            "Credentials in the URI stay in the server: kernels and browsers reach the store through "
+            "this extension's API."
+        ),
+    )
+    store_class = Type(
+        default_value=None,
+        klass=ModelStore,
+        allow_none=True,
+        config=True,
+        help="A ModelStore subclass to use instead of the one the store URI's scheme picks.",
+    )
+    data_dir = Unicode(
+        config=True,
+        help="The CIFAR-10 folder kernels use (exported to them as $JUPYTER_CIFAR_DATA). "
+        "Default: $JUPYTER_CIFAR_DATA, else the official download.",
+    )
+    max_upload_bytes = Int(
+        2 << 30,
+        config=True,
+        help="The largest model file or image that may be uploaded, in bytes (larger: 413).",
+    )
+
+    @default("store_uri")
+    def _default_store_uri(self) -> str:
+        return default_store_uri()
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.environ.get(ENV_DATA, "")
+
+    @validate("store_uri")
+    def _check_store_uri(self, proposal: dict[str, Any]) -> str:
+        uri = proposal["value"]
+        if not uri:
+            raise TraitError("CifarExtension.store_uri: is empty")
+        try:
+            store_class(uri)
+        except Exception as e:
+            raise TraitError(f"CifarExtension.store_uri: {e}") from None
+        return str(uri)
+
+    @validate("data_dir")
+    def _check_data_dir(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        if value and not Path(value).exists():
+            raise TraitError(f"CifarExtension.data_dir: {value}: no such folder or file")
+        return str(value)
+
+    @validate("max_upload_bytes")
+    def _check_max_upload(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"CifarExtension.max_upload_bytes: must be positive (got {proposal['value']})")
+        return int(proposal["value"])
+
+    def initialize_settings(self) -> None:
+        klass, argument = store_class(self.store_uri)
+        chosen: Any = self.store_class or klass
+        self.store: ModelStore = chosen(argument)
+        self.kernel_token = secrets.token_urlsafe(32)
+        self.settings.update(
+            {
+                "jupyter_cifar_store": self.store,
+                "jupyter_cifar_kernel_token": self.kernel_token,
+                "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
+            }
+        )
+        self.log.info("jupyter_cifar: models are kept in %s", self.store.display)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Once the server listens: tell the kernels it will start where the API is."""
+        url = _loopback_url(serverapp)
+        if url is None:
+            return
+        os.environ[ENV_SERVER_URL] = url
+        os.environ[ENV_SERVER_TOKEN] = self.kernel_token
+        os.environ.pop(ENV_STORE, None)  # kernels use the server's store, not a URI of their own
+        if self.data_dir:
+            os.environ[ENV_DATA] = str(Path(self.data_dir).absolute())
+
+    async def stop_extension(self) -> None:
+        for name in (ENV_SERVER_URL, ENV_SERVER_TOKEN):
+            os.environ.pop(name, None)
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+
+
+def _loopback_url(serverapp: Any) -> str | None:
+    """The server's own address as a kernel on this machine reaches it (None: a Unix socket)."""
+    if getattr(serverapp, "sock", ""):
+        return None
+    ip = serverapp.ip
+    host = "127.0.0.1" if ip in ("", "0.0.0.0", "*", "localhost") else ip
+    if host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = urlsplit(serverapp.connection_url).scheme or "http"
+    return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}"

@@ -1,0 +1,453 @@
+"""REST handlers over the model store, under ``<base_url>jupyter-cifar/api/``.
+
+Every verb is ``@web.authenticated`` and ``@authorized``. A request may also carry the kernel token (the
+``Authorization: token …`` header) that the extension hands to the kernels it starts: that token opens this
+API and nothing else of the server. Errors are translated in one place (:data:`ERRORS`, used by
+``write_error``) into a status and a JSON body ``{"error", "message"}``; blocking store calls run in
+threads, off the event loop; model files stream in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.identity import User
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..errors import (
+    BadParameter,
+    Conflict,
+    IntegrityError,
+    ModelFileError,
+    NotFound,
+    StoreUnavailable,
+)
+from ..store.base import CHUNK, ModelStore, Ref, VerifyingReader
+
+API = "/jupyter-cifar/api"
+AUTH_RESOURCE = "jupyter_cifar"
+OPENAPI = Path(__file__).with_name("openapi.json")
+UPLOAD_TTL = 3600.0
+MAX_JSON_BODY = 8 << 20
+
+T = TypeVar("T")
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+#: exception type -> (HTTP status, error code). The first match wins: subclasses before bases.
+ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (PayloadTooLarge, 413, "too_large"),
+    (BadParameter, 400, "bad_parameter"),
+    (ModelFileError, 400, "not_a_model"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (IntegrityError, 409, "integrity"),
+    (StoreUnavailable, 503, "store_unavailable"),
+]
+
+
+def classify_error(error: BaseException) -> tuple[int, str] | None:
+    for kind, status, code in ERRORS:
+        if isinstance(error, kind):
+            return status, code
+    return None
+
+
+class CifarHandler(ExtensionHandlerMixin, APIHandler):
+    """Shared by every route: the store, the kernel token, and the one error translation."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def store(self) -> ModelStore:
+        store: ModelStore = self.settings["jupyter_cifar_store"]
+        return store
+
+    def _kernel_token_matches(self) -> bool:
+        expected: str = self.settings.get("jupyter_cifar_kernel_token") or ""
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        return bool(expected) and scheme.lower() == "token" and hmac.compare_digest(token.strip(), expected)
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if self._kernel_token_matches():
+            # A kernel of this server: this API only. Like Jupyter's own token requests, it needs no
+            # XSRF or origin check (a page elsewhere cannot know the token); the Host check stays.
+            if not self.check_host():
+                raise web.HTTPError(403)
+            self.current_user = self._jupyter_current_user = User(username="jupyter-cifar-kernel")
+            return
+        await super().prepare()
+
+    def check_xsrf_cookie(self) -> None:
+        if self._kernel_token_matches():
+            return None
+        return super().check_xsrf_cookie()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking store call, in a thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def send_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    def read_json(self, body: bytes | None = None) -> dict[str, Any]:
+        raw = self.request.body if body is None else body
+        try:
+            value = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise BadParameter("body", f"is not JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise BadParameter("body", "must be a JSON object")
+        return value
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        known = classify_error(exc) if exc is not None else None
+        if known is not None:
+            status_code, code = known
+            message = str(exc)
+        elif isinstance(exc, web.HTTPError):
+            code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+                exc.status_code, "error"
+            )
+            message = exc.log_message or self._reason
+        else:
+            code, message = "internal", "internal error (see the server log)"
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        body: dict[str, Any] = {"error": code, "message": message}
+        if isinstance(exc, BadParameter):
+            body["param"] = exc.param
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if value is not None and classify_error(value) is not None:
+            self.log.info("jupyter_cifar: %s %s: %s", self.request.method, self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+def _int_arg(handler: CifarHandler, name: str, default: int) -> int:
+    raw = handler.get_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadParameter(name, f"must be a whole number (got {raw!r})") from None
+
+
+def _tags_arg(values: list[str], param: str = "tag") -> dict[str, str]:
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BadParameter(param, f"{item!r}: write tags as KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+class StatusHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="read")
+    async def get(self) -> None:
+        from .. import __version__
+
+        self.send_json(
+            {"version": __version__, "store": self.store.display, "backend": type(self.store).__name__}
+        )
+
+
+class OpenAPIHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="read")
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(OPENAPI.read_bytes())
+
+
+class ModelsHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="read")
+    async def get(self) -> None:
+        page = await self.run(
+            self.store.list,
+            name=self.get_argument("name", None),
+            search=self.get_argument("search", None),
+            tags=_tags_arg(self.get_arguments("tag")),
+            sort=self.get_argument("sort", "-created"),
+            limit=_int_arg(self, "limit", 50),
+            offset=_int_arg(self, "offset", 0),
+        )
+        self.send_json(page.to_json())
+
+
+class ModelHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="write")
+    async def delete(self, name: str) -> None:
+        deleted = await self.run(self.store.delete_model, name)
+        self.send_json({"deleted": [r.to_json() for r in deleted]})
+
+
+class AliasHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="write")
+    async def put(self, name: str, alias: str) -> None:
+        body = self.read_json()
+        version = body.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise BadParameter("version", f"must be a version number from 1 (got {version!r})")
+        record = await self.run(self.store.set_alias, Ref(name, version=version), alias)
+        self.send_json(record.to_json())
+
+    @web.authenticated
+    @authorized(action="write")
+    async def delete(self, name: str, alias: str) -> None:
+        await self.run(self.store.remove_alias, name, alias)
+        self.set_status(204)
+        self.finish()
+
+
+class VersionHandler(CifarHandler):
+    @web.authenticated
+    @authorized(action="read")
+    async def get(self, ref: str) -> None:
+        record = await self.run(self.store.resolve, ref)
+        self.send_json(record.to_json())
+
+    @web.authenticated
+    @authorized(action="write")
+    async def patch(self, ref: str) -> None:
+        body = self.read_json()
+        unknown = set(body) - {"tags", "notes"}
+        if unknown:
+            raise BadParameter("body", f"unknown fields {sorted(unknown)} (give tags and/or notes)")
+        record = await self.run(self.store.resolve, ref)
+        if "tags" in body:
+            if not isinstance(body["tags"], dict):
+                raise BadParameter("tags", "must be an object of KEY: VALUE (null removes a tag)")
+            record = await self.run(self.store.set_tags, record.ref, body["tags"])
+        if "notes" in body:
+            record = await self.run(self.store.set_notes, record.ref, body["notes"])
+        self.send_json(record.to_json())
+
+    @web.authenticated
+    @authorized(action="write")
+    async def delete(self, ref: str) -> None:
+        record = await self.run(self.store.delete, ref)
+        self.send_json(record.to_json())
+
+
+class FileHandler(CifarHandler):
+    """The version's ``.keras`` file, streamed; a plain link in the browser downloads it."""
+
+    @web.authenticated
+    @authorized(action="read")
+    async def get(self, ref: str) -> None:
+        record = await self.run(self.store.resolve, ref)
+        raw = await self.run(self.store._open_file, record)
+        reader = VerifyingReader(raw, record)
+        try:
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header(
+                "Content-Disposition", f'attachment; filename="{record.name}-v{record.version}.keras"'
+            )
+            self.set_header("Content-Length", str(record.size))
+            self.set_header("ETag", f'"{record.sha256}"')
+            self.set_header("X-Model-Ref", record.ref)
+            # Hold the last chunk back until the whole file has been verified: a corrupt file never
+            # arrives complete (the connection closes short of Content-Length instead).
+            pending = await self.run(reader.read, CHUNK)
+            while pending:
+                chunk = await self.run(reader.read, CHUNK)
+                self.write(pending)
+                await self.flush()
+                pending = chunk
+            self.finish()
+        except IntegrityError:
+            if not self._headers_written:
+                raise
+            self.log.error("jupyter_cifar: %s is corrupt; download of %s cut short", record.ref, ref)
+            self.request.connection.close()  # type: ignore[union-attr]
+        except StreamClosedError:
+            pass  # the client went away
+        finally:
+            await self.run(reader.close)
+
+
+class _StreamedBody(CifarHandler):
+    """Receives a request body into a staging file as it arrives, within the upload limit."""
+
+    staging: Path
+    _file: Any = None
+    _received = 0
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if not self.current_user:  # authenticate before accepting any body
+            raise web.HTTPError(403)
+        limit = self.settings["jupyter_cifar_max_upload_bytes"]
+        self.request.connection.set_max_body_size(limit + 1)  # type: ignore[union-attr]
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the upload is {int(declared)} bytes; the limit is {limit} bytes")
+        self._json = self.request.headers.get("Content-Type", "").split(";")[0].strip() == "application/json"
+        self._chunks: list[bytes] = []
+        if not self._json:
+            self.staging = _staging_dir(self.settings)
+            fd, name = tempfile.mkstemp(dir=self.staging, suffix=".upload")
+            self._path = Path(name)
+            self._file = os.fdopen(fd, "wb")
+
+    async def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        limit = self.settings["jupyter_cifar_max_upload_bytes"]
+        if self._received > (MAX_JSON_BODY if self._json else limit):
+            self._discard()
+            raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+        if self._json:
+            self._chunks.append(chunk)
+        elif self._file is not None:
+            await self.run(self._file.write, chunk)
+
+    def _finish_body(self) -> Path | None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            return self._path
+        return None
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        path = getattr(self, "_path", None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def on_connection_close(self) -> None:
+        self._discard()
+
+    def on_finish(self) -> None:
+        if self._file is not None:  # a request that failed before using its body
+            self._discard()
+
+
+@web.stream_request_body
+class UploadsHandler(_StreamedBody):
+    """``POST`` a model file's bytes; refer to them by ``upload_id`` when creating a version."""
+
+    @web.authenticated
+    @authorized(action="write")
+    async def post(self) -> None:
+        path = self._finish_body()
+        if path is None:
+            raise BadParameter("body", "send the model file's bytes (Content-Type: application/octet-stream)")
+        upload_id = secrets.token_urlsafe(16)
+        final = path.with_name(f"{upload_id}.keras")
+        os.replace(path, final)
+        self.send_json({"upload_id": upload_id, "size": final.stat().st_size}, 201)
+
+
+@web.stream_request_body
+class VersionsHandler(_StreamedBody):
+    """``POST`` a new version: a JSON body naming an upload, or the model file's bytes themselves."""
+
+    @web.authenticated
+    @authorized(action="write")
+    async def post(self, name: str) -> None:
+        path = self._finish_body()
+        if path is not None:  # the file itself; tags, notes and aliases in the query
+            spec: dict[str, Any] = {
+                "tags": _tags_arg(self.get_arguments("tag")),
+                "notes": self.get_argument("notes", ""),
+                "aliases": self.get_arguments("alias"),
+            }
+            source = path.with_suffix(".keras")
+            os.replace(path, source)
+        else:
+            spec = self.read_json(b"".join(self._chunks))
+            unknown = set(spec) - {"upload_id", "metadata", "tags", "notes", "aliases"}
+            if unknown:
+                raise BadParameter("body", f"unknown fields {sorted(unknown)}")
+            upload_id = spec.get("upload_id")
+            if not isinstance(upload_id, str) or not upload_id.replace("-", "").replace("_", "").isalnum():
+                raise BadParameter("upload_id", "give the upload_id that POST uploads returned")
+            source = _staging_dir(self.settings) / f"{upload_id}.keras"
+            if not source.exists():
+                raise NotFound(
+                    f"no upload {upload_id!r} (uploads expire after {UPLOAD_TTL / 60:.0f} minutes)"
+                )
+        metadata = spec.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise BadParameter("metadata", "must be a JSON object")
+        for key, kind in (("tags", dict), ("notes", str), ("aliases", list)):
+            if key in spec and not isinstance(spec[key], kind):
+                raise BadParameter(key, f"must be a JSON {kind.__name__}")
+        try:
+            record = await self.run(
+                self.store.save_file,
+                source,
+                name,
+                metadata=metadata,
+                tags=spec.get("tags") or {},
+                notes=spec.get("notes") or "",
+                aliases=spec.get("aliases") or (),
+            )
+        finally:
+            source.unlink(missing_ok=True)
+        self.set_header("Location", self.request.path.rsplit("/models/", 1)[0] + f"/versions/{record.ref}")
+        self.send_json(record.to_json(), 201)
+
+
+def _staging_dir(settings: dict[str, Any]) -> Path:
+    """Where uploads wait to become versions; old ones are swept on each use."""
+    path = settings.get("jupyter_cifar_staging")
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="jupyter-cifar-uploads-"))
+        settings["jupyter_cifar_staging"] = path
+    cutoff = time.time() - UPLOAD_TTL
+    for old in path.iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:
+            pass
+    return Path(path)
+
+
+_REF = r"(?P<ref>[^/]+)"
+_NAME = r"(?P<name>[^/]+)"
+
+
+def handlers() -> list[tuple[str, type[CifarHandler]]]:
+    return [
+        (f"{API}/status", StatusHandler),
+        (f"{API}/openapi.json", OpenAPIHandler),
+        (f"{API}/models", ModelsHandler),
+        (f"{API}/uploads", UploadsHandler),
+        (f"{API}/models/{_NAME}", ModelHandler),
+        (f"{API}/models/{_NAME}/versions", VersionsHandler),
+        (f"{API}/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
+        (f"{API}/versions/{_REF}", VersionHandler),
+        (f"{API}/versions/{_REF}/file", FileHandler),
+    ]
