@@ -71,3 +71,30 @@ def mongo_uri(mongod, request: pytest.FixtureRequest) -> str:
 
     db = "t_" + re.sub(r"[^A-Za-z0-9]", "_", request.node.name)[-50:]
     return f"{mongod.uri}/{db}"
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `jupyter server` process with the extension, on an embedded store, for the session."""
+    from jupyterserver import JupyterServer
+
+    root = tmp_path_factory.mktemp("jupyter")
+    server = JupyterServer(root, store_uri=str(root / "models")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote_uri(jupyter_server) -> str:
+    """The session server's store, emptied for each test, as a RemoteModelStore URI."""
+    from storetools import BACKING
+
+    from jupyter_cifar.store.local import LocalModelStore
+
+    backing = LocalModelStore(jupyter_server.store_uri)
+    for record in backing.list(limit=1000).items:
+        backing.delete(record.ref)
+    backing.collect_garbage(max_age=0)
+    backing.close()
+    BACKING[jupyter_server.url] = jupyter_server.store_uri
+    return jupyter_server.store_url

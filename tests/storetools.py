@@ -33,10 +33,24 @@ def tiny_model_file(path: Path, units: int = 10) -> Path:
     return path
 
 
+#: A Jupyter server's URL -> the folder of the embedded store behind it (set by the remote fixtures).
+BACKING: dict[str, str] = {}
+
+
+def backing_store(store: ModelStore) -> ModelStore:
+    """For a RemoteModelStore, the store its server keeps; any other store is its own backing."""
+    from jupyter_cifar.store.remote import RemoteModelStore
+
+    if isinstance(store, RemoteModelStore):
+        return open_store(BACKING[store.base])
+    return store
+
+
 def stored_items(store: ModelStore) -> int:
     """How many stored files (and, for GridFS, chunks' owners) the backend holds, whoever names them."""
     from jupyter_cifar.store.local import LocalModelStore
 
+    store = backing_store(store)
     if isinstance(store, LocalModelStore):
         return len(store.stored_files()) + len(list(store.staging.iterdir()))
     db = store.db  # type: ignore[attr-defined]
@@ -49,6 +63,7 @@ def corrupt(store: ModelStore, record: ModelRecord) -> None:
     """Change one byte of a stored file behind the store's back (a disk or a person did it)."""
     from jupyter_cifar.store.local import LocalModelStore
 
+    store = backing_store(store)
     if isinstance(store, LocalModelStore):
         path = store.file_path(record)
         data = bytearray(path.read_bytes())

@@ -458,23 +458,21 @@ class ModelStore(ABC):
         self._check_save_arguments(name, tags, notes, aliases)
         from ..modelfiles import load_model, save_model, sniff_format
 
+        if isinstance(model, str | os.PathLike):
+            source = Path(model)
+            fmt = sniff_format(source)
+            metadata = {"imported_from": source.name, "imported_format": fmt, **dict(metadata or {})}
+            if fmt == "keras":
+                return self.save_file(
+                    source, name, metadata=metadata, tags=tags, notes=notes, aliases=aliases
+                )
+            model = load_model(source)  # legacy .h5 comes in as a standard .keras file
         with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
-            extra: dict[str, Any] = {}
-            if isinstance(model, str | os.PathLike):
-                source = Path(model)
-                if sniff_format(source) == "keras":
-                    return self.save_file(
-                        source, name, metadata=metadata, tags=tags, notes=notes, aliases=aliases
-                    )
-                keras_model = load_model(source)  # legacy .h5 comes in as a standard .keras file
-                extra = {"imported_from": source.name, "imported_format": "h5"}
-            else:
-                keras_model = model
-            path = save_model(keras_model, Path(tmp) / "model.keras")
+            path = save_model(model, Path(tmp) / "model.keras")
             return self.save_file(
                 path,
                 name,
-                metadata={**_model_facts(keras_model), **extra, **dict(metadata or {})},
+                metadata={**_model_facts(model), **dict(metadata or {})},
                 tags=tags,
                 notes=notes,
                 aliases=aliases,
@@ -504,7 +502,7 @@ class ModelStore(ABC):
             from ..errors import ModelFileError
 
             raise ModelFileError(f"{path}: only .keras files are stored as they are; import .h5 with save()")
-        meta = {"imported_from": path.name, **facts, **dict(metadata or {})}
+        meta = {**facts, **dict(metadata or {})}
         meta.setdefault("saved_by", who())
         meta = json.loads(json.dumps(meta, allow_nan=False, default=str))  # JSON-ready, or fail now
         sha256, size = file_digest(path)

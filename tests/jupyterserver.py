@@ -1,0 +1,98 @@
+"""A real `jupyter server` process for the tests (see shared/notes/browser-e2e.md for the settings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mongod import free_port
+
+BASE_URL = "/a%40b/"  # awkward on purpose, as pytest-jupyter's
+
+
+@dataclass
+class JupyterServer:
+    """`jupyter server` on loopback with the extension auto-enabled by its installed config."""
+
+    root: Path
+    store_uri: str
+    port: int = field(default_factory=free_port)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    extra: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{BASE_URL}"
+
+    @property
+    def store_url(self) -> str:
+        """What RemoteModelStore / --store takes."""
+        return f"{self.url}?token={self.token}"
+
+    def start(self, timeout: float = 60) -> JupyterServer:
+        for sub in ("config", "data", "runtime", "work"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.root / "config"),
+            "JUPYTER_DATA_DIR": str(self.root / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
+            **self.env,
+        }
+        env.pop("JUPYTER_CIFAR_SERVER_URL", None)
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the process owns it)
+        argv = [
+            *(sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root"),
+            *("--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0"),
+            *(f"--ServerApp.base_url={BASE_URL}", f"--IdentityProvider.token={self.token}"),
+            f"--ServerApp.root_dir={self.root / 'work'}",
+            f"--CifarExtension.store_uri={self.store_uri}",
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited: {self.log()[-3000:]}")
+            try:
+                self.get("jupyter-cifar/api/status")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        raise RuntimeError(f"jupyter server did not answer within {timeout} s: {self.log()[-3000:]}")
+
+    def get(self, path: str, token: str | None = None) -> object:
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"token {token or self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def log(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
