@@ -49,6 +49,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TAG_VALUE = 1000
 MAX_NOTES = 100_000
 RESERVED_ALIASES = frozenset({"latest"})
+MAX_INT = 2**53 - 1  # versions and offsets stay exact in JSON and fit every backend's integers
 SORT_FIELDS = ("created", "name", "version", "test_accuracy", "size")
 # A half-written file younger than this may belong to a save still running in another process.
 GARBAGE_AGE_SECONDS = 15 * 60
@@ -106,6 +107,17 @@ class Ref:
     version: int | None = None
     alias: str | None = None
 
+    def __post_init__(self) -> None:
+        check_name(self.name, "REF")
+        if self.version is not None and (
+            not isinstance(self.version, int)
+            or isinstance(self.version, bool)
+            or not 1 <= self.version <= MAX_INT
+        ):
+            raise BadParameter("REF", f"{self.name}: the version must be a number from 1 to {MAX_INT}")
+        if self.alias is not None:
+            check_name(self.alias, "REF")
+
     @classmethod
     def parse(cls, text: str | Ref) -> Ref:
         if isinstance(text, Ref):
@@ -117,7 +129,7 @@ class Ref:
             return cls(check_name(name, "REF"), alias=check_name(alias, "REF"))
         if ":" in text:
             name, version = text.split(":", 1)
-            if not version.isdigit() or int(version) < 1:
+            if not (version.isascii() and version.isdigit()) or not 1 <= int(version) <= MAX_INT:
                 raise BadParameter("REF", f"{text!r}: the version after ':' must be a number from 1")
             return cls(check_name(name, "REF"), version=int(version))
         return cls(check_name(text, "REF"))
@@ -216,7 +228,7 @@ class Query:
             )
         if not isinstance(self.limit, int) or not 1 <= self.limit <= 1000:
             raise BadParameter("limit", f"must be a number from 1 to 1000 (got {self.limit!r})")
-        if not isinstance(self.offset, int) or self.offset < 0:
+        if not isinstance(self.offset, int) or not 0 <= self.offset <= MAX_INT:
             raise BadParameter("offset", f"must be a number from 0 (got {self.offset!r})")
         if self.name is not None:
             check_name(self.name)
