@@ -29,6 +29,7 @@ class JupyterServer:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     extra: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "jupyter-cifar/api/status"  # answered once the server (and extension) is up
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +72,7 @@ class JupyterServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyter server exited: {self.log()[-3000:]}")
             try:
-                self.get("jupyter-cifar/api/status")
+                self.get(self.ready_path)
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)

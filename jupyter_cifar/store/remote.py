@@ -19,7 +19,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadParameter, Conflict, IntegrityError, ModelFileError, NotFound, StoreUnavailable
-from .base import GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query, Ref
+from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query, Ref
 
 ENV_SERVER_URL = "JUPYTER_CIFAR_SERVER_URL"
 ENV_SERVER_TOKEN = "JUPYTER_CIFAR_SERVER_TOKEN"
@@ -64,7 +64,8 @@ class RemoteModelStore(ModelStore):
             body = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
         elif data is not None:
-            body = data
+            # An iterable of large chunks: http.client would send a file object 8 KiB at a time.
+            body = iter(lambda: data.read(CHUNK), b"")
             headers["Content-Type"] = "application/octet-stream"
             headers["Content-Length"] = str(size)
         request = urllib.request.Request(self._url(path, params), data=body, method=method, headers=headers)
