@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .nets import PRESETS, build_model
     from .predict import Classification, Evaluation, classify, evaluate
     from .training import TrainConfig, Trainer, TrainResult
+    from .widgets import App
 
 # Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
@@ -41,6 +42,7 @@ _LAZY = {
     "TrainConfig": "training",
     "Trainer": "training",
     "TrainResult": "training",
+    "App": "widgets",
 }
 
 __all__ = [
@@ -52,6 +54,20 @@ __all__ = [
     "__version__",
     *_LAZY,
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_cifar``: registers ``%cifar`` (IPython and ipywidgets load only now)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext jupyter_cifar``: removes ``%cifar`` and closes the apps it showed."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

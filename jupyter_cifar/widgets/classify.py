@@ -1,0 +1,155 @@
+"""The Classify tab: upload many images at once and see each one's picture and top-3 labels as bars.
+
+A file that cannot be read shows its error in place; the others are still classified. Example images
+from the test set are one click away. Uploads arrive over the kernel's websocket, whose size limit the
+server extension raises (``CifarExtension.max_widget_upload_bytes``); a file over the image decoder's
+own limit is refused with a message, never an empty result.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as w
+import numpy as np
+
+from ..data import CLASS_NAMES
+from .common import ErrorArea, button, guarded, in_background, label
+from .session import Session
+
+THUMBNAIL = 96
+
+
+def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
+    """A small PNG of what was uploaded, for showing beside its labels (None if it cannot be drawn)."""
+    from PIL import Image
+
+    try:
+        if isinstance(data, np.ndarray):
+            img = Image.fromarray(data).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.NEAREST)
+        else:
+            from ..images import MAX_PIXELS
+
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                return None
+            img.draft("RGB", (THUMBNAIL * 2, THUMBNAIL * 2))
+            img = img.convert("RGB")
+            img.thumbnail((THUMBNAIL, THUMBNAIL))
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        return out.getvalue()
+    except Exception:  # the classifier reports what is wrong with the file; no picture is fine
+        return None
+
+
+def result_card(name: str, picture: bytes | None, top: Sequence[dict[str, Any]], error: str | None) -> w.VBox:
+    """One file: its picture, then its top labels as probability bars, or its error."""
+    children: list[w.Widget] = []
+    if picture is not None:
+        children.append(w.Image(value=picture, format="png", layout=w.Layout(width=f"{THUMBNAIL}px")))
+    children.append(label(name, "jc-classify-file", max_width="220px"))
+    if error is not None:
+        children.append(label(error, "jc-classify-error", max_width="220px"))
+    for item in top:
+        bar = w.FloatProgress(
+            value=item["probability"], min=0, max=1, layout=w.Layout(width="120px"), bar_style="info"
+        )
+        text = label(f"{item['label']} {item['probability']:.1%}", "jc-classify-label")
+        children.append(w.HBox([bar, text]))
+    card = w.VBox(
+        children, layout=w.Layout(margin="6px", padding="6px", border="1px solid #ddd", width="240px")
+    )
+    card.add_class("jc-classify-item")
+    return card
+
+
+class ClassifyPanel(w.VBox):
+    """Image upload classifier (see the module's doc)."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        self.errors = ErrorArea()
+        self.model_label = label("", "jc-classify-model")
+        self.upload = w.FileUpload(accept="image/*", multiple=True, description="Upload images")
+        self.upload.add_class("jc-classify-upload")
+        self.examples = button(
+            "Examples", "jc-classify-examples", icon="image", tooltip="8 random test images"
+        )
+        self.top = w.BoundedIntText(3, min=1, max=10, description="Top", layout=w.Layout(width="140px"))
+        self.results = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.results.add_class("jc-classify-results")
+        self.upload.observe(guarded(self.errors)(self._on_upload), names="value")
+        self.examples.on_click(guarded(self.errors)(lambda _: self.classify_examples()))
+        session.observe(self._on_model, names="model_changed")
+        self._on_model({})
+        self.children = [
+            self.model_label,
+            w.HBox([self.upload, self.examples, self.top]),
+            self.results,
+            self.errors,
+        ]
+        self.add_class("jc-classify")
+
+    def _on_model(self, _change: dict[str, Any]) -> None:
+        label_text = self.session.model_label
+        self.model_label.value = (
+            f"model: {label_text}"
+            if self.session.model is not None
+            else "no model yet: train one in the Train tab, or load one in the Models tab"
+        )
+
+    def _class_names(self) -> Sequence[str]:
+        return self.session.class_names or CLASS_NAMES
+
+    def _on_upload(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        if not files:
+            return
+        names = [f["name"] for f in files]
+        contents = [bytes(f["content"]) for f in files]
+        self.classify(contents, names)
+
+    def classify(self, sources: Sequence[Any], names: Sequence[str]) -> threading.Thread:
+        """Classify in the background and show one card per source, in order."""
+        model = self.session.model
+        if model is None:
+            raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")
+        from ..predict import classify
+
+        top, class_names = self.top.value, self._class_names()
+        self.results.children = [label(f"classifying {len(sources)} image(s)…")]
+
+        def work() -> list[w.VBox]:
+            results = classify(model, sources, top=top, names=names, class_names=class_names)
+            return [
+                result_card(r.file, _thumbnail(source), r.top, r.error)
+                for source, r in zip(sources, results, strict=True)
+            ]
+
+        def done(cards: list[w.VBox]) -> None:
+            self.results.children = cards
+
+        return in_background(work, done=done, errors=self.errors, busy=[self.examples])
+
+    def classify_examples(self, count: int = 8) -> threading.Thread:
+        session = self.session
+
+        def pick() -> tuple[list[np.ndarray], list[str]]:
+            data = session.data()
+            rng = random.Random()
+            chosen = rng.sample(range(len(data.x_test)), count)
+            names = [f"test #{i}: {data.class_names[data.y_test[i]]}" for i in chosen]
+            return [data.x_test[i] for i in chosen], names
+
+        def go(picked: tuple[list[np.ndarray], list[str]]) -> None:
+            self.classify(*picked)
+
+        if session.model is None:
+            raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")
+        return in_background(pick, done=go, errors=self.errors)

@@ -1,0 +1,113 @@
+"""Small pieces the tabs share: showing errors in place, running work off the kernel's main thread."""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from ..errors import JupyterCifarError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorArea(w.HTML):
+    """Where a tab shows what went wrong, as text (never as HTML from the message)."""
+
+    def __init__(self) -> None:
+        super().__init__(value="", layout=w.Layout(display="none"))
+        self.add_class("jc-error")
+
+    def show(self, error: BaseException | str) -> None:
+        if isinstance(error, JupyterCifarError | str):
+            text = str(error)
+        elif isinstance(error, ValueError | OSError | KeyError):
+            text = f"{type(error).__name__}: {error}"
+        else:  # unexpected: keep the traceback, a person may need it
+            text = "".join(traceback.format_exception(error)).rstrip()
+        self.value = (
+            '<pre style="color:#b00020;white-space:pre-wrap;margin:4px 0">' + html.escape(text) + "</pre>"
+        )
+        self.layout.display = None
+
+    def clear(self) -> None:
+        self.value = ""
+        self.layout.display = "none"
+
+
+def in_background(
+    work: Callable[[], Any],
+    *,
+    done: Callable[[Any], None] | None = None,
+    errors: ErrorArea,
+    busy: list[w.Widget] = (),  # type: ignore[assignment]
+    name: str = "jupyter-cifar",
+) -> threading.Thread:
+    """Run ``work`` in a thread, ``busy`` widgets disabled meanwhile; any error is shown in ``errors``."""
+    for widget in busy:
+        widget.disabled = True
+    errors.clear()
+
+    def run() -> None:
+        try:
+            result = work()
+            if done is not None:
+                done(result)
+        except Exception as e:
+            log.debug("background work failed", exc_info=True)
+            errors.show(e)
+        finally:
+            for widget in busy:
+                widget.disabled = False
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def guarded(errors: ErrorArea) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """For widget callbacks: an exception is shown in the app instead of vanishing into a log."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def callback(*args: Any, **kwargs: Any) -> Any:
+            try:
+                errors.clear()
+                return fn(*args, **kwargs)
+            except Exception as e:
+                errors.show(e)
+                return None
+
+        return callback
+
+    return wrap
+
+
+def label(text: str = "", cls: str | None = None, **layout: Any) -> w.Label:
+    widget = w.Label(text, layout=w.Layout(**layout))
+    if cls:
+        widget.add_class(cls)
+    return widget
+
+
+def button(description: str, cls: str, *, style: str = "", icon: str = "", tooltip: str = "") -> w.Button:
+    widget = w.Button(description=description, button_style=style, icon=icon, tooltip=tooltip)
+    widget.add_class(cls)
+    return widget
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """``"a=1, b=2"`` -> ``{"a": "1", "b": "2"}``."""
+    from ..errors import BadParameter
+
+    tags = {}
+    for item in filter(None, (part.strip() for part in text.replace("\n", ",").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadParameter("tags", f"{item!r}: write tags as KEY=VALUE, separated by commas")
+        tags[key.strip()] = value.strip()
+    return tags

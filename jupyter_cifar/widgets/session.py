@@ -1,0 +1,94 @@
+"""What the app's tabs share in one kernel: the store, the data, and the model in hand.
+
+Kept apart from the widgets so that the tabs talk through it and not to each other. Long work (loading
+the data, opening the store, loading a model) happens in background threads; results come back as trait
+changes, which the widgets observe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Any as AnyTrait
+from traitlets import HasTraits, Unicode
+
+if TYPE_CHECKING:
+    import keras
+
+    from ..data import Dataset
+    from ..store.base import ModelRecord, ModelStore
+
+
+class Session(HasTraits):
+    """The kernel's side of the app: one per App."""
+
+    #: A short description of the model in hand, for people ("" when there is none).
+    model_label = Unicode("")
+    #: Bumped (to a new object) whenever the model in hand changes; widgets observe it.
+    model_changed = AnyTrait(None)
+    #: Bumped when the store's contents change (a save, a delete), so lists refresh.
+    store_changed = AnyTrait(None)
+
+    def __init__(self, *, store_uri: str | None = None, data: str | None = None) -> None:
+        super().__init__()
+        self.store_uri = store_uri
+        self.data_source = data
+        self.model: keras.Model | None = None
+        self.record: ModelRecord | None = None  # the stored version the model came from, if any
+        self.history: list[dict[str, Any]] = []  # its per-epoch history (for Continue)
+        self.class_names: list[str] | None = None
+        self._store: ModelStore | None = None
+        self._data: Dataset | None = None
+        self._lock = threading.Lock()
+
+    # -- lazily opened resources -----------------------------------------------------------------
+    def store(self) -> ModelStore:
+        """The model store (see ``jupyter_cifar.store.default_store_uri`` for which one)."""
+        with self._lock:
+            if self._store is None:
+                from ..store import open_store
+
+                self._store = open_store(self.store_uri)
+            return self._store
+
+    def data(self, progress: Callable[[str], None] | None = None) -> Dataset:
+        """CIFAR-10 (decoded once, then cached on disk and here)."""
+        with self._lock:
+            if self._data is None:
+                from ..data import load_cifar10
+
+                self._data = load_cifar10(self.data_source, progress=progress)
+            return self._data
+
+    # -- the model in hand -----------------------------------------------------------------------
+    def set_model(
+        self,
+        model: keras.Model,
+        *,
+        record: ModelRecord | None = None,
+        history: list[dict[str, Any]] | None = None,
+        label: str | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.record = record
+        self.history = list(history or (record.metadata.get("history", []) if record else []))
+        self.class_names = class_names or (record.metadata.get("class_names") if record else None) or None
+        if label is None:
+            label = record.ref if record is not None else model.name
+            accuracy = record.test_accuracy if record is not None else None
+            if accuracy is not None:
+                label += f" (test accuracy {accuracy:.4f})"
+        self.model_label = label
+        self.model_changed = object()
+
+    def notify_store_changed(self) -> None:
+        self.store_changed = object()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

@@ -1,0 +1,251 @@
+"""The app's panels without a browser: drive their state as a person's clicks would, check what they show.
+
+ipywidgets' own tests do the same: widgets live in this process (their comms go nowhere), callbacks are
+called as a click would call them, and the test reads the traits the browser would draw.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from storetools import tiny_model
+
+from jupyter_cifar.widgets import App
+from jupyter_cifar.widgets.train import MAX_POINTS, Curve
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def click(button) -> None:
+    button.click()  # runs the on_click handlers, as the browser's click message does
+
+
+def texts(widget) -> list[str]:
+    """Every Label's text under a widget, depth first."""
+    out = []
+    stack = [widget]
+    while stack:
+        node = stack.pop(0)
+        if hasattr(node, "children"):
+            stack[:0] = list(node.children)
+        elif type(node).__name__ == "Label":
+            out.append(node.value)
+    return out
+
+
+@pytest.fixture
+def app(cifar10_dir: Path, tmp_path: Path, cifar10):
+    app = App(store=str(tmp_path / "store"), data=str(cifar10_dir))
+    yield app
+    app.close()
+
+
+def train(app: App, *, epochs: int = 1, limit: int = 1000, preset: str = "tutorial") -> None:
+    panel = app.train
+    panel.preset.value = preset
+    panel.epochs.value = epochs
+    panel.limit.value = limit
+    click(panel.start_button)
+    wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
+    wait_for(lambda: panel.start_button.disabled is False, what="the Start button")
+
+
+def test_the_app_has_three_tabs_and_its_css_classes(app: App) -> None:
+    assert [app.tabs.get_title(i) for i in range(3)] == ["Train", "Classify", "Models"]
+    assert "jc-app" in app._dom_classes
+    assert "jc-train-start" in app.train.start_button._dom_classes
+    assert app.train.stop_button.disabled and app.train.continue_button.disabled
+    assert app.classify.model_label.value.startswith("no model yet")
+
+
+def test_choosing_a_preset_fills_in_its_recipe(app: App) -> None:
+    app.train.preset.value = "tutorial"
+    assert (app.train.epochs.value, app.train.batch_size.value) == (10, 32)
+    assert app.train.learning_rate.value == pytest.approx(1e-3)
+
+
+def test_training_draws_curves_and_shows_the_result(app: App) -> None:
+    seen_points = set()
+    seen_status = set()
+    panel = app.train
+
+    def watch() -> None:
+        while panel.trainer is None or panel.trainer.state in ("ready", "running"):
+            seen_points.add(len(panel.loss_train.mark.x))
+            seen_status.add(panel.status.value)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    train(app, epochs=2, limit=2000)
+    watcher.join(5)
+    assert len(seen_points) >= 3, seen_points  # the curve grew while training ran
+    assert any(s.startswith("epoch 1/2 · batch") and "images/s" in s for s in seen_status), seen_status
+    assert panel.status.value.startswith("finished after 2 epochs")
+    assert len(panel.loss_val.mark.x) == 2 and len(panel.acc_val.mark.y) == 2
+    assert panel.result_label.value.startswith("test accuracy ")
+    assert panel.result_box.layout.display is None and len(panel.result_box.children) == 3
+    assert not panel.save_button.disabled and not panel.continue_button.disabled
+    assert app.classify.model_label.value.startswith("model: trained here: tutorial, 2 epochs")
+    assert panel.errors.value == ""
+
+
+def test_stop_ends_training_within_a_batch(app: App) -> None:
+    panel = app.train
+    panel.preset.value = "tutorial"
+    panel.epochs.value = 5
+    panel.limit.value = 5000
+    click(panel.start_button)
+    wait_for(lambda: panel.trainer is not None and panel._batch is not None, what="the first batch")
+    assert not panel.stop_button.disabled and panel.start_button.disabled  # busy state
+    click(panel.stop_button)
+    wait_for(lambda: panel.trainer.state != "running", timeout=30, what="the stop")
+    wait_for(lambda: panel.status.value.startswith("stopped"), timeout=30, what="the status")
+    assert len(panel.trainer.result.history) == 1 and not panel.trainer.result.history[0]["complete"]
+
+
+def test_continue_appends_to_the_model_in_hand(app: App) -> None:
+    train(app, epochs=1, limit=1000)
+    click(app.train.continue_button)
+    wait_for(
+        lambda: (
+            app.train.trainer is not None
+            and app.train.trainer.state == "finished"
+            and not app.train.start_button.disabled
+        ),
+        what="continue",
+    )
+    assert [h["epoch"] for h in app.train.result.history] == [1, 2]
+    assert max(app.train.loss_train.mark.x) > 1  # the curve went on past the first epoch
+
+
+def test_save_browse_load_and_classify(app: App, cifar10_dir: Path) -> None:
+    train(app, epochs=1, limit=1000)
+    panel = app.train
+    panel.save_name.value = "cnn"
+    panel.save_tags.value = "data=jpeg, who=test"
+    panel.save_notes.value = "<b>not bold</b> & <script>alert(1)</script>"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value.startswith("saved as"), what="the save")
+    assert panel.saved.value == "saved as cnn:1"
+
+    models = app.models
+    wait_for(lambda: models.page is not None and models.page.total == 1, what="the list")
+    rows = [c for c in models.table.children if "jc-models-row" in c._dom_classes]
+    assert [r.description for r in rows] == ["cnn:1"]
+    assert "data=jpeg, who=test" in texts(models.table)
+    click(rows[0])
+    assert models.selected_label.value == "selected: cnn:1"
+    # Notes from the store are text: shown verbatim, never interpreted as HTML.
+    assert models.notes_view.value == "<b>not bold</b> & <script>alert(1)</script>"
+    assert "<b>" not in models.details.value or "&lt;" in models.details.value
+    assert [m.labels[0] for m in models.curves.marks] == ["cnn:1 accuracy", "cnn:1 val accuracy"]
+
+    app.session.model = None
+    click(models.load_button)
+    wait_for(lambda: app.session.model is not None, what="the load")
+    assert app.session.record.ref == "cnn:1"
+    assert app.classify.model_label.value.startswith("model: cnn:1 (test accuracy")
+
+    cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
+    app.classify.classify([cat, b"not an image", cat], ["cat.jpg", "broken.png", "again.jpg"]).join(60)
+    cards = app.classify.results.children
+    assert len(cards) == 3
+    first, broken, again = (texts(card) for card in cards)
+    assert first[0] == "cat.jpg" and len(first) == 4  # the name and three labels
+    assert broken[0] == "broken.png" and "broken.png" in broken[1]
+    assert again[1:] == first[1:]  # the same picture, the same answer
+    assert app.classify.errors.value == ""
+
+
+def test_models_tab_edits_aliases_and_deletes_with_confirmation(app: App, tmp_path: Path) -> None:
+    store = app.session.store()
+    for _ in range(2):
+        store.save(tiny_model(), "m", tags={"a": "1"})
+    models = app.models
+    models.refresh().join(30)
+    assert models.page.total == 2
+    models.select(store.resolve("m:1"))
+    models.alias.value = "prod"
+    models.set_alias().join(30)
+    assert store.resolve("m@prod").version == 1
+    models.tags.value = "b=2"
+    models.notes.value = "edited"
+    models.save_edits().join(30)
+    assert store.resolve("m:1").tags == {"b": "2"} and store.resolve("m:1").notes == "edited"
+    click(models.delete_button)
+    assert models.confirm_box.layout.display is None and store.list().total == 2  # nothing deleted yet
+    click(models.cancel_button)
+    assert models.confirm_box.layout.display == "none"
+    click(models.delete_button)
+    click(models.confirm_button)
+    wait_for(lambda: models.selected_label.value == "deleted m:1", what="the delete")
+    assert [r.ref for r in store.list().items] == ["m:2"]
+    models.select(store.resolve("m:2"))
+    models.compare_with.value = None
+    models.alias.value = "latest"
+    models.set_alias().join(30)
+    assert "reserved" in models.errors.value  # a refused alias is shown in the app
+
+
+def test_errors_appear_in_the_app(app: App) -> None:
+    click(app.classify.examples)  # no model yet
+    assert "no model yet" in app.classify.errors.value
+    click(app.train.save_button)  # nothing trained (the button is disabled; a stale click still reports)
+    assert "nothing to save" in app.train.errors.value
+    click(app.models.load_button)
+    assert "select a version first" in app.models.errors.value
+
+
+def test_a_bad_save_name_is_reported(app: App) -> None:
+    train(app, epochs=1, limit=500)
+    app.train.save_name.value = "../etc/passwd"
+    app.train.save().join(30)
+    assert "is not a valid name" in app.train.errors.value
+
+
+def test_curves_stay_bounded() -> None:
+    class Mark:
+        def __init__(self) -> None:
+            self.x: list[float] = []
+            self.y: list[float] = []
+
+        def hold_sync(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    curve = Curve(Mark())  # type: ignore[arg-type]
+    for i in range(10 * MAX_POINTS):
+        curve.add(i, float(i))
+    curve.flush()
+    assert len(curve.mark.x) <= MAX_POINTS and curve.mark.x[-1] >= 9 * MAX_POINTS
+    assert np.all(np.diff(curve.mark.x) > 0)
+
+
+def test_the_magic_and_its_unloading() -> None:
+    from IPython.testing.globalipapp import get_ipython
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "jupyter_cifar")
+    app = ip.run_line_magic("cifar", "--tab classify")
+    assert isinstance(app, App) and app.tabs.selected_index == 1
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="--tab"):  # shown to the person as a one-line usage error
+        ip.run_line_magic("cifar", "--tab nope")
+    ip.run_line_magic("unload_ext", "jupyter_cifar")
+    assert "cifar" not in ip.magics_manager.magics["line"]
+    assert "CifarMagics" not in ip.magics_manager.registry
+    assert app.session._store is None  # the app it showed was closed
