@@ -248,3 +248,8 @@ async def test_the_store_uri_never_reaches_a_client(api, store_dir: Path) -> Non
     # The status names the store for people; for MongoDB its display form hides the password.
     _, body, _ = await api("status")
     assert body["store"] == str(store_dir)
+
+
+async def test_the_kernel_websocket_takes_photos_larger_than_tornados_default(jp_serverapp) -> None:
+    # Widget uploads travel over the kernel websocket; tornado's 10 MiB default drops bigger ones silently.
+    assert jp_serverapp.web_app.settings["websocket_max_message_size"] >= 100 * 1024 * 1024

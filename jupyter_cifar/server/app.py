@@ -55,7 +55,14 @@ class CifarExtension(ExtensionApp):
     max_upload_bytes = Int(
         2 << 30,
         config=True,
-        help="The largest model file or image that may be uploaded, in bytes (larger: 413).",
+        help="The largest model file that may be uploaded through the REST API, in bytes (larger: 413).",
+    )
+    max_widget_upload_bytes = Int(
+        100 << 20,
+        config=True,
+        help="The largest message a kernel's websocket accepts (tornado's websocket_max_message_size), "
+        "raised from tornado's 10 MiB so that photos uploaded in the Classify tab arrive instead of "
+        "silently vanishing. It is never lowered below what the server already allows.",
     )
 
     @default("store_uri")
@@ -102,6 +109,9 @@ class CifarExtension(ExtensionApp):
                 "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
             }
         )
+        web_settings = self.serverapp.web_app.settings
+        current = web_settings.get("websocket_max_message_size", 10 * 1024 * 1024)
+        web_settings["websocket_max_message_size"] = max(current, self.max_widget_upload_bytes)
         self.log.info("jupyter_cifar: models are kept in %s", self.store.display)
 
     def initialize_handlers(self) -> None:
