@@ -15,6 +15,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pymongo
 
 
 def mongod_binary() -> str:
@@ -88,3 +92,106 @@ class Mongod:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+# -- helpers for the MongoDB store's own tests: users, TLS, a replica set ---------------------------
+
+
+def client(uri: str, **options: Any) -> pymongo.MongoClient[dict[str, Any]]:
+    """A plain pymongo client (typed), for looking at a server behind the store's back."""
+    import pymongo
+
+    return pymongo.MongoClient(uri, **options)
+
+
+def add_user(uri: str, user: str, password: str, roles: list[str | dict[str, str]] | None = None) -> None:
+    """Create a user in ``admin`` (on a server started with ``--auth``: through the localhost exception)."""
+    with client(uri, serverSelectionTimeoutMS=10_000, directConnection=True) as admin:
+        admin.admin.command("createUser", user, pwd=password, roles=roles or ["root"])
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(server PEM with key and certificate, CA file) for 127.0.0.1 / localhost, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / "server.key", folder / "server.crt"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    pem = folder / "server.pem"
+    pem.write_bytes(key.read_bytes() + cert.read_bytes())
+    return pem, cert
+
+
+@dataclass
+class ReplicaSet:
+    """Three mongods on loopback forming replica set ``rs0``; ``start()`` returns once there is a primary."""
+
+    root: Path
+    name: str = "rs0"
+    members: list[Mongod] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{m.port}" for m in self.members)
+        return f"mongodb://{hosts}/?replicaSet={self.name}"
+
+    def start(self, timeout: float = 60) -> ReplicaSet:
+
+        self.members = [Mongod(self.root / f"m{i}", args=("--replSet", self.name)).start() for i in range(3)]
+        config = {
+            "_id": self.name,
+            "members": [{"_id": i, "host": f"127.0.0.1:{m.port}"} for i, m in enumerate(self.members)],
+            "settings": {"electionTimeoutMillis": 2000},  # a first primary in seconds, not ten
+        }
+        with client(self.members[0].uri, directConnection=True) as first:
+            first.admin.command("replSetInitiate", config)
+        self.wait_for_primary(timeout)
+        return self
+
+    def wait_for_primary(self, timeout: float = 60) -> str:
+        """Wait until one member is primary and the others secondaries; returns the primary's host."""
+        import pymongo
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with client(self.uri, serverSelectionTimeoutMS=2000) as c:
+                    hello = c.admin.command("hello")
+                    status = c.admin.command("replSetGetStatus")
+                states = sorted(m["stateStr"] for m in status["members"])
+                if hello.get("primary") and states == ["PRIMARY", "SECONDARY", "SECONDARY"]:
+                    return str(hello["primary"])
+            except pymongo.errors.PyMongoError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica set {self.name} has no primary after {timeout} s")
+            time.sleep(0.2)
+
+    def step_down(self, seconds: int = 10) -> str:
+        """Ask the primary to step down; returns the host that was primary."""
+        import contextlib
+
+        import pymongo
+
+        with client(self.uri, serverSelectionTimeoutMS=5000) as c:
+            primary = str(c.admin.command("hello")["primary"])
+            # older servers close every connection when stepping down
+            with contextlib.suppress(pymongo.errors.AutoReconnect):
+                c.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=5)
+        return primary
+
+    def stop(self) -> None:
+        """Kill the members: a replica set member's clean shutdown waits out a 15 s quiesce period,
+        and these throwaway data folders need no clean shutdown."""
+        for member in self.members:
+            if member.proc is not None:
+                member.proc.kill()
+                member.proc.wait()
+                member.proc = None

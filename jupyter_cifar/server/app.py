@@ -109,6 +109,7 @@ class CifarExtension(ExtensionApp):
                 "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
             }
         )
+        assert self.serverapp is not None  # set when the server loads the extension
         web_settings = self.serverapp.web_app.settings
         current = web_settings.get("websocket_max_message_size", 10 * 1024 * 1024)
         web_settings["websocket_max_message_size"] = max(current, self.max_widget_upload_bytes)

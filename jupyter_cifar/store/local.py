@@ -8,7 +8,8 @@ The default when no MongoDB is configured (under Jupyter's data dir). Layout::
 
 A save writes and fsyncs the file in ``staging``, renames it into ``files``, and only then inserts the
 record in one ``BEGIN IMMEDIATE`` transaction that also picks the next version number, so concurrent
-writers in several processes get distinct versions and a killed save leaves no visible version. A delete
+writers in several processes get distinct versions (never one a deleted version had) and a killed save
+leaves no visible version. A delete
 removes the record first, then the file. What an interrupted save or delete leaves (a staging file, a
 file no record names) is removed by :meth:`collect_garbage` once old enough to belong to no running save.
 """
@@ -54,6 +55,10 @@ CREATE TABLE IF NOT EXISTS aliases (
     FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS aliases_version ON aliases (name, version);
+CREATE TABLE IF NOT EXISTS deleted (
+    name TEXT PRIMARY KEY,
+    last INTEGER NOT NULL  -- the highest version ever deleted: never given to another model
+);
 """
 
 _COLUMNS = "name, version, created, sha256, size, file, tags, notes, test_accuracy, metadata"
@@ -124,7 +129,9 @@ class LocalModelStore(ModelStore):
         try:
             with self._tx(immediate=True) as db:
                 (version,) = db.execute(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)
+                    "SELECT MAX(COALESCE((SELECT MAX(version) FROM versions WHERE name = ?), 0), "
+                    "COALESCE((SELECT last FROM deleted WHERE name = ?), 0)) + 1",
+                    (name, name),
                 ).fetchone()
                 db.execute(
                     f"INSERT INTO versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -261,6 +268,11 @@ class LocalModelStore(ModelStore):
             ).fetchone()
             if row is None:
                 return False
+            db.execute(
+                "INSERT INTO deleted (name, last) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last = MAX(last, excluded.last)",
+                (name, version),
+            )
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
         (self.files / row[0]).unlink(missing_ok=True)
         return True

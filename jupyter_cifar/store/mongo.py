@@ -1,0 +1,566 @@
+"""The MongoDB store: model files in GridFS, their records in a collection beside them.
+
+Layout, in the database the URI names (``jupyter_cifar`` when it names none)::
+
+    model_versions       one document per version: name, version, created, sha256, size, file_id, tags,
+                         notes, test_accuracy, metadata; unique on (name, version) and on file_id
+    model_aliases        {name, alias, version}; unique on (name, alias)
+    model_counters       {_id: name, last}: the highest version ever deleted, so none is reused
+    model_files.files    GridFS: one document per stored file ...
+    model_files.chunks   ... and its bytes, in 1 MiB chunks
+
+A save streams the file into GridFS (chunks first, the files document last), then inserts the record
+under the next free version: one more than the highest version the name has had (stored or deleted),
+retried on a duplicate key, so concurrent writers in any number of processes get distinct versions and
+a deleted version's number is never given to another model. Only the record makes a version visible: a
+killed save leaves a GridFS file (or chunks without a files document) that no record names, which
+:meth:`MongoModelStore.collect_garbage` removes once old enough to belong to no running save. A delete
+removes the aliases, then the record, then the bytes.
+
+Writes use ``w="majority"`` and retryable writes. When a write fails in a way that leaves its outcome
+unknown (a failover, a lost connection), the record is looked up by its ``file_id`` before the insert is
+tried again; the unique index on ``file_id`` makes a doubled insert impossible, and a file is deleted
+only when its record certainly was not written (otherwise garbage collection decides later).
+
+Every driver error is translated in one place (:meth:`MongoModelStore._error`): an unreachable server,
+failed authentication or an unresolvable ``mongodb+srv`` name is :class:`StoreUnavailable`, raised
+within the store's ``timeout`` and naming the host(s), never the password. Tag filters and updates use
+``$getField`` / ``$setField`` (tag keys may hold dots), so the server must be MongoDB 5.0 or later.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import unquote
+
+import gridfs
+import pymongo
+from bson import ObjectId
+from bson.errors import InvalidDocument
+from gridfs.errors import CorruptGridFile, NoFile
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+
+from ..errors import BadParameter, Conflict, IntegrityError, NotFound, StoreError, StoreUnavailable
+from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query
+
+log = logging.getLogger(__name__)
+
+VERSIONS = "model_versions"
+ALIASES = "model_aliases"
+COUNTERS = "model_counters"
+BUCKET = "model_files"
+CHUNK_BYTES = CHUNK  # GridFS chunk size (1 MiB, not the 255 KiB default): the block readers ask for
+DEFAULT_DATABASE = "jupyter_cifar"
+# One driver call may move up to 48 MB (a batch of chunks); a hung server is given this long.
+SOCKET_TIMEOUT_S = 60.0
+_AUTH_FAILED = 18  # AuthenticationFailed
+_UNAUTHORIZED = 13  # Unauthorized
+_SECRET_OPTION = re.compile(r"password|secret|token", re.IGNORECASE)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _operation(method: F) -> F:
+    """A primitive that talks to MongoDB: sets the database up once, translates driver errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoModelStore, *args: Any, **kwargs: Any) -> Any:
+        with self._translated():
+            self._setup()
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+class MongoModelStore(ModelStore):
+    """Models in a MongoDB database; safe for any number of processes and machines."""
+
+    def __init__(self, uri: str, *, timeout: float = 5.0) -> None:
+        super().__init__()
+        self.uri_parts = _UriParts.parse(uri)
+        self.display = self.uri_parts.redacted
+        self.hosts = self.uri_parts.hosts
+        self.timeout = timeout
+        options: dict[str, Any] = {
+            "serverSelectionTimeoutMS": int(timeout * 1000),
+            "connectTimeoutMS": int(timeout * 1000),  # also bounds the SRV lookup of mongodb+srv
+            "socketTimeoutMS": int(max(SOCKET_TIMEOUT_S, timeout) * 1000),
+            "appname": "jupyter_cifar",
+            "w": "majority",
+            "retryWrites": True,
+        }
+        # What the URI says wins over these defaults (pymongo would let keywords win).
+        options = {k: v for k, v in options.items() if k.lower() not in self.uri_parts.options}
+        try:
+            # connect=False: nothing (not even the SRV lookup) happens until the first operation.
+            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                uri, tz_aware=True, connect=False, **options
+            )
+            self.db = self.client.get_default_database(default=DEFAULT_DATABASE)
+        except (PyMongoError, ValueError, TypeError) as e:  # a URI pymongo cannot use
+            raise BadParameter("--store", f"{self.display}: {self._scrub(_short(e))}") from None
+        self.bucket_name = BUCKET
+        self.bucket = gridfs.GridFSBucket(self.db, BUCKET, chunk_size_bytes=CHUNK_BYTES)
+        self.versions = self.db[VERSIONS]
+        self.aliases = self.db[ALIASES]
+        self.counters = self.db[COUNTERS]
+        self._files = self.db[f"{BUCKET}.files"]
+        self._chunks = self.db[f"{BUCKET}.chunks"]
+        self._ready = False  # indexes made and garbage collected: once per store object, on first use
+        self._setup_lock = threading.Lock()
+
+    def __enter__(self) -> MongoModelStore:
+        return self
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- errors ----------------------------------------------------------------------------------
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except PyMongoError as e:
+            raise self._error(e) from None
+
+    def _error(self, e: PyMongoError) -> StoreError:
+        """The one translation of driver errors into the store's errors."""
+        cause = self._scrub(_short(e))
+        where = f"MongoDB at {self.hosts}"
+        if isinstance(e, OperationFailure) and e.code == _AUTH_FAILED:
+            user = self.uri_parts.user
+            who = f" for user {user!r}" if user else ""
+            return StoreUnavailable(
+                f"{where}: authentication failed{who} (check the user name, password and authSource)"
+            )
+        if isinstance(e, OperationFailure) and e.code == _UNAUTHORIZED:
+            return StoreUnavailable(f"{where}: not authorized: {cause}")
+        if isinstance(e, ConfigurationError):  # at operation time: the SRV/TXT lookup failed
+            return StoreUnavailable(f"{where} cannot be found: {cause}")
+        if _transient(e):
+            return StoreUnavailable(f"{where} is unreachable: {cause}")
+        return StoreError(f"{where}: {cause}")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.uri_parts.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        if self._ready:
+            return
+        with self._setup_lock:
+            if self._ready:
+                return
+            try:
+                self._create_indexes()
+                self._collect(GARBAGE_AGE_SECONDS)
+            except OperationFailure as e:
+                if e.code != _UNAUTHORIZED:
+                    raise
+                # A read-only user can still list and load; whoever may write sets the database up.
+                log.info("%s: read-only access, indexes and garbage left as they are", self.display)
+            self._ready = True  # only once it all worked: after an outage, the next call tries again
+
+    def _create_indexes(self) -> None:
+        from pymongo import ASCENDING as UP
+        from pymongo import DESCENDING as DOWN
+        from pymongo import IndexModel
+
+        self.versions.create_indexes(
+            [
+                IndexModel([("name", UP), ("version", UP)], unique=True, name="name_version"),
+                IndexModel([("file_id", UP)], unique=True, name="file_id"),
+                # the list's default order (-created) and the leaderboard's (-test_accuracy), exactly
+                IndexModel([("created", DOWN), ("name", UP), ("version", DOWN)], name="created"),
+                IndexModel(
+                    [("has_accuracy", DOWN), ("test_accuracy", DOWN), ("name", UP), ("version", DOWN)],
+                    name="test_accuracy",
+                ),
+            ]
+        )
+        self.aliases.create_indexes(
+            [
+                IndexModel([("name", UP), ("alias", UP)], unique=True, name="name_alias"),
+                IndexModel([("name", UP), ("version", UP)], name="name_version"),
+            ]
+        )
+        # The indexes the GridFS spec asks for (drivers create them lazily; here they always exist).
+        self._files.create_index([("filename", UP), ("uploadDate", UP)])
+        self._chunks.create_index([("files_id", UP), ("n", UP)], unique=True)
+
+    # -- primitives ------------------------------------------------------------------------------
+    @_operation
+    def _insert_version(
+        self, name: str, path: Path, sha256: str, size: int, fields: dict[str, Any]
+    ) -> ModelRecord:
+        file_id = self._upload(name, path, sha256)
+        doc = {
+            "name": name,
+            "created": fields["created"],
+            "sha256": sha256,
+            "size": size,
+            "file_id": file_id,
+            "tags": fields["tags"],
+            "notes": fields["notes"],
+            "test_accuracy": fields["test_accuracy"],
+            "has_accuracy": fields["test_accuracy"] is not None,  # sorts records without one last
+            "metadata": fields["metadata"],
+        }
+        try:
+            stored = self._claim_version(doc)
+        except (InvalidDocument, OverflowError) as e:
+            self._discard(file_id)
+            raise BadParameter("metadata", f"cannot be stored in MongoDB: {e}") from None
+        except BaseException as e:
+            if not _may_have_been_applied(e):
+                self._discard(file_id)
+            # else the record may exist after all: collect_garbage removes the file if it does not
+            raise
+        return self._record(stored, [])
+
+    def _upload(self, name: str, path: Path, sha256: str) -> ObjectId:
+        """Stream the file into GridFS; a transient failure is retried once with a fresh file."""
+        for attempt in (1, 2):
+            file_id = ObjectId()
+            try:
+                with open(path, "rb") as src:
+                    self.bucket.upload_from_stream_with_id(
+                        file_id, f"{name}.keras", src, metadata={"name": name, "sha256": sha256}
+                    )
+                return file_id
+            except BaseException as e:
+                if _unreachable(e):
+                    raise  # what it wrote, if anything, is garbage for later
+                self._discard(file_id)  # no record names it yet: always safe to remove
+                if attempt == 2 or not _transient(e):
+                    raise
+                log.info("%s: upload interrupted (%s); trying again", self.display, _short(e))
+        raise AssertionError("unreachable")
+
+    def _claim_version(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Insert the record as the next version of its name; returns the stored document."""
+        retried = False
+        collisions = 0
+        while True:
+            try:
+                latest = self.versions.find_one(
+                    {"name": doc["name"]}, {"version": 1}, sort=[("version", pymongo.DESCENDING)]
+                )
+                deleted = self.counters.find_one({"_id": doc["name"]})  # the highest ever deleted
+                highest = max(latest["version"] if latest else 0, deleted["last"] if deleted else 0)
+                attempt = {**doc, "version": highest + 1}
+                self.versions.insert_one(attempt)
+                return attempt
+            except DuplicateKeyError as e:
+                if "file_id" in ((e.details or {}).get("keyPattern") or {}):
+                    landed = self.versions.find_one({"file_id": doc["file_id"]})
+                    if landed is not None:  # an earlier attempt of ours was written after all
+                        return landed
+                collisions += 1  # another writer took that version: take the next one
+                if collisions > 1000:
+                    raise Conflict(f"model {doc['name']!r}: no free version after 1000 tries") from None
+                if collisions > 3:
+                    time.sleep(random.uniform(0, 0.002 * min(collisions, 50)))
+            except PyMongoError as e:
+                if retried or not _transient(e) or _unreachable(e):
+                    raise
+                retried = True
+                log.info("%s: saving %r interrupted (%s); checking", self.display, doc["name"], _short(e))
+                landed = self.versions.find_one({"file_id": doc["file_id"]})
+                if landed is not None:
+                    return landed
+
+    def _discard(self, file_id: ObjectId) -> None:
+        """Remove a stored file if possible; what cannot be removed now is garbage for later."""
+        try:
+            self.bucket.delete(file_id)  # the files document, then every chunk
+        except NoFile:
+            pass  # chunks without a files document were removed all the same
+        except PyMongoError as e:
+            log.info("%s: file %s left for garbage collection (%s)", self.display, file_id, _short(e))
+
+    def _record(self, doc: dict[str, Any], aliases: list[str]) -> ModelRecord:
+        return ModelRecord(
+            name=doc["name"],
+            version=int(doc["version"]),
+            created=doc["created"],
+            sha256=doc["sha256"],
+            size=int(doc["size"]),
+            aliases=sorted(aliases),
+            tags=dict(doc.get("tags") or {}),
+            notes=doc.get("notes") or "",
+            test_accuracy=doc.get("test_accuracy"),
+            metadata=dict(doc.get("metadata") or {}),
+        )
+
+    def _records(self, docs: list[dict[str, Any]]) -> list[ModelRecord]:
+        """Records with their aliases, joined in one query."""
+        if not docs:
+            return []
+        keys = {(d["name"], d["version"]) for d in docs}
+        aliases: dict[tuple[str, int], list[str]] = {}
+        for a in self.aliases.find({"name": {"$in": sorted({k[0] for k in keys})}}):
+            if (a["name"], a["version"]) in keys:
+                aliases.setdefault((a["name"], a["version"]), []).append(a["alias"])
+        return [self._record(d, aliases.get((d["name"], d["version"]), [])) for d in docs]
+
+    @_operation
+    def _get(self, name: str, version: int | None) -> ModelRecord | None:
+        if version is None:
+            doc = self.versions.find_one({"name": name}, sort=[("version", pymongo.DESCENDING)])
+        else:
+            doc = self.versions.find_one({"name": name, "version": version})
+        records = self._records([doc] if doc else [])
+        return records[0] if records else None
+
+    @_operation
+    def _version_of_alias(self, name: str, alias: str) -> int | None:
+        doc = self.aliases.find_one({"name": name, "alias": alias})
+        return int(doc["version"]) if doc else None
+
+    @_operation
+    def _list(self, query: Query) -> Page:
+        where: dict[str, Any] = {}
+        if query.name is not None:
+            where["name"] = query.name
+        if query.search:
+            pattern = {"$regex": re.escape(query.search), "$options": "i"}
+            where["$or"] = [{"name": pattern}, {"notes": pattern}]
+        if query.tags:
+            where["$and"] = [
+                {"$expr": {"$eq": [{"$getField": {"field": key, "input": "$tags"}}, {"$literal": value}]}}
+                for key, value in query.tags.items()
+            ]
+        direction = pymongo.DESCENDING if query.descending else pymongo.ASCENDING
+        order = [(query.sort_field, direction), ("name", pymongo.ASCENDING), ("version", direction)]
+        if query.sort_field == "test_accuracy":  # records without an accuracy go last either way
+            order.insert(0, ("has_accuracy", pymongo.DESCENDING))
+        spec: list[tuple[str, int]] = []
+        for field_, way in order:  # each field once, where it first appears
+            if all(field_ != f for f, _ in spec):
+                spec.append((field_, way))
+        docs = list(self.versions.find(where).sort(spec).skip(query.offset).limit(query.limit))
+        total = self.versions.count_documents(where)
+        return Page(self._records(docs), total, query.offset, query.limit)
+
+    @_operation
+    def _open_file(self, record: ModelRecord) -> IO[bytes]:
+        doc = self.versions.find_one({"name": record.name, "version": record.version}, {"file_id": 1})
+        if doc is None:
+            raise NotFound(f"model {record.ref} was deleted meanwhile")
+        try:
+            stream = self.bucket.open_download_stream(doc["file_id"])
+        except NoFile:
+            raise IntegrityError(f"model {record.ref}: its stored file is missing") from None
+        return cast(IO[bytes], _GridReader(self, stream, record))
+
+    @_operation
+    def _set_alias(self, name: str, alias: str, version: int) -> None:
+        self.aliases.update_one({"name": name, "alias": alias}, {"$set": {"version": version}}, upsert=True)
+
+    @_operation
+    def _remove_alias(self, name: str, alias: str) -> bool:
+        return self.aliases.delete_one({"name": name, "alias": alias}).deleted_count > 0
+
+    @_operation
+    def _update(self, name: str, version: int, tags: dict[str, str | None] | None, notes: str | None) -> None:
+        changes: dict[str, Any] = {}
+        if tags:
+            merged: Any = {"$ifNull": ["$tags", {"$literal": {}}]}
+            for key, value in tags.items():  # $setField: tag keys may hold dots
+                if value is None:
+                    merged = {"$unsetField": {"field": key, "input": merged}}
+                else:
+                    merged = {"$setField": {"field": key, "input": merged, "value": {"$literal": value}}}
+            changes["tags"] = merged
+        if notes is not None:
+            changes["notes"] = {"$literal": notes}
+        if changes:
+            self.versions.update_one({"name": name, "version": version}, [{"$set": changes}])
+
+    @_operation
+    def _delete_version(self, name: str, version: int) -> bool:
+        doc = self.versions.find_one({"name": name, "version": version}, {"file_id": 1})
+        if doc is None:
+            return False
+        # Remember the number first, so that it is never given to another model, even if this delete
+        # is cut short; then the aliases, so that none can point at a version that is gone.
+        self.counters.update_one({"_id": name}, {"$max": {"last": version}}, upsert=True)
+        self.aliases.delete_many({"name": name, "version": version})
+        if self.versions.delete_one({"_id": doc["_id"]}).deleted_count == 0:
+            return False  # another process deleted it meanwhile (and deletes the file)
+        self._discard(doc["file_id"])
+        return True
+
+    @_operation
+    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
+        return self._collect(max_age)
+
+    def _collect(self, max_age: float) -> int:
+        """Files no record names, chunks no files document owns, aliases of deleted versions."""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=max_age)
+        removed = 0
+        named = {d["file_id"] for d in self.versions.find({}, {"file_id": 1, "_id": 0})}
+        for f in self._files.find({"uploadDate": {"$lte": cutoff}}, {"_id": 1}):
+            if f["_id"] not in named:
+                self._discard(f["_id"])
+                removed += 1
+        # GridFS writes chunks first and the files document last: chunks without one are a save in
+        # progress, or one that died. Every chunk's _id is made when it is written, so a save in
+        # progress has a young chunk; only owners whose newest chunk is old enough are removed.
+        owners = [d["_id"] for d in self._chunks.aggregate(_DISTINCT_OWNERS)]
+        with_files = {d["_id"] for d in self._files.find({"_id": {"$in": owners}}, {"_id": 1})}
+        for owner in owners:
+            if owner in with_files or _younger(owner, cutoff):
+                continue
+            newest = self._chunks.find_one({"files_id": owner}, {"_id": 1}, sort=[("n", pymongo.DESCENDING)])
+            if newest is not None and _younger(newest["_id"], cutoff):
+                continue
+            self._chunks.delete_many({"files_id": owner})
+            removed += 1
+        for a in self.aliases.find({}, {"name": 1, "version": 1}):
+            if self.versions.count_documents({"name": a["name"], "version": a["version"]}, limit=1) == 0:
+                removed += self.aliases.delete_one({"_id": a["_id"]}).deleted_count
+        return removed
+
+    # -- for checks and tests ----------------------------------------------------------------------
+    @_operation
+    def file_id(self, record: ModelRecord) -> ObjectId:
+        """The GridFS file id that holds a version's bytes."""
+        doc = self.versions.find_one({"name": record.name, "version": record.version}, {"file_id": 1})
+        if doc is None:
+            raise NotFound(f"model {record.ref} not found")
+        return cast(ObjectId, doc["file_id"])
+
+    def corrupt_for_tests(self, record: ModelRecord) -> None:
+        """Flip one byte in the middle chunk of a version's file, behind the store's back."""
+        file_id = self.file_id(record)
+        count = self._chunks.count_documents({"files_id": file_id})
+        chunk = self._chunks.find_one({"files_id": file_id, "n": count // 2})
+        assert chunk is not None
+        data = bytearray(chunk["data"])
+        data[len(data) // 2] ^= 0xFF
+        self._chunks.update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
+
+
+# Distinct chunk owners through the (files_id, n) index, as a cursor (no 16 MB result limit).
+_DISTINCT_OWNERS: list[dict[str, Any]] = [{"$sort": {"files_id": 1}}, {"$group": {"_id": "$files_id"}}]
+
+
+class _GridReader:
+    """A GridFS download stream whose errors are the store's: a damaged file names its version."""
+
+    def __init__(self, store: MongoModelStore, stream: gridfs.GridOut, record: ModelRecord) -> None:
+        self._store = store
+        self._stream = stream
+        self._record = record
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            if n >= self._stream.chunk_size:
+                # a whole chunk as the server sent it, not copied through a read buffer (a short
+                # read is allowed; readers of CHUNK bytes get exactly one 1 MiB chunk)
+                return self._stream.readchunk()
+            return self._stream.read(n)
+        except CorruptGridFile as e:
+            raise IntegrityError(f"model {self._record.ref}: the stored file is damaged ({e})") from None
+        except PyMongoError as e:
+            raise self._store._error(e) from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@dataclass(frozen=True)
+class _UriParts:
+    """What a URI may show: the hosts, the user, and the URI with every secret replaced."""
+
+    redacted: str
+    hosts: str
+    user: str
+    options: set[str]  # the options it sets, lower-cased
+    secrets: list[str]  # the password and secret options, as written and decoded
+
+    @classmethod
+    def parse(cls, uri: str) -> _UriParts:
+        scheme, sep, rest = uri.partition("://")
+        if not sep:
+            raise BadParameter("--store", "a MongoDB URI starts with mongodb:// or mongodb+srv://")
+        head, qmark, query = rest.partition("?")
+        userinfo, at, location = head.rpartition("@")  # user info cannot hold an unescaped '@'
+        hosts = location.split("/", 1)[0] or "localhost"
+        user, colon, password = userinfo.partition(":")
+        secrets = [s for s in {password, unquote(password)} if s] if colon else []
+        shown, options = [], set()
+        for pair in query.split("&") if query else []:
+            key, eq, value = pair.partition("=")
+            options.add(unquote(key).lower())
+            if _SECRET_OPTION.search(unquote(key)) or _SECRET_OPTION.search(unquote(value)):
+                secrets += [s for s in {value, unquote(value)} if s]
+                value = "***"
+            shown.append(f"{key}{eq}{value}")
+        redacted = f"{scheme}://"
+        if at:
+            redacted += f"{user}:***@" if colon else f"{user}@"
+        redacted += location + (qmark + "&".join(shown) if qmark else "")
+        # longest first, so that a secret containing another is replaced whole
+        return cls(redacted, hosts, unquote(user), options, sorted(secrets, key=len, reverse=True))
+
+
+def _short(e: BaseException) -> str:
+    """The first, useful part of a driver message (no topology dump, no server reply dump)."""
+    text = str(e)
+    if isinstance(e, OperationFailure) and isinstance(e.details, dict) and e.details.get("errmsg"):
+        text = str(e.details["errmsg"])
+    text = text.split(", Timeout:")[0].split(", full error:")[0]
+    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
+    text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _transient(e: BaseException) -> bool:
+    """A failure a retry may cure: the server was unreachable or lost its primary role meanwhile."""
+    if isinstance(e, ConnectionFailure | WriteConcernError):
+        return True
+    return isinstance(e, PyMongoError) and e.has_error_label("RetryableWriteError")
+
+
+def _unreachable(e: BaseException) -> bool:
+    """No server could be selected for a whole timeout (pymongo raises that, or, when it was already
+    retrying, the error before it): trying again at once would only wait as long again."""
+    return isinstance(e, ServerSelectionTimeoutError) or isinstance(
+        e.__context__, ServerSelectionTimeoutError
+    )
+
+
+def _may_have_been_applied(e: BaseException) -> bool:
+    """False only when the server certainly did not write (it refused, or the key was taken)."""
+    if isinstance(e, DuplicateKeyError | Conflict):
+        return False
+    return not (isinstance(e, OperationFailure) and not _transient(e))
+
+
+def _younger(oid: Any, cutoff: datetime) -> bool:
+    """Whether an ObjectId was made after ``cutoff`` (ObjectIds hold their creation second)."""
+    return isinstance(oid, ObjectId) and oid.generation_time > cutoff
