@@ -88,11 +88,12 @@ class ModelsPanel(w.VBox):
 
         # The selected version.
         self.selected_label = label("select a version above", "jc-models-selected")
-        self.details = w.Label()
+        self.details = w.HTML()  # escaped text, one fact a line
         self.details.add_class("jc-models-details")
         self.notes_view = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="60px"))
         self.download = w.HTML()
         self.load_button = button("Load into this kernel", "jc-models-load", style="primary", icon="upload")
+        self.load_button.layout.width = "auto"
         self.alias = w.Text(placeholder="alias, e.g. prod", layout=w.Layout(width="180px"))
         self.alias_button = button("Set alias", "jc-models-alias")
         self.tags = w.Text(
@@ -100,8 +101,10 @@ class ModelsPanel(w.VBox):
         )
         self.notes = w.Textarea(placeholder="notes", description="Notes", layout=w.Layout(width="460px"))
         self.edit_button = button("Save tags and notes", "jc-models-edit")
+        self.edit_button.layout.width = "auto"
         self.delete_button = button("Delete version", "jc-models-delete", style="danger", icon="trash")
         self.confirm_button = button("Really delete", "jc-models-confirm", style="danger")
+        self.confirm_button.layout.width = "auto"
         self.cancel_button = button("Cancel", "jc-models-cancel")
         self.confirm_box = w.HBox([self.confirm_button, self.cancel_button], layout=w.Layout(display="none"))
         self.compare_with = w.Dropdown(
@@ -216,7 +219,7 @@ class ModelsPanel(w.VBox):
         if meta.get("parent"):
             facts.append(f"continued from {meta['parent']}")
         facts.append(f"sha256 {record.sha256[:16]}…, {record.size / 1e6:.1f} MB")
-        self.details.value = " · ".join(facts)
+        self.details.value = "<br>".join(html.escape(fact) for fact in facts)
         self.notes_view.value = record.notes or "(no notes)"
         self.tags.value = ", ".join(f"{k}={v}" for k, v in record.tags.items())
         self.notes.value = record.notes

@@ -58,7 +58,9 @@ class Curve:
 
 
 def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve]:
-    x_scale, y_scale = bq.LinearScale(), bq.LinearScale()
+    accuracy = y_label == "accuracy"
+    # Accuracy on fixed bounds (0 to 1), as fastai draws it: the curve's rise is honest from the start.
+    x_scale, y_scale = bq.LinearScale(), bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
     train = bq.Lines(
         x=[],
         y=[],
@@ -81,10 +83,16 @@ def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve
         title=title,
         marks=[train, val],
         axes=[
-            bq.Axis(scale=x_scale, label="epoch", grid_lines="dashed"),
-            bq.Axis(scale=y_scale, orientation="vertical", label=y_label, grid_lines="dashed"),
+            bq.Axis(scale=x_scale, label="epoch", grid_lines="dashed", tick_format=".1f"),
+            bq.Axis(
+                scale=y_scale,
+                orientation="vertical",
+                label=y_label,
+                grid_lines="dashed",
+                tick_format=".0%" if accuracy else ".2f",
+            ),
         ],
-        legend_location="top-right",
+        legend_location="top-left" if accuracy else "top-right",  # where each curve leaves room
         layout=w.Layout(width="50%", height="280px", min_width="300px"),
         fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
         animation_duration=0,
@@ -135,16 +143,16 @@ class TrainPanel(w.VBox):
             layout=w.Layout(width="480px"),
         )
         self.preset.add_class("jc-train-preset")
-        self.epochs = w.BoundedIntText(preset.epochs, min=1, max=1000, description="Epochs", layout=_narrow())
+        self.epochs = w.BoundedIntText(preset.epochs, min=1, max=1000, description="Epochs", **_narrow())
         self.epochs.add_class("jc-train-epochs")
         self.batch_size = w.BoundedIntText(
-            preset.batch_size, min=1, max=65536, description="Batch size", layout=_narrow()
+            preset.batch_size, min=1, max=65536, description="Batch size", **_narrow()
         )
         self.learning_rate = w.BoundedFloatText(
-            preset.learning_rate, min=1e-7, max=10.0, step=1e-4, description="Learning rate", layout=_narrow()
+            preset.learning_rate, min=1e-7, max=10.0, step=1e-4, description="Learning rate", **_narrow()
         )
         self.limit = w.BoundedIntText(
-            0, min=0, max=50000, description="Train images", layout=_narrow(), tooltip="0: all 50,000"
+            0, min=0, max=50000, description="Train images", **_narrow(), tooltip="0: all 50,000"
         )
         self.limit.add_class("jc-train-limit")
         self.preset.observe(self._on_preset, names="value")
@@ -376,7 +384,7 @@ class TrainPanel(w.VBox):
         if event["status"] == "finished":
             self.epoch_bar.value = self.epoch_bar.max
         self.status.value = (
-            f"{event['status']} after {len(result.history)} epochs in {event['seconds']:.1f} s "
+            f"{event['status']} after {_epochs(len(result.history))} in {event['seconds']:.1f} s "
             f"({event['images_per_second']:,.0f} images/s)"
         )
         evaluation = result.evaluation
@@ -386,7 +394,7 @@ class TrainPanel(w.VBox):
         self.session.set_model(
             result.model,
             history=result.history,
-            label=f"trained here: {result.config.preset}, {len(result.history)} epochs "
+            label=f"trained here: {result.config.preset}, {_epochs(len(result.history))} "
             f"(test accuracy {evaluation.accuracy:.4f})",
             class_names=list(evaluation.class_names),
         )
@@ -403,9 +411,12 @@ class TrainPanel(w.VBox):
         per_class = bq.Figure(
             title="Accuracy per class",
             marks=[bars],
-            axes=[bq.Axis(scale=x_scale), bq.Axis(scale=y_scale, orientation="vertical", tick_format=".0%")],
-            layout=w.Layout(width="50%", height="300px", min_width="300px"),
-            fig_margin={"top": 40, "bottom": 60, "left": 50, "right": 10},
+            axes=[
+                bq.Axis(scale=x_scale, tick_rotate=-40, tick_style={"text-anchor": "end"}),
+                bq.Axis(scale=y_scale, orientation="vertical", tick_format=".0%"),
+            ],
+            layout=w.Layout(width="50%", height="320px", min_width="300px"),
+            fig_margin={"top": 40, "bottom": 80, "left": 50, "right": 10},
         )
         per_class.add_class("jc-train-per-class")
         confusion = np.array(evaluation.confusion, dtype=float)
@@ -419,18 +430,24 @@ class TrainPanel(w.VBox):
             tooltip=bq.Tooltip(fields=["row", "column", "color"], labels=["true", "predicted", "share"]),
         )
         matrix = bq.Figure(
-            title="Confusion (rows: true class, share of its test images)",
+            title="Confusion matrix (each row: one true class)",
             marks=[heat],
-            axes=[bq.Axis(scale=col, label="predicted"), bq.Axis(scale=row, orientation="vertical")],
-            layout=w.Layout(width="50%", height="300px", min_width="300px"),
-            fig_margin={"top": 40, "bottom": 60, "left": 80, "right": 10},
+            axes=[
+                bq.Axis(scale=col, tick_rotate=-40, tick_style={"text-anchor": "end"}),
+                bq.Axis(scale=row, orientation="vertical"),
+            ],
+            layout=w.Layout(width="50%", height="320px", min_width="300px"),
+            fig_margin={"top": 40, "bottom": 80, "left": 80, "right": 10},
         )
         matrix.add_class("jc-train-confusion")
         worst = []
         for item in evaluation.worst[:8]:
             pixels = trainer.data.x_test[item["index"]]
             caption = f"{item['label']} → {item['predicted']} ({item['probability']:.0%})"
-            worst.append(w.VBox([w.Image(value=_png(pixels), format="png"), w.Label(caption)]))
+            picture = w.Image(value=_png(pixels), format="png", layout=w.Layout(width="72px", height="72px"))
+            worst.append(
+                w.VBox([picture, w.Label(caption)], layout=w.Layout(width="150px", align_items="center"))
+            )
         gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
         gallery.add_class("jc-train-worst")
         self.result_box.children = [
@@ -469,5 +486,10 @@ class TrainPanel(w.VBox):
         super().close()
 
 
-def _narrow() -> w.Layout:
-    return w.Layout(width="220px")
+def _narrow() -> dict[str, Any]:
+    """Arguments for a short labelled number box whose label is never cut."""
+    return {"layout": w.Layout(width="230px"), "style": {"description_width": "initial"}}
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
