@@ -193,7 +193,7 @@ def test_models_tab_edits_aliases_and_deletes_with_confirmation(app: App, tmp_pa
     wait_for(lambda: models.selected_label.value == "deleted m:1", what="the delete")
     assert [r.ref for r in store.list().items] == ["m:2"]
     models.select(store.resolve("m:2"))
-    models.compare_with.value = None
+    models.compare_with.value = ""
     models.alias.value = "latest"
     models.set_alias().join(30)
     assert "reserved" in models.errors.value  # a refused alias is shown in the app

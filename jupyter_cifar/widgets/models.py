@@ -107,8 +107,12 @@ class ModelsPanel(w.VBox):
         self.confirm_button.layout.width = "auto"
         self.cancel_button = button("Cancel", "jc-models-cancel")
         self.confirm_box = w.HBox([self.confirm_button, self.cancel_button], layout=w.Layout(display="none"))
-        self.compare_with = w.Dropdown(
-            options=[("-", None)], description="Compare with", layout=w.Layout(width="300px")
+        self.compare_with = w.Dropdown(  # "" (not None: a Dropdown shows None as blank) means no comparison
+            options=[("-", "")],
+            value="",
+            description="Compare with",
+            layout=w.Layout(width="320px"),
+            style={"description_width": "initial"},
         )
         self.load_button.on_click(guard(lambda _: self.load()))
         self.alias_button.on_click(guard(lambda _: self.set_alias()))
@@ -197,7 +201,7 @@ class ModelsPanel(w.VBox):
             self.page_label.value = "no models in the store yet: train one and save it"
         self.prev_button.disabled = page.offset == 0
         self.next_button.disabled = page.offset + len(page.items) >= page.total
-        self.compare_with.options = [("-", None)] + [(r.ref, r.ref) for r in page.items]
+        self.compare_with.options = [("-", ""), *((r.ref, r.ref) for r in page.items)]
 
     # -- one version -----------------------------------------------------------------------------
     def select(self, record: ModelRecord) -> None:
@@ -235,7 +239,7 @@ class ModelsPanel(w.VBox):
 
     def _on_compare(self, change: dict[str, Any]) -> None:
         ref = change["new"]
-        if ref is None:
+        if not ref:
             self.compare = None
             self._draw_curves()
             return
