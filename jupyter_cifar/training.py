@@ -18,6 +18,7 @@ Events (``event["type"]``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import random
@@ -33,7 +34,17 @@ import numpy as np
 
 from .data import Dataset
 from .errors import BadParameter
-from .nets import DEFAULT_PRESET, get_preset
+from .nets import (
+    DEFAULT_PRESET,
+    PRECISIONS,
+    as_float32,
+    build_model,
+    get_preset,
+    init_from_data,
+    resolve_precision,
+    with_flip_tta,
+    without_tta,
+)
 from .predict import Evaluation, evaluate_probabilities, predict_proba
 
 log = logging.getLogger(__name__)
@@ -54,22 +65,35 @@ class TrainConfig:
     test_limit: int | None = None  # likewise for the validation / evaluation images
     seed: int | None = None  # None: a random seed, recorded so the run can be repeated
     checkpoint: str | None = None  # a .keras path rewritten at each epoch's end
+    # None: the preset's ("auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX bf16 units,
+    # else float32), or a Keras dtype policy name. A model trained in float16 is returned as float32.
+    precision: str | None = None
+    validate_each_epoch: bool = True  # False: only the final evaluation (saves a pass per epoch)
 
     def resolved(self) -> TrainConfig:
         """Preset defaults filled in; every value checked (``BadParameter`` names the flag)."""
         preset = get_preset(self.preset)
         epochs = preset.epochs if self.epochs is None else self.epochs
         batch_size = preset.batch_size if self.batch_size is None else self.batch_size
-        lr = preset.learning_rate if self.learning_rate is None else self.learning_rate
         _at_least(epochs, 1, "--epochs")
         _at_least(batch_size, 1, "--batch-size")
+        lr = self.learning_rate
+        if lr is None:
+            # SGD presets: the rate follows the batch size (the linear scaling rule); Adam's stays.
+            scale = batch_size / preset.batch_size if preset.optimizer == "sgd" else 1
+            lr = preset.learning_rate * scale
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise BadParameter("--learning-rate", f"must be a positive number (got {lr!r})")
         for value, flag in ((self.train_limit, "--train-limit"), (self.test_limit, "--test-limit")):
             if value is not None:
                 _at_least(value, 1, flag)
+        precision = preset.precision if self.precision is None else self.precision
+        if precision not in PRECISIONS:
+            raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         seed = random.randrange(2**31) if self.seed is None else self.seed
-        return replace(self, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed)
+        return replace(
+            self, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, precision=precision
+        )
 
 
 def _at_least(value: object, low: int, flag: str) -> None:
@@ -149,9 +173,14 @@ class Trainer:
         history: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
     ) -> None:
-        self.config = (config or TrainConfig()).resolved()
+        asked = config or TrainConfig()
+        self.config = asked.resolved()
         self.preset = get_preset(self.config.preset)
         self.data = data.subset(self.config.train_limit, self.config.test_limit, seed=0)
+        if asked.batch_size is None and self.preset.min_steps:
+            fits = max(16, len(self.data.x_train) // self.preset.min_steps)
+            if fits < self.config.batch_size:  # type: ignore[operator]
+                self.config = replace(asked, batch_size=fits, seed=self.config.seed).resolved()
         if self.config.batch_size > len(self.data.x_train):  # type: ignore[operator]
             raise BadParameter(
                 "--batch-size",
@@ -167,6 +196,10 @@ class Trainer:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_val: tuple[int, np.ndarray] | None = None
+        self._final: keras.Model | None = None  # the model as it is returned and saved
+        self._wrap_tta = False
+        self._last_epoch = 0
+        self.policy = "float32"  # the dtype policy training ran under
 
     # -- observing -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -218,14 +251,24 @@ class Trainer:
         try:
             keras.utils.set_random_seed(self.config.seed)
             cfg, data = self.config, self.data
-            assert cfg.epochs is not None and cfg.batch_size is not None
-            model = self.model or self.preset.build(len(data.class_names))
+            assert cfg.epochs is not None and cfg.batch_size is not None and cfg.seed is not None
+            n_classes = len(data.class_names)
+            if self.model is None:
+                self.policy = resolve_precision(cfg.precision or "auto")
+                model = build_model(cfg.preset, n_classes, precision=self.policy)
+                init_from_data(model, data.x_train, seed=cfg.seed)
+                self._wrap_tta = self.preset.tta
+            else:
+                model = without_tta(self.model)  # a loaded test-time-augmented model trains its inside
+                self._wrap_tta = model is not self.model
+                self.policy = model.dtype_policy.name
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
             one_hot = _compile(model, self, batches * cfg.epochs)
             y = data.y_train.astype(np.int64)
-            labels = np.eye(len(data.class_names), dtype=np.float32)[y] if one_hot else y
+            labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
+            self._last_epoch = initial + cfg.epochs
             self._publish(
                 {
                     "type": "start",
@@ -244,16 +287,39 @@ class Trainer:
             )
             counter.begin(batches, cfg.epochs, cfg.batch_size)
             if not self._stop.is_set():
-                model.fit(
-                    data.x_train,
-                    labels,
-                    batch_size=cfg.batch_size,
-                    epochs=initial + cfg.epochs,
-                    initial_epoch=initial,
-                    shuffle=True,
-                    verbose=0,
-                    callbacks=[_KerasHook(self, counter)],
-                )
+                hook = _KerasHook(self, counter)
+                if self.preset.augment == "none":
+                    model.fit(
+                        data.x_train,
+                        labels,
+                        batch_size=cfg.batch_size,
+                        epochs=initial + cfg.epochs,
+                        initial_epoch=initial,
+                        shuffle=True,
+                        verbose=0,
+                        callbacks=[hook],
+                    )
+                else:
+                    batches_source = Batches(
+                        data.x_train,
+                        labels,
+                        cfg.batch_size,
+                        augment=self.preset.augment,
+                        translate=self.preset.translate,
+                        seed=cfg.seed,
+                    )
+                    try:
+                        model.fit(
+                            batches_source,
+                            epochs=initial + cfg.epochs,
+                            initial_epoch=initial,
+                            verbose=0,
+                            callbacks=[hook],
+                        )
+                    finally:
+                        batches_source.close()
+            model = self.final_model()
+            self.model = model
             evaluation = self._evaluate(model)
             self._publish({"type": "evaluation", **evaluation.to_json()})
             status = "stopped" if self._stop.is_set() else "finished"
@@ -287,6 +353,22 @@ class Trainer:
         )
         self._done.set()
 
+    def final_model(self) -> keras.Model:
+        """The trained model as it is returned and saved: float32, test-time-augmented if the preset is.
+
+        Made once, at the last epoch's end (so that epoch's validation already measures it) or when
+        training ends early; validation results from before it are not reused for it.
+        """
+        if self._final is None:
+            assert self.model is not None
+            model = as_float32(self.model, self.config.preset, len(self.data.class_names))
+            if self._wrap_tta:
+                model = with_flip_tta(model)
+            if model is not self.model:
+                self._last_val = None
+            self._final = model
+        return self._final
+
     def _validate(self, model: keras.Model, epoch: int) -> dict[str, float]:
         probs = predict_proba(model, self.data.x_test)
         self._last_val = (epoch, probs)
@@ -305,6 +387,87 @@ class Trainer:
         else:
             probs = predict_proba(model, self.data.x_test)
         return evaluate_probabilities(probs, self.data.y_test, self.data.class_names)
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled, augmented training batches from uint8 images: the input pipeline, in numpy.
+
+    Backend-agnostic (Keras reads it like any ``PyDataset``). Each epoch is prepared as a whole with
+    vectorised numpy (a permutation, one copy per translation offset, one mirrored copy), in a helper
+    thread while the previous epoch trains, so the model never waits for it; batches are then views.
+
+    ``augment``: "none"; "flip" (each image mirrored with probability 1/2, anew each epoch);
+    "flip-translate" (airbench's alternating flips: a random half mirrored in the first epoch, exactly the
+    other half in the next, and so on; plus a random shift of up to ``translate`` pixels each way, with
+    reflected borders).
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        augment: str = "flip-translate",
+        translate: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if augment not in ("none", "flip", "flip-translate"):
+            raise ValueError(f"unknown augmentation {augment!r}")
+        self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.translate = translate if augment == "flip-translate" else 0
+        self._rng = np.random.default_rng(seed)
+        self._mirror = self._rng.random(len(x)) < 0.5  # the first epoch's flips (alternating mode)
+        t = self.translate
+        self._padded = np.pad(x, ((0, 0), (t, t), (t, t), (0, 0)), mode="reflect") if t else x
+        self._epoch = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-cifar-batches")
+        self._next = self._pool.submit(self.make_epoch, 0)
+        self._current: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._current is None:
+            self._current = self._next.result()
+            self._epoch += 1
+            self._next = self._pool.submit(self.make_epoch, self._epoch)
+        x, y = self._current
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return x[part], y[part]
+
+    def on_epoch_end(self) -> None:
+        self._current = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def make_epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch's images and labels, shuffled and augmented (runs in the helper thread)."""
+        n, rng = len(self.x), self._rng
+        order = rng.permutation(n)
+        t = self.translate
+        if t:
+            side = self.x.shape[1]
+            shifts = rng.integers(0, 2 * t + 1, size=(2, n))
+            images = np.empty_like(self.x)
+            for dy in range(2 * t + 1):
+                for dx in range(2 * t + 1):
+                    at = np.flatnonzero((shifts[0] == dy) & (shifts[1] == dx))
+                    images[at] = self._padded[order[at], dy : dy + side, dx : dx + side]
+        else:
+            images = self.x[order]
+        if self.augment == "flip":
+            mirror = rng.random(n) < 0.5
+        elif self.augment == "flip-translate":
+            mirror = self._mirror[order] ^ bool(epoch % 2)
+        else:
+            mirror = None
+        if mirror is not None:
+            images[mirror] = images[mirror, :, ::-1]
+        return images, self.y[order]
 
 
 def _compile(model: keras.Model, trainer: Trainer, total_steps: int) -> bool:
@@ -398,12 +561,15 @@ class _KerasHook(keras.callbacks.Callback):
             "complete": complete,
         }
         t.history.append(row)
-        if not t.stopping:
-            row.update(t._validate(self.model, row["epoch"]))
+        model = self.model
+        if complete and row["epoch"] == t._last_epoch and not t.stopping:
+            model = t.final_model()  # the last validation and checkpoint are of the returned model
+        if not t.stopping and (t.config.validate_each_epoch or model is not self.model):
+            row.update(t._validate(model, row["epoch"]))
         if t.config.checkpoint:
             from .modelfiles import save_model
 
-            save_model(self.model, Path(t.config.checkpoint))
+            save_model(model, Path(t.config.checkpoint))
         t._publish({"type": "epoch", **row})
 
 

@@ -1,0 +1,160 @@
+"""The fast-training presets: each learns on a small subset, and what they produce is plain Keras.
+
+The timing goals (0.70 in a minute, 0.90 in ten) are the benchmark's to check
+(``benchmarks/time_to_accuracy.py``), never a test's.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from jupyter_cifar import nets
+from jupyter_cifar.errors import BadParameter
+from jupyter_cifar.modelfiles import load_model
+from jupyter_cifar.predict import predict_proba
+from jupyter_cifar.training import Batches, TrainConfig, Trainer
+
+TRAINED = [name for name in nets.PRESETS if name != "tutorial"]  # the tutorial: tests/test_training.py
+
+
+@pytest.fixture(scope="module")
+def tiny(cifar10):
+    return cifar10.subset(2000, 500)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    """Each preset after 2 epochs on 2,000 images (batch 64, so that there are enough steps)."""
+    return {
+        name: Trainer(tiny, TrainConfig(preset=name, epochs=2, batch_size=64, seed=1)).run()
+        for name in TRAINED
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TRAINED)
+def test_each_preset_learns_on_a_small_subset(trained, name: str) -> None:
+    result = trained[name]
+    assert result.status == "finished", result.error
+    assert result.evaluation.n == 500
+    assert result.evaluation.accuracy > 0.30, result.evaluation.accuracy  # chance: 0.10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TRAINED)
+def test_a_trained_preset_saves_and_opens_with_plain_keras(trained, tiny, name: str, tmp_path) -> None:
+    model = trained[name].model
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    plain = keras.saving.load_model(path)  # safe_mode, no custom objects
+    ours = load_model(path)
+    x = tiny.x_test[:64]
+    expected = predict_proba(model, x)
+    np.testing.assert_allclose(predict_proba(plain, x), expected, atol=1e-4)
+    np.testing.assert_allclose(predict_proba(ours, x), expected, atol=1e-4)
+    assert all(layer.dtype_policy.name != "mixed_float16" for layer in plain.layers)
+    assert plain.name == name
+
+
+@pytest.mark.slow
+def test_accurate_is_mirror_averaged_and_continues_training_inside(trained, tiny) -> None:
+    model = trained["accurate"].model
+    assert nets.without_tta(model) is not model  # the returned model averages over mirror images
+    x = tiny.x_test[:32]
+    np.testing.assert_allclose(predict_proba(model, x), predict_proba(model, x[:, :, ::-1]), atol=1e-4)
+    more = Trainer(
+        tiny.subset(500, 100), TrainConfig(preset="accurate", epochs=1, batch_size=64, seed=2), model=model
+    )
+    result = more.run()
+    assert result.status == "finished", result.error
+    assert nets.without_tta(result.model) is not result.model  # wrapped again after training its inside
+
+
+def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror() -> None:
+    model = nets.build_model("fast")
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    wrapped = nets.with_flip_tta(model)
+    body = nets.without_tta(wrapped)
+    logits = (keras.ops.convert_to_numpy(body(x)) + keras.ops.convert_to_numpy(body(x[:, :, ::-1]))) / 2
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(wrapped(x)), expected, atol=1e-5)
+    assert nets.outputs_probabilities(wrapped)
+
+
+def test_whitening_layer_whitens_patches(cifar10) -> None:
+    model = nets.build_model("fast")
+    nets.init_from_data(model, cifar10.x_train)
+    probe = keras.Model(model.input, model.get_layer("whiten").output)
+    out = keras.ops.convert_to_numpy(probe(cifar10.x_test[:500].astype(np.float32)))
+    half = out.shape[-1] // 2
+    np.testing.assert_allclose(out[..., half:], -out[..., :half], atol=1e-4)  # filters and negations
+    cov = np.cov(out[..., :half].reshape(-1, half), rowvar=False)
+    # Decorrelated, and scaled to unit variance at most (airbench's eps damps the faintest directions).
+    assert 0.5 < np.diag(cov).max() < 1.6, np.diag(cov)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.1
+    assert not model.get_layer("whiten").trainable
+
+
+def test_pipeline_alternates_flips_and_translates_within_bounds() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    x[:, :, :, 0] = np.arange(300)[:, None, None] % 256  # channel 0 tells the image apart
+    y = np.arange(300)
+    batches = Batches(x, y, 64, augment="flip-translate", translate=2, seed=3)
+    try:
+        epochs = [batches.make_epoch(e) for e in range(2)]
+    finally:
+        batches.close()
+    mirrored = []
+    for images, labels in epochs:
+        assert images.shape == x.shape and sorted(labels) == list(range(300))
+        assert (images[:, :, :, 0] == (labels % 256)[:, None, None]).all()  # labels follow images
+        flags = {}
+        for image, label in zip(images, labels, strict=True):
+            src = x[label]
+            padded = np.pad(src, ((2, 2), (2, 2), (0, 0)), mode="reflect")
+            crops = [padded[a : a + 32, b : b + 32] for a in range(5) for b in range(5)]
+            plain = any((image == c).all() for c in crops)
+            flipped = any((image == c[:, ::-1]).all() for c in crops)
+            assert plain or flipped
+            flags[int(label)] = flipped and not plain
+        mirrored.append(flags)
+    decided = [k for k in mirrored[0] if mirrored[0][k] or mirrored[1][k]]
+    assert all(mirrored[0][k] != mirrored[1][k] for k in decided)  # each epoch mirrors the other half
+    assert 100 < sum(mirrored[0].values()) < 200
+
+
+def test_pipeline_is_repeatable_with_a_seed() -> None:
+    x = np.random.default_rng(1).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
+    a, b = (Batches(x, np.arange(100), 10, seed=5) for _ in range(2))
+    try:
+        assert all((u == v).all() for u, v in zip(a[3], b[3], strict=True))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_precision_settings() -> None:
+    assert nets.resolve_precision("float32") == "float32"
+    assert nets.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    with pytest.raises(BadParameter):
+        nets.resolve_precision("float8")
+    with pytest.raises(BadParameter):
+        TrainConfig(precision="half").resolved()
+    before = keras.config.dtype_policy().name
+    model = nets.build_model("fast", precision="mixed_bfloat16")
+    assert keras.config.dtype_policy().name == before  # the global policy is left as it was
+    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert model.layers[-1].compute_dtype == "float32"  # the softmax stays float32
+    assert nets.PRESETS["tutorial"].precision == "float32"
+
+
+def test_presets_are_listed_with_their_recipes() -> None:
+    assert nets.DEFAULT_PRESET == "fast"
+    assert {"tutorial", "fast", "accurate"} <= set(nets.PRESETS)
+    for preset in nets.PRESETS.values():
+        assert preset.augment in ("none", "flip", "flip-translate")
+        assert preset.precision in nets.PRECISIONS
