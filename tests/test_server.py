@@ -252,4 +252,4 @@ async def test_the_store_uri_never_reaches_a_client(api, store_dir: Path) -> Non
 
 async def test_the_kernel_websocket_takes_photos_larger_than_tornados_default(jp_serverapp) -> None:
     # Widget uploads travel over the kernel websocket; tornado's 10 MiB default drops bigger ones silently.
-    assert jp_serverapp.web_app.settings["websocket_max_message_size"] >= 100 * 1024 * 1024
+    assert jp_serverapp.web_app.settings["websocket_max_message_size"] >= 512 * 1024 * 1024

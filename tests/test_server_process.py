@@ -176,3 +176,23 @@ def test_schemathesis_finds_no_server_error(jupyter_server: JupyterServer, model
     for operation in operations:
         fuzz(operation)
     assert not failures, "\n".join(failures[:10])
+
+
+@pytest.mark.parametrize(
+    ("store_uri", "option", "setting"),
+    [
+        ("ftp://example/models", None, "CifarExtension.store_uri"),
+        (None, "--CifarExtension.max_upload_bytes=0", "CifarExtension.max_upload_bytes"),
+        (None, "--CifarExtension.data_dir=/no/such/folder", "CifarExtension.data_dir"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_naming_it(
+    tmp_path: Path, store_uri: str | None, option: str | None, setting: str
+) -> None:
+    server = JupyterServer(
+        tmp_path, store_uri=store_uri or str(tmp_path / "models"), extra=(option,) if option else ()
+    )
+    with pytest.raises(RuntimeError) as err:
+        server.start(timeout=60)
+    server.stop()
+    assert setting in str(err.value), str(err.value)[-2000:]

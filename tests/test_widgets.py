@@ -199,6 +199,21 @@ def test_models_tab_edits_aliases_and_deletes_with_confirmation(app: App, tmp_pa
     assert "reserved" in models.errors.value  # a refused alias is shown in the app
 
 
+def test_classify_can_use_any_version_in_the_store(app: App, cifar10_dir: Path) -> None:
+    store = app.session.store()
+    store.save(tiny_model(), "stored", metadata={"test_accuracy": 0.5})
+    app.classify.refresh_choices().join(30)
+    assert app.classify.chooser.options[1] == ("stored:1 (test accuracy 0.5000)", "stored:1")
+    assert app.classify.chooser.value == ""  # listing changes nothing
+    app.classify.chooser.value = "stored:1"
+    wait_for(lambda: app.session.record is not None, what="the load")
+    assert app.session.record.ref == "stored:1"
+    assert app.classify.model_label.value.startswith("model: stored:1")
+    cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
+    app.classify.classify([cat], ["cat.jpg"]).join(60)
+    assert len(texts(app.classify.results.children[0])) == 4
+
+
 def test_errors_appear_in_the_app(app: App) -> None:
     click(app.classify.examples)  # no model yet
     assert "no model yet" in app.classify.errors.value

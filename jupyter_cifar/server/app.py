@@ -58,7 +58,7 @@ class CifarExtension(ExtensionApp):
         help="The largest model file that may be uploaded through the REST API, in bytes (larger: 413).",
     )
     max_widget_upload_bytes = Int(
-        100 << 20,
+        512 << 20,
         config=True,
         help="The largest message a kernel's websocket accepts (tornado's websocket_max_message_size), "
         "raised from tornado's 10 MiB so that photos uploaded in the Classify tab arrive instead of "
@@ -97,7 +97,28 @@ class CifarExtension(ExtensionApp):
             raise TraitError(f"CifarExtension.max_upload_bytes: must be positive (got {proposal['value']})")
         return int(proposal["value"])
 
+    def _check_configuration(self) -> None:
+        """Stop the server on a bad setting, naming it.
+
+        traitlets only warns about a configured value its validator refuses, and goes on with the
+        default: for a store that would quietly put models somewhere else. Re-applying each configured
+        value raises the validator's error instead.
+        """
+        section = type(self).__name__
+        configured = {**self.serverapp.config.get(section, {}), **self.config.get(section, {})}  # type: ignore[union-attr]
+        for name in ("store_uri", "data_dir", "max_upload_bytes", "max_widget_upload_bytes", "store_class"):
+            if name in configured:
+                try:
+                    setattr(self, name, configured[name])
+                except (TraitError, TypeError, ValueError) as e:
+                    message = str(e) if f"{type(self).__name__}." in str(e) else f"CifarExtension.{name}: {e}"
+                    self.log.critical("jupyter_cifar: bad setting: %s", message)
+                    raise SystemExit(f"jupyter_cifar: bad setting: {message}") from None
+
     def initialize_settings(self) -> None:
+        self._check_configuration()
+        if not self.store_uri:
+            raise SystemExit("jupyter_cifar: bad setting: CifarExtension.store_uri is empty")
         klass, argument = store_class(self.store_uri)
         chosen: Any = self.store_class or klass
         self.store: ModelStore = chosen(argument)

@@ -44,10 +44,14 @@ class App(w.VBox):
         self.add_class("jc-app")
         if tab == "models":
             self.models.refresh()
+        if tab == "classify":
+            self.classify.refresh_choices()
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         if change["new"] == TABS.index("models") and self.models.page is None:
             self.models.refresh()
+        if change["new"] == TABS.index("classify"):
+            self.classify.refresh_choices()
 
     def close(self) -> None:
         """Stop any training and release the store."""

@@ -76,6 +76,16 @@ class ClassifyPanel(w.VBox):
         self.session = session
         self.errors = ErrorArea()
         self.model_label = label("", "jc-classify-model")
+        # Which model classifies: the one in hand (trained here or loaded), or any version in the store.
+        self.chooser = w.Dropdown(
+            options=[("the model in hand", "")],
+            value="",
+            description="Model",
+            layout=w.Layout(width="420px"),
+        )
+        self.chooser.add_class("jc-classify-chooser")
+        self.chooser.observe(guarded(self.errors)(self._on_choose), names="value")
+        session.observe(lambda _: self.refresh_choices(), names="store_changed")
         self.upload = w.FileUpload(accept="image/*", multiple=True, description="Upload images")
         self.upload.add_class("jc-classify-upload")
         self.examples = button(
@@ -88,8 +98,10 @@ class ClassifyPanel(w.VBox):
         self.examples.on_click(guarded(self.errors)(lambda _: self.classify_examples()))
         session.observe(self._on_model, names="model_changed")
         self._on_model({})
+        self._quiet = False
         self.children = [
             self.model_label,
+            self.chooser,
             w.HBox([self.upload, self.examples, self.top]),
             self.results,
             self.errors,
@@ -97,12 +109,54 @@ class ClassifyPanel(w.VBox):
         self.add_class("jc-classify")
 
     def _on_model(self, _change: dict[str, Any]) -> None:
+        record = self.session.record
+        if self.chooser.value and (record is None or record.ref != self.chooser.value):
+            self._quiet = True  # another model came into hand: the chooser shows it as "in hand"
+            try:
+                self.chooser.value = ""
+            finally:
+                self._quiet = False
         label_text = self.session.model_label
         self.model_label.value = (
             f"model: {label_text}"
             if self.session.model is not None
             else "no model yet: train one in the Train tab, or load one in the Models tab"
         )
+
+    def refresh_choices(self) -> threading.Thread:
+        """List the store's newest versions in the chooser (in the background)."""
+        session = self.session
+
+        def done(page: Any) -> None:
+            choices = [("the model in hand", "")]
+            for r in page.items:
+                accuracy = "" if r.test_accuracy is None else f" (test accuracy {r.test_accuracy:.4f})"
+                choices.append((f"{r.ref}{accuracy}", r.ref))
+            self._quiet = True
+            try:
+                self.chooser.options = choices
+                self.chooser.value = ""
+            finally:
+                self._quiet = False
+
+        return in_background(lambda: session.store().list(limit=50), done=done, errors=self.errors)
+
+    def _on_choose(self, change: dict[str, Any]) -> None:
+        ref = change["new"]
+        if not ref or getattr(self, "_quiet", False):
+            return
+        session = self.session
+        self.model_label.value = f"loading {ref}…"
+
+        def done(loaded: tuple[Any, Any]) -> None:
+            model, record = loaded
+            session.set_model(model, record=record)
+
+        def work() -> tuple[Any, Any]:
+            store = session.store()
+            return store.load(ref), store.resolve(ref)
+
+        in_background(work, done=done, errors=self.errors, busy=[self.chooser, self.upload, self.examples])
 
     def _class_names(self) -> Sequence[str]:
         return self.session.class_names or CLASS_NAMES
