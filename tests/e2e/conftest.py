@@ -71,9 +71,9 @@ def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after each module: its event loop must not outlive e2e tests
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (each test gets a fresh context: its own profile state)."""
+    """One headless Chromium per module (each test gets a fresh context: its own profile state)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as e:  # not a skip: without a browser these tests would prove nothing
