@@ -214,6 +214,28 @@ def test_classify_can_use_any_version_in_the_store(app: App, cifar10_dir: Path) 
     assert len(texts(app.classify.results.children[0])) == 4
 
 
+def test_uploads_arrive_file_by_file_and_a_refused_one_is_named(app: App, cifar10_dir: Path) -> None:
+    store = app.session.store()
+    app.session.set_model(store.load(store.save(tiny_model(), "u").ref))
+    cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
+    upload = app.classify.upload
+    assert upload.max_bytes == 8 << 20  # no jupyter_cifar server here: tornado's 10 MiB default rules
+    messages = [  # what the browser side sends for three chosen files, the second too large
+        ({"kind": "file", "batch": "b1", "index": 2, "count": 3, "name": "c.jpg", "size": len(cat)}, [cat]),
+        ({"kind": "file", "batch": "b1", "index": 1, "count": 3, "name": "big.png", "size": 9 << 20,
+          "error": "big.png: 9.0 MB is over the 8.0 MB a kernel can receive"}, []),
+        ({"kind": "file", "batch": "b1", "index": 0, "count": 3, "name": "a.jpg", "size": len(cat)}, [cat]),
+    ]  # fmt: skip
+    for content, buffers in messages[:2]:
+        upload._handle_custom_msg(content, buffers)
+    assert app.classify.results.children == ()  # nothing until every file of the batch is in
+    upload._handle_custom_msg(*messages[2])
+    wait_for(lambda: len(app.classify.results.children) == 3, what="the cards")
+    a, big, c = (texts(card) for card in app.classify.results.children)
+    assert a[0] == "a.jpg" and c[0] == "c.jpg" and a[1:] == c[1:] and len(a) == 4
+    assert big == ["big.png", "big.png: 9.0 MB is over the 8.0 MB a kernel can receive"]
+
+
 def test_errors_appear_in_the_app(app: App) -> None:
     click(app.classify.examples)  # no model yet
     assert "no model yet" in app.classify.errors.value

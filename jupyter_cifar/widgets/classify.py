@@ -1,9 +1,9 @@
 """The Classify tab: upload many images at once and see each one's picture and top-3 labels as bars.
 
 A file that cannot be read shows its error in place; the others are still classified. Example images
-from the test set are one click away. Uploads arrive over the kernel's websocket, whose size limit the
-server extension raises (``CifarExtension.max_widget_upload_bytes``); a file over the image decoder's
-own limit is refused with a message, never an empty result.
+from the test set are one click away. Uploads go through :class:`~.upload.ImageUpload`, which sends each
+file on its own and names any file too large for the kernel's websocket instead of losing it; a file
+over the image decoder's limits gets that decoder's message: never an empty result.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from ..data import CLASS_NAMES
 from .common import ErrorArea, button, guarded, in_background, label
 from .session import Session
+from .upload import ImageUpload, Uploaded
 
 THUMBNAIL = 96
 
@@ -62,7 +63,7 @@ def result_card(name: str, picture: bytes | None, top: Sequence[dict[str, Any]],
         text = label(f"{item['label']} {item['probability']:.1%}", "jc-classify-label")
         children.append(w.HBox([bar, text]))
     card = w.VBox(
-        children, layout=w.Layout(margin="6px", padding="6px", border="1px solid #ddd", width="240px")
+        children, layout=w.Layout(margin="6px", padding="6px", border="1px solid #ddd", width="270px")
     )
     card.add_class("jc-classify-item")
     return card
@@ -86,7 +87,7 @@ class ClassifyPanel(w.VBox):
         self.chooser.add_class("jc-classify-chooser")
         self.chooser.observe(guarded(self.errors)(self._on_choose), names="value")
         session.observe(lambda _: self.refresh_choices(), names="store_changed")
-        self.upload = w.FileUpload(accept="image/*", multiple=True, description="Upload images")
+        self.upload = ImageUpload(on_files=guarded(self.errors)(self._on_files))
         self.upload.add_class("jc-classify-upload")
         self.examples = button(
             "Examples", "jc-classify-examples", icon="image", tooltip="8 random test images"
@@ -94,7 +95,6 @@ class ClassifyPanel(w.VBox):
         self.top = w.BoundedIntText(3, min=1, max=10, description="Top", layout=w.Layout(width="140px"))
         self.results = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self.results.add_class("jc-classify-results")
-        self.upload.observe(guarded(self.errors)(self._on_upload), names="value")
         self.examples.on_click(guarded(self.errors)(lambda _: self.classify_examples()))
         session.observe(self._on_model, names="model_changed")
         self._on_model({})
@@ -161,16 +161,17 @@ class ClassifyPanel(w.VBox):
     def _class_names(self) -> Sequence[str]:
         return self.session.class_names or CLASS_NAMES
 
-    def _on_upload(self, change: dict[str, Any]) -> None:
-        files = change["new"]
-        if not files:
-            return
-        names = [f["name"] for f in files]
-        contents = [bytes(f["content"]) for f in files]
-        self.classify(contents, names)
+    def _on_files(self, files: list[Uploaded]) -> None:
+        refused = {i: f.error for i, f in enumerate(files) if f.content is None}
+        self.classify([f.content or b"" for f in files], [f.name for f in files], refused=refused)
 
-    def classify(self, sources: Sequence[Any], names: Sequence[str]) -> threading.Thread:
-        """Classify in the background and show one card per source, in order."""
+    def classify(
+        self, sources: Sequence[Any], names: Sequence[str], refused: dict[int, str | None] | None = None
+    ) -> threading.Thread:
+        """Classify in the background and show one card per source, in order.
+
+        ``refused`` gives, by position, the sources that never arrived and why: they get an error card.
+        """
         model = self.session.model
         if model is None:
             raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")
@@ -179,12 +180,24 @@ class ClassifyPanel(w.VBox):
         top, class_names = self.top.value, self._class_names()
         self.results.children = [label(f"classifying {len(sources)} image(s)…")]
 
+        missing = refused or {}
+        kept = [i for i in range(len(sources)) if i not in missing]
+
         def work() -> list[w.VBox]:
-            results = classify(model, sources, top=top, names=names, class_names=class_names)
-            return [
-                result_card(r.file, _thumbnail(source), r.top, r.error)
-                for source, r in zip(sources, results, strict=True)
-            ]
+            results = classify(
+                model,
+                [sources[i] for i in kept],
+                top=top,
+                names=[names[i] for i in kept],
+                class_names=class_names,
+            )
+            cards = {
+                i: result_card(r.file, _thumbnail(sources[i]), r.top, r.error)
+                for i, r in zip(kept, results, strict=True)
+            }
+            for i, error in missing.items():
+                cards[i] = result_card(names[i], None, [], error or f"{names[i]}: not received")
+            return [cards[i] for i in range(len(sources))]
 
         def done(cards: list[w.VBox]) -> None:
             self.results.children = cards
