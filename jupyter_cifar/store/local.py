@@ -69,6 +69,10 @@ class LocalModelStore(ModelStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
+        if not os.fspath(root).strip():
+            from ..errors import BadParameter
+
+            raise BadParameter("--store", "an empty path names no folder")
         self.root = Path(root).expanduser().absolute()
         self.display = str(self.root)
         self.files = self.root / "files"
