@@ -92,9 +92,13 @@ def remote_uri(jupyter_server) -> str:
     from jupyter_cifar.store.local import LocalModelStore
 
     backing = LocalModelStore(jupyter_server.store_uri)
-    for record in backing.list(limit=1000).items:
-        backing.delete(record.ref)
+    while page := backing.list(limit=1000).items:
+        for record in page:
+            backing.delete(record.ref)
     backing.collect_garbage(max_age=0)
+    # A store remembers the numbers of deleted versions (never reused); a fresh store remembers none.
+    with backing._tx(immediate=True) as db:
+        db.execute("DELETE FROM deleted")
     backing.close()
     BACKING[jupyter_server.url] = jupyter_server.store_uri
     return jupyter_server.store_url
