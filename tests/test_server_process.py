@@ -66,8 +66,11 @@ def _kernel_environ(server: JupyterServer) -> dict[str, str]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for child in psutil.Process(server.proc.pid).children(recursive=True):
-            if "ipykernel" in " ".join(child.cmdline()):
-                return child.environ()
+            try:
+                if "ipykernel" in " ".join(child.cmdline()):
+                    return child.environ()
+            except psutil.Error:  # a process that ended meanwhile (or a zombie): not the kernel
+                continue
         time.sleep(0.2)
     raise AssertionError("no kernel process appeared")
 
