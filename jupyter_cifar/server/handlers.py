@@ -35,7 +35,7 @@ from ..errors import (
     NotFound,
     StoreUnavailable,
 )
-from ..store.base import CHUNK, ModelStore, Ref, VerifyingReader
+from ..store.base import CHUNK, ModelStore, Ref
 
 API = "/jupyter-cifar/api"
 AUTH_RESOURCE = "jupyter_cifar"
@@ -264,8 +264,7 @@ class FileHandler(CifarHandler):
     @authorized(action="read")
     async def get(self, ref: str) -> None:
         record = await self.run(self.store.resolve, ref)
-        raw = await self.run(self.store._open_file, record)
-        reader = VerifyingReader(raw, record)
+        reader = await self.run(self.store.reader, record)
         try:
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header(

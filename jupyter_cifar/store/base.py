@@ -407,11 +407,14 @@ class ModelStore(ABC):
         """Versions matching every given filter, in ``sort`` order, one page at a time."""
         return self._list(Query(name, search, dict(tags or {}), sort, limit, offset).checked())
 
+    def reader(self, record: ModelRecord) -> VerifyingReader:
+        """A resolved version's file as a stream; reading it to the end verifies size and sha256."""
+        return VerifyingReader(self._open_file(record), record)
+
     @contextlib.contextmanager
     def open(self, ref: str | Ref) -> Iterator[VerifyingReader]:
         """The version's file as a stream; reading it to the end verifies size and sha256."""
-        record = self.resolve(ref)
-        with VerifyingReader(self._open_file(record), record) as reader:
+        with self.reader(self.resolve(ref)) as reader:
             yield reader
 
     def export(self, ref: str | Ref, path: str | os.PathLike[str]) -> ModelRecord:
@@ -422,15 +425,18 @@ class ModelStore(ABC):
         if path.suffix != ".keras":
             raise BadParameter("PATH", f"{path}: exported models are .keras files")
         record = self.resolve(ref)
+        self._write_verified(record, path)
+        return record
+
+    def _write_verified(self, record: ModelRecord, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            with self.open(record.ref) as src, open(tmp, "wb") as dst:
+            with self.reader(record) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, CHUNK)
                 src.read()  # reach the end, so the check has run even for an empty file
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        return record
 
     def load(self, ref: str | Ref) -> keras.Model:
         """A Keras model (safe mode); loaded models are cached by sha256 and shared: clone to change."""
@@ -443,7 +449,7 @@ class ModelStore(ABC):
 
         with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
             path = Path(tmp) / f"{record.name}-{record.version}.keras"
-            self.export(record.ref, path)
+            self._write_verified(record, path)
             model = load_model(path)
         with self._models_lock:
             self._models[record.sha256] = model
