@@ -251,13 +251,11 @@ def _evaluate(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _classify(args: argparse.Namespace, out: _Output) -> int:
-    from .predict import Classification, classify
+    from .predict import classify
 
     model = _load_ref(args.ref, args.store)
     files = expand_inputs(args.inputs)
-    readable = [f for f in files if f.is_file()]
-    results = {str(f): r for f, r in zip(readable, classify(model, readable, top=args.top), strict=True)}
-    items = [results.get(str(f)) or Classification(str(f), False, error=f"{f}: no such file") for f in files]
+    items = classify(model, files, top=args.top)  # a missing or unreadable file gets its own error
     out.result(
         [c.to_json() for c in items],
         lambda r: "\n".join(
