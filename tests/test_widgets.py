@@ -286,3 +286,15 @@ def test_the_magic_and_its_unloading() -> None:
     assert "cifar" not in ip.magics_manager.magics["line"]
     assert "CifarMagics" not in ip.magics_manager.registry
     assert app.session._store is None  # the app it showed was closed
+
+
+def test_a_training_that_cannot_start_says_why_and_gives_the_buttons_back(app: App) -> None:
+    panel = app.train
+    panel.preset.value = "tutorial"
+    panel.limit.value = 100
+    panel.batch_size.value = 500  # larger than the 100 training images
+    click(panel.start_button)
+    wait_for(lambda: "--batch-size" in panel.errors.value, what="the error")
+    assert "larger than the 100 training images" in panel.errors.value
+    wait_for(lambda: not panel.start_button.disabled, what="the Start button")
+    assert panel.trainer is None and panel.status.value == "ready"

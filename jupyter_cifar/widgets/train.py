@@ -245,30 +245,27 @@ class TrainPanel(w.VBox):
         def launch() -> None:
             from ..training import Trainer
 
-            data = session.data(progress=lambda message: setattr(self.status, "value", message))
-            if continue_training:
-                parent = session.record.ref if session.record is not None else None
-                trainer = Trainer(data, config, model=session.model, history=session.history, parent=parent)
-            else:
-                trainer = Trainer(data, config)
+            try:
+                data = session.data(progress=lambda message: setattr(self.status, "value", message))
+                if continue_training:
+                    parent = session.record.ref if session.record is not None else None
+                    trainer = Trainer(
+                        data, config, model=session.model, history=session.history, parent=parent
+                    )
+                else:
+                    trainer = Trainer(data, config)
+            except BaseException:  # nothing started: the buttons come back, the error is shown
+                self.status.value = "ready"
+                self.start_button.disabled = False
+                self._on_model_changed({})
+                raise
             trainer.subscribe(self._on_event)
             self.trainer = trainer
             self.stop_button.disabled = False
             trainer.start()
 
-        def failed_to_launch() -> None:
-            if self.trainer is None or self.trainer.state != "running":
-                self.start_button.disabled = False
-                self._on_model_changed({})
-
-        def launch_or_reset() -> None:
-            try:
-                launch()
-            finally:
-                failed_to_launch()
-
         self.trainer = None
-        return in_background(launch_or_reset, errors=self.errors, name="jupyter-cifar-launch")
+        return in_background(launch, errors=self.errors, name="jupyter-cifar-launch")
 
     def stop(self) -> None:
         if self.trainer is not None:
