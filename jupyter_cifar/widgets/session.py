@@ -41,12 +41,14 @@ class Session(HasTraits):
         self.class_names: list[str] | None = None
         self._store: ModelStore | None = None
         self._data: Dataset | None = None
-        self._lock = threading.Lock()
+        # One lock each: decoding the data the first time takes seconds, and must not hold up the store.
+        self._store_lock = threading.Lock()
+        self._data_lock = threading.Lock()
 
     # -- lazily opened resources -----------------------------------------------------------------
     def store(self) -> ModelStore:
         """The model store (see ``jupyter_cifar.store.default_store_uri`` for which one)."""
-        with self._lock:
+        with self._store_lock:
             if self._store is None:
                 from ..store import open_store
 
@@ -55,7 +57,7 @@ class Session(HasTraits):
 
     def data(self, progress: Callable[[str], None] | None = None) -> Dataset:
         """CIFAR-10 (decoded once, then cached on disk and here)."""
-        with self._lock:
+        with self._data_lock:
             if self._data is None:
                 from ..data import load_cifar10
 
@@ -88,7 +90,7 @@ class Session(HasTraits):
         self.store_changed = object()
 
     def close(self) -> None:
-        with self._lock:
+        with self._store_lock:
             if self._store is not None:
                 self._store.close()
                 self._store = None
