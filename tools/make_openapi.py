@@ -372,7 +372,8 @@ spec = {
             f"E{c}": json_response(d, ref("Error"))
             for c, d in {
                 400: "Bad parameter",
-                403: "Not authenticated",
+                403: "Not authenticated, or a cross-site request (a browser session without the XSRF token, "
+                "or from another origin)",
                 404: "No such model, version or alias",
                 409: "Conflict, or a stored file failed its integrity check",
                 413: "Upload over the limit",

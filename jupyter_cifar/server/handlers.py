@@ -2,9 +2,16 @@
 
 Every verb is ``@web.authenticated`` and ``@authorized``. A request may also carry the kernel token (the
 ``Authorization: token …`` header) that the extension hands to the kernels it starts: that token opens this
-API and nothing else of the server. Errors are translated in one place (:data:`ERRORS`, used by
-``write_error``) into a status and a JSON body ``{"error", "message"}``; blocking store calls run in
-threads, off the event loop; model files stream in both directions.
+API and nothing else of the server. A browser session (cookie) must send the XSRF token with every write,
+as for all of Jupyter; a cross-site request is refused with 403 (Jupyter's own APIs answer 404). Errors are
+translated in one place (:data:`ERRORS`, used by ``write_error``) into a status and a JSON body
+``{"error", "message"}``; blocking store calls run in threads, off the event loop; model files stream in
+both directions.
+
+Text from a request reaches the store exactly as sent: query arguments are decoded here rather than by
+tornado's ``get_argument``, which would turn control characters into spaces and strip whitespace (the
+store then refuses what it cannot keep, naming it), and text that is not Unicode (a lone surrogate, which
+JSON can spell) is refused before any store sees it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from ..errors import (
     NotFound,
     StoreUnavailable,
 )
-from ..store.base import CHUNK, ModelStore, Ref
+from ..store.base import CHUNK, ModelStore, Ref, check_alias, check_name, check_notes, check_tags
 
 API = "/jupyter-cifar/api"
 AUTH_RESOURCE = "jupyter_cifar"
@@ -92,7 +99,14 @@ class CifarHandler(ExtensionHandlerMixin, APIHandler):
                 raise web.HTTPError(403)
             self.current_user = self._jupyter_current_user = User(username="jupyter-cifar-kernel")
             return
-        await super().prepare()
+        try:
+            await super().prepare()
+        except web.HTTPError as e:
+            # jupyter_server answers a foreign Origin with 404; say what it is.
+            if e.status_code == 404 and not self.check_origin():
+                origin = self.request.headers.get("Origin", "")
+                raise web.HTTPError(403, f"cross-origin request from {origin} refused") from None
+            raise
 
     def check_xsrf_cookie(self) -> None:
         if self._kernel_token_matches():
@@ -116,7 +130,27 @@ class CifarHandler(ExtensionHandlerMixin, APIHandler):
             raise BadParameter("body", f"is not JSON ({e})") from None
         if not isinstance(value, dict):
             raise BadParameter("body", "must be a JSON object")
+        try:  # JSON may spell a lone surrogate ("\ud800"): not text any store can keep
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            bad = e.object[e.start : e.end]
+            raise BadParameter("body", f"holds {bad!r}, a lone surrogate: not Unicode text") from None
         return value
+
+    def query(self, name: str) -> list[str]:
+        """Every value of a query argument, exactly as sent (strict UTF-8)."""
+        values = []
+        for raw in self.request.query_arguments.get(name, []):
+            try:
+                values.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise BadParameter(name, f"{raw[:40]!r}… is not UTF-8 text") from None
+        return values
+
+    def query_one(self, name: str, default: str | None = None) -> str | None:
+        """The last value of a query argument as sent, or ``default``."""
+        values = self.query(name)
+        return values[-1] if values else default
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -146,13 +180,13 @@ class CifarHandler(ExtensionHandlerMixin, APIHandler):
 
 
 def _int_arg(handler: CifarHandler, name: str, default: int) -> int:
-    raw = handler.get_argument(name, None)
+    raw = handler.query_one(name)
     if raw is None:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise BadParameter(name, f"must be a whole number (got {raw!r})") from None
+        raise BadParameter(name, f"must be a whole number (got {raw[:40]!r})") from None
 
 
 def _tags_arg(values: list[str], param: str = "tag") -> dict[str, str]:
@@ -190,10 +224,10 @@ class ModelsHandler(CifarHandler):
     async def get(self) -> None:
         page = await self.run(
             self.store.list,
-            name=self.get_argument("name", None),
-            search=self.get_argument("search", None),
-            tags=_tags_arg(self.get_arguments("tag")),
-            sort=self.get_argument("sort", "-created"),
+            name=self.query_one("name"),
+            search=self.query_one("search"),
+            tags=_tags_arg(self.query("tag")),
+            sort=self.query_one("sort", "-created"),
             limit=_int_arg(self, "limit", 50),
             offset=_int_arg(self, "offset", 0),
         )
@@ -374,48 +408,67 @@ class VersionsHandler(_StreamedBody):
     @web.authenticated
     @authorized(action="write")
     async def post(self, name: str) -> None:
-        path = self._finish_body()
-        if path is not None:  # the file itself; tags, notes and aliases in the query
-            spec: dict[str, Any] = {
-                "tags": _tags_arg(self.get_arguments("tag")),
-                "notes": self.get_argument("notes", ""),
-                "aliases": self.get_arguments("alias"),
-            }
-            source = path.with_suffix(".keras")
-            os.replace(path, source)
-        else:
-            spec = self.read_json(b"".join(self._chunks))
-            unknown = set(spec) - {"upload_id", "metadata", "tags", "notes", "aliases"}
-            if unknown:
-                raise BadParameter("body", f"unknown fields {sorted(unknown)}")
-            upload_id = spec.get("upload_id")
-            if not isinstance(upload_id, str) or not upload_id.replace("-", "").replace("_", "").isalnum():
-                raise BadParameter("upload_id", "give the upload_id that POST uploads returned")
-            source = _staging_dir(self.settings) / f"{upload_id}.keras"
-            if not source.exists():
-                raise NotFound(
-                    f"no upload {upload_id!r} (uploads expire after {UPLOAD_TTL / 60:.0f} minutes)"
-                )
-        metadata = spec.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise BadParameter("metadata", "must be a JSON object")
-        for key, kind in (("tags", dict), ("notes", str), ("aliases", list)):
-            if key in spec and not isinstance(spec[key], kind):
-                raise BadParameter(key, f"must be a JSON {kind.__name__}")
+        raw = self._finish_body()  # the file itself (tags, notes, aliases in the query); None: a JSON body
+        source: Path | None = None
         try:
-            record = await self.run(
-                self.store.save_file,
-                source,
-                name,
-                metadata=metadata,
-                tags=spec.get("tags") or {},
-                notes=spec.get("notes") or "",
-                aliases=spec.get("aliases") or (),
-            )
-        finally:
-            source.unlink(missing_ok=True)
+            if raw is not None:
+                spec: dict[str, Any] = {
+                    "tags": _tags_arg(self.query("tag")),
+                    "notes": self.query_one("notes", ""),
+                    "aliases": self.query("alias"),
+                }
+            else:
+                spec = self.read_json(b"".join(self._chunks))
+            _check_version_spec(name, spec, raw=raw is not None)
+            if raw is not None:
+                source = raw.with_suffix(".keras")
+                os.replace(raw, source)
+            else:
+                source = _upload(self.settings, spec["upload_id"])
+            try:
+                record = await self.run(
+                    self.store.save_file,
+                    source,
+                    name,
+                    metadata=spec.get("metadata") or {},
+                    tags=spec.get("tags") or {},
+                    notes=spec.get("notes") or "",
+                    aliases=spec.get("aliases") or (),
+                )
+            except ModelFileError as e:  # its message names the staging file: a server path
+                raise ModelFileError(str(e).replace(str(source), "the uploaded file")) from None
+        finally:  # an upload is used once, stored or not (a request refused before is kept for a retry)
+            for path in (raw, source):
+                if path is not None:
+                    path.unlink(missing_ok=True)
         self.set_header("Location", self.request.path.rsplit("/models/", 1)[0] + f"/versions/{record.ref}")
         self.send_json(record.to_json(), 201)
+
+
+def _upload(settings: dict[str, Any], upload_id: str) -> Path:
+    path = _staging_dir(settings) / f"{upload_id}.keras"
+    if not path.exists():
+        raise NotFound(f"no upload {upload_id!r} (uploads expire after {UPLOAD_TTL / 60:.0f} minutes)")
+    return path
+
+
+def _check_version_spec(name: str, spec: dict[str, Any], *, raw: bool) -> None:
+    """Refuse a bad name, tag, note or alias before any upload is used: a corrected retry can use it."""
+    if not raw:
+        unknown = set(spec) - {"upload_id", "metadata", "tags", "notes", "aliases"}
+        if unknown:
+            raise BadParameter("body", f"unknown fields {sorted(unknown)}")
+        upload_id = spec.get("upload_id")
+        if not isinstance(upload_id, str) or not upload_id.replace("-", "").replace("_", "").isalnum():
+            raise BadParameter("upload_id", "give the upload_id that POST uploads returned")
+    for key, kind in (("metadata", dict), ("tags", dict), ("notes", str), ("aliases", list)):
+        if spec.get(key) is not None and not isinstance(spec[key], kind):
+            raise BadParameter(key, f"must be a JSON {'object' if kind is dict else kind.__name__}")
+    check_name(name)
+    check_tags(spec.get("tags") or {})
+    check_notes(spec.get("notes") or "")
+    for alias in spec.get("aliases") or ():
+        check_alias(alias)
 
 
 def _staging_dir(settings: dict[str, Any]) -> Path:
