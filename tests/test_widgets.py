@@ -6,6 +6,7 @@ called as a click would call them, and the test reads the traits the browser wou
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -298,3 +299,140 @@ def test_a_training_that_cannot_start_says_why_and_gives_the_buttons_back(app: A
     assert "larger than the 100 training images" in panel.errors.value
     wait_for(lambda: not panel.start_button.disabled, what="the Start button")
     assert panel.trainer is None and panel.status.value == "ready"
+
+
+# -- text from other people is shown as text -----------------------------------------------------------
+
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+TEX = "$\\href{javascript:window.pwned=1}{click}$"  # MathJax would typeset this in a Label or HTML
+
+
+@pytest.fixture
+def bare_app(tmp_path: Path):
+    """The app on an empty store, with no dataset (none of these tests needs one)."""
+    app = App(store=str(tmp_path / "store"))
+    yield app
+    app.close()
+
+
+def widgets_under(root) -> list:
+    out, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(getattr(node, "children", ()))
+    return out
+
+
+def markup_under(root) -> list[tuple[object, str]]:
+    """Every value under ``root`` that the browser parses as HTML."""
+    import ipywidgets as w
+
+    found = []
+    for widget in widgets_under(root):
+        if isinstance(widget, w.HTML | w.HTMLMath):
+            found.append((widget, widget.value))
+        if getattr(widget, "description_allow_html", False):
+            found.append((widget, widget.description))
+    return found
+
+
+def assert_shown_as_text(root, hostile: list[str]) -> None:
+    """No hostile string reaches the page as markup or as TeX, wherever it is shown under ``root``."""
+    import html
+    from html.parser import HTMLParser
+
+    from jupyter_cifar.widgets.common import NO_MATH
+
+    class Tags(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.seen.append((tag, attrs))
+
+    for widget, markup in markup_under(root):
+        parser = Tags()
+        parser.feed(markup)
+        for tag, attrs in parser.seen:
+            assert tag in ("div", "br", "a", "pre", "b"), (type(widget).__name__, markup[:300])
+            assert not any(name.startswith("on") for name, _ in attrs), markup[:300]
+        assert not any(text in markup for text in hostile if html.escape(text) != text), markup[:300]
+        if markup:  # what a user gave is inside an element MathJax skips (a <pre> it skips anyway)
+            assert markup.startswith(("<b>", "<pre")) or all(c in markup for c in NO_MATH), markup[:300]
+    for widget in widgets_under(root):
+        if type(widget).__name__ == "Label" and any(text in widget.value for text in hostile):
+            assert set(NO_MATH) <= set(widget._dom_classes), widget.value
+
+
+def test_names_notes_and_metadata_from_the_store_cannot_inject_html(bare_app: App, tmp_path: Path) -> None:
+    """A version saved by someone else with hostile text in every field it has, shown in every tab."""
+    import html
+
+    from PIL import Image
+
+    model_file = tmp_path / "m.keras"
+    tiny_model().save(model_file)
+    store = bare_app.session.store()
+    metadata = {
+        "saved_by": HOSTILE,
+        "architecture": TEX,
+        "preset": HOSTILE,
+        "hyperparameters": {HOSTILE: TEX},
+        "parent": HOSTILE,
+        "test_accuracy": 0.5,
+        "history": [{"epoch": 1, "accuracy": 0.5, "val_accuracy": 0.4}],
+        "class_names": [f"{HOSTILE}{i}" for i in range(10)],
+    }
+    record = store.save_file(
+        model_file, "hostile", metadata=metadata, tags={"k": HOSTILE, "t": TEX}, notes=HOSTILE + TEX
+    )
+
+    models = bare_app.models
+    models.refresh().join(30)
+    assert f"k={HOSTILE}, t={TEX}" in texts(models.table)  # the tags, verbatim, as text
+    models.select(record)
+    assert models.notes_view.value == HOSTILE + TEX and models.notes.value == HOSTILE + TEX
+    assert html.escape(HOSTILE) in models.details.value and html.escape(TEX) in models.details.value
+    models.compare_with.value = record.ref
+    wait_for(lambda: models.compare is not None, what="the comparison")
+    models.alias.value = HOSTILE  # refused: the error names it, escaped
+    models.set_alias().join(30)
+    assert "is not a valid alias" in models.errors.value
+
+    classify = bare_app.classify
+    classify.refresh_choices().join(30)
+    classify.chooser.value = record.ref  # loads it: its class names come from the record
+    wait_for(lambda: bare_app.session.record is not None, what="the load")
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(picture, "PNG")
+    classify.classify([picture.getvalue(), b"junk"], [f"{HOSTILE}.png", f"{TEX}.jpg"]).join(60)
+    good, bad = (texts(card) for card in classify.results.children)
+    assert good[0] == f"{HOSTILE}.png" and all(line.startswith(HOSTILE) for line in good[1:])
+    assert bad[0] == f"{TEX}.jpg" and TEX in bad[1]
+
+    assert_shown_as_text(bare_app, [HOSTILE, TEX])
+
+
+def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_path: Path) -> None:
+    """Metadata is any JSON a client sent: wrong types neither break the Models tab nor reach the engine."""
+    model_file = tmp_path / "m.keras"
+    tiny_model().save(model_file)
+    store = bare_app.session.store()
+    metadata = {
+        "hyperparameters": [HOSTILE],
+        "preset": "fast",
+        "history": [{"epoch": 1, "accuracy": 0.5}, "junk", {"epoch": "two", "accuracy": 0.6}, {"epoch": 3}],
+        "class_names": 5,
+    }
+    record = store.save_file(model_file, "odd", metadata=metadata)
+    models = bare_app.models
+    models.select(record)
+    assert models.errors.value == ""
+    assert [list(m.x) for m in models.curves.marks] == [[1.0]]  # the one well-formed point
+    assert "preset fast: 4 epochs" in models.details.value
+    bare_app.session.set_model(store.load(record.ref), record=record)
+    assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
+    assert bare_app.session.history == []  # not a history training could continue from
+    assert_shown_as_text(bare_app, [HOSTILE])

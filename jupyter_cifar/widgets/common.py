@@ -1,4 +1,12 @@
-"""Small pieces the tabs share: showing errors in place, running work off the kernel's main thread."""
+"""Small pieces the tabs share: showing text safely, errors in place, work off the kernel's main thread.
+
+Much of what the app shows comes from other people: model names, tags, notes and training metadata in a
+shared store, the names of uploaded files. It is always shown as the text it is. A ``Label`` is drawn as
+text, but the front end then typesets any TeX in it with MathJax (so would an ``HTML`` widget), which would
+turn ``$…$`` into formulas, styles and links: :data:`NO_MATH` marks an element MathJax skips (class names
+of MathJax 3, which JupyterLab uses, and of MathJax 2). ``HTML`` values are built only by
+:func:`text_html`, which escapes every piece.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,15 @@ import ipywidgets as w
 from ..errors import JupyterCifarError
 
 log = logging.getLogger(__name__)
+
+#: Classes that make MathJax leave an element's text alone.
+NO_MATH = ("mathjax_ignore", "tex2jax_ignore")
+
+
+def text_html(*lines: str) -> str:
+    """``HTML`` widget markup that shows each line as escaped text, untouched by MathJax."""
+    body = "<br>".join(html.escape(line) for line in lines)
+    return f'<div class="{" ".join(NO_MATH)}">{body}</div>'
 
 
 class ErrorArea(w.HTML):
@@ -88,9 +105,11 @@ def guarded(errors: ErrorArea) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 def label(text: str = "", cls: str | None = None, **layout: Any) -> w.Label:
+    """A line of text, shown as it is (never as TeX: see :data:`NO_MATH`)."""
     widget = w.Label(text, layout=w.Layout(**layout))
-    if cls:
-        widget.add_class(cls)
+    for name in (*NO_MATH, cls):
+        if name:
+            widget.add_class(name)
     return widget
 
 

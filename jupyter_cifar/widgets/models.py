@@ -7,6 +7,7 @@ Everything that comes from the store (names, tags, notes) is shown as text, neve
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 from typing import Any
@@ -16,7 +17,7 @@ import bqplot as bq
 import ipywidgets as w
 
 from ..store.base import ModelRecord, Page
-from .common import ErrorArea, button, guarded, in_background, label, parse_tags
+from .common import NO_MATH, ErrorArea, button, guarded, in_background, label, parse_tags, text_html
 from .session import Session
 
 PAGE_SIZE = 15
@@ -39,6 +40,55 @@ def download_href(ref: str) -> str | None:
     if not server:
         return None
     return f"{urlsplit(server).path}jupyter-cifar/api/versions/{quote(ref, safe=':@')}/file"
+
+
+def _facts(record: ModelRecord) -> list[str]:
+    """The version's details, one fact a line, from whatever its metadata holds.
+
+    Metadata comes from whoever saved the version (any JSON through the API): a field of an unexpected
+    type is shown as the text it is, never trusted to be a mapping or a list.
+    """
+    meta = record.metadata
+    hyper = meta.get("hyperparameters")
+    history = meta.get("history")
+    facts = [
+        f"{record.ref}",
+        f"created {record.created[:19].replace('T', ' ')} UTC by {meta.get('saved_by', '?')}",
+        f"architecture {meta.get('architecture', '?')}",
+    ]
+    if meta.get("preset"):
+        epochs = len(history) if isinstance(history, list) else 0
+        facts.append(f"preset {meta['preset']}: {epochs} epochs")
+    if isinstance(hyper, dict):
+        facts.append(", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None))
+    elif hyper:
+        facts.append(f"hyperparameters {hyper}")
+    if record.test_accuracy is not None:
+        facts.append(f"test accuracy {record.test_accuracy:.4f}")
+    if meta.get("parent"):
+        facts.append(f"continued from {meta['parent']}")
+    facts.append(f"sha256 {record.sha256[:16]}…, {record.size / 1e6:.1f} MB")
+    return facts
+
+
+def _points(history: Any, key: str) -> list[tuple[float, float]]:
+    """(epoch, value) of a stored history, skipping any entry that is not numbers."""
+    if not isinstance(history, list):
+        return []
+    points = []
+    for entry in history:
+        if not isinstance(entry, dict):
+            continue
+        x, y = _number(entry.get("epoch")), _number(entry.get(key))
+        if x is not None and y is not None:
+            points.append((x, y))
+    return points
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _row_cells(record: ModelRecord) -> list[str]:
@@ -88,7 +138,7 @@ class ModelsPanel(w.VBox):
 
         # The selected version.
         self.selected_label = label("select a version above", "jc-models-selected")
-        self.details = w.HTML()  # escaped text, one fact a line
+        self.details = w.HTML()  # text_html: escaped text, one fact a line
         self.details.add_class("jc-models-details")
         self.notes_view = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="60px"))
         self.download = w.HTML()
@@ -207,29 +257,14 @@ class ModelsPanel(w.VBox):
     def select(self, record: ModelRecord) -> None:
         self.selected = record
         self.selected_label.value = f"selected: {record.ref}"
-        meta = record.metadata
-        hyper = meta.get("hyperparameters") or {}
-        facts = [
-            f"{record.ref}",
-            f"created {record.created[:19].replace('T', ' ')} UTC by {meta.get('saved_by', '?')}",
-            f"architecture {meta.get('architecture', '?')}",
-        ]
-        if meta.get("preset"):
-            facts.append(f"preset {meta['preset']}: {len(meta.get('history') or [])} epochs")
-        if hyper:
-            facts.append(", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None))
-        if record.test_accuracy is not None:
-            facts.append(f"test accuracy {record.test_accuracy:.4f}")
-        if meta.get("parent"):
-            facts.append(f"continued from {meta['parent']}")
-        facts.append(f"sha256 {record.sha256[:16]}…, {record.size / 1e6:.1f} MB")
-        self.details.value = "<br>".join(html.escape(fact) for fact in facts)
+        self.details.value = text_html(*_facts(record))
         self.notes_view.value = record.notes or "(no notes)"
         self.tags.value = ", ".join(f"{k}={v}" for k, v in record.tags.items())
         self.notes.value = record.notes
         href = download_href(record.ref)
         self.download.value = (
-            f'<a href="{html.escape(href)}" download>Download {html.escape(record.ref)}.keras</a>'
+            f'<a href="{html.escape(href)}" download class="{" ".join(NO_MATH)}">'
+            f"Download {html.escape(record.ref)}.keras</a>"
             if href
             else ""
         )
@@ -254,9 +289,8 @@ class ModelsPanel(w.VBox):
         marks = []
         records = [r for r in (self.selected, self.compare) if r is not None]
         for i, record in enumerate(records):
-            history = record.metadata.get("history") or []
             for j, (key, dashed) in enumerate((("accuracy", False), ("val_accuracy", True))):
-                points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+                points = _points(record.metadata.get("history"), key)
                 if not points:
                     continue
                 xs, ys = zip(*points, strict=True)

@@ -74,10 +74,11 @@ class Session(HasTraits):
         label: str | None = None,
         class_names: list[str] | None = None,
     ) -> None:
+        meta = record.metadata if record is not None else {}
         self.model = model
         self.record = record
-        self.history = list(history or (record.metadata.get("history", []) if record else []))
-        self.class_names = class_names or (record.metadata.get("class_names") if record else None) or None
+        self.history = list(history or _stored_history(meta.get("history")))
+        self.class_names = class_names or _stored_class_names(meta.get("class_names"))
         if label is None:
             label = record.ref if record is not None else model.name
             accuracy = record.test_accuracy if record is not None else None
@@ -94,3 +95,24 @@ class Session(HasTraits):
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+
+# A stored version's metadata is whatever JSON its saver sent (the API takes any): only the shapes the
+# engine relies on are used, anything else is as if it were absent.
+
+
+def _stored_history(value: Any) -> list[dict[str, Any]]:
+    """A stored per-epoch history, if it is one (rows with whole epoch numbers), else none."""
+    if isinstance(value, list) and all(
+        isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
+        for row in value
+    ):
+        return value
+    return []
+
+
+def _stored_class_names(value: Any) -> list[str] | None:
+    """Stored class names, if they are a list of text, else None (the CIFAR-10 names are used)."""
+    if isinstance(value, list) and value and all(isinstance(name, str) for name in value):
+        return value
+    return None

@@ -443,13 +443,13 @@ class TrainPanel(w.VBox):
             caption = f"{item['label']} → {item['predicted']} ({item['probability']:.0%})"
             picture = w.Image(value=_png(pixels), format="png", layout=w.Layout(width="72px", height="72px"))
             worst.append(
-                w.VBox([picture, w.Label(caption)], layout=w.Layout(width="150px", align_items="center"))
+                w.VBox([picture, label(caption)], layout=w.Layout(width="150px", align_items="center"))
             )
         gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
         gallery.add_class("jc-train-worst")
         self.result_box.children = [
             w.HBox([per_class, matrix], layout=w.Layout(width="100%")),
-            w.Label("Most confidently wrong test images (true → predicted):"),
+            label("Most confidently wrong test images (true → predicted):"),
             gallery,
         ]
         self.result_box.layout.display = None
