@@ -170,7 +170,6 @@ def test_quickstart_shows_the_app_with_its_three_tabs(
     state = widgets(nb)
     magic = next(cell for cell in nb.cells if cell.source.strip() == "%cifar")
     app = state[shown_widget(magic)]["state"]
-    assert app["_dom_classes"] == ["jc-app"]
     tabs = [state[child.removeprefix("IPY_MODEL_")] for child in app["children"]]
     tab = next(child["state"] for child in tabs if child["model_name"] == "TabModel")
     assert list(tab["titles"]) == ["Train", "Classify", "Models"]
