@@ -34,10 +34,12 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -84,7 +86,10 @@ def _store_worker(
     with store, tempfile.TemporaryDirectory(prefix="jc-load-") as tmp:
         copy = Path(tmp) / "copy.keras"
         newest: list[Any] = []
-        barrier.wait()
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:  # another worker could not start: no campaign
+            seconds = 0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             name = rng.choice(names)
@@ -109,6 +114,21 @@ def _store_worker(
                 except Exception as e:
                     errors.append(f"worker {index} {op}: {type(e).__name__}: {e}")
     out.put({"index": index, "counts": dict(counts), "errors": errors, "saved": saved})
+
+
+def _results(workers: list[Any], out: Any) -> list[dict[str, Any]]:
+    """Every worker's result; one that died without a word (killed, crashed) is an error of its own."""
+    results: list[dict[str, Any]] = []
+    while len(results) < len(workers):
+        try:
+            results.append(out.get(timeout=5))
+        except queue.Empty:
+            dead = [w for w in workers if w.exitcode not in (None, 0)]
+            if len(results) + len(dead) >= len(workers) and all(not w.is_alive() for w in workers):
+                message = f"{len(dead)} worker(s) died: exit codes {[w.exitcode for w in dead]}"
+                results.append({"counts": {}, "errors": [message], "saved": []})
+                break
+    return results
 
 
 def _check(condition: bool, message: str) -> None:
@@ -139,7 +159,7 @@ def run_store(
     except Exception:
         errors.append("a worker could not start (see its message)")
     started = time.monotonic()
-    results = [out.get(timeout=seconds + 600) for _ in workers]
+    results = _results(workers, out)
     elapsed = time.monotonic() - started
     for worker in workers:
         worker.join(60)
