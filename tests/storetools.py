@@ -13,7 +13,7 @@ def tiny_model(units: int = 10, name: str = "tiny"):
     import keras
 
     inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.GlobalMaxPooling2D()(inputs)  # a layer the app builds (modelfiles.APP_LAYERS)
     outputs = keras.layers.Dense(units, activation="softmax")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -90,3 +90,59 @@ def save_forever(uri: str, name: str, model_file: str) -> None:
             i += 1
             if i % 3 == 0:
                 store.delete(record.ref)
+
+
+# -- damage, done by hand behind the store's back (a disk, a person, a killed process) ----------------
+
+
+def lose_file(store: ModelStore, record: ModelRecord) -> None:
+    """Remove a version's stored bytes, leaving its record."""
+    from jupyter_cifar.store.local import LocalModelStore
+
+    if isinstance(store, LocalModelStore):
+        store.file_path(record).unlink()
+        return
+    store.bucket.delete(store.file_id(record))  # type: ignore[attr-defined]
+
+
+def add_orphan(store: ModelStore, source: Path) -> None:
+    """Stored bytes that no record names: what a save killed just before its record leaves."""
+    import shutil
+    import uuid
+
+    from jupyter_cifar.store.local import LocalModelStore
+
+    if isinstance(store, LocalModelStore):
+        shutil.copyfile(source, store.files / f"{uuid.uuid4().hex}.keras")
+        return
+    with open(source, "rb") as f:
+        store.bucket.upload_from_stream("killed.keras", f)  # type: ignore[attr-defined]
+
+
+def add_partial(store: ModelStore) -> None:
+    """What a save killed while writing its bytes leaves: a staging file, or chunks without a files doc."""
+    from bson import ObjectId
+
+    from jupyter_cifar.store.local import LocalModelStore
+
+    if isinstance(store, LocalModelStore):
+        (store.staging / "0123456789abcdef.part").write_bytes(b"PK\x03\x04 half a file")
+        return
+    chunks = store.db[f"{store.bucket_name}.chunks"]  # type: ignore[attr-defined]
+    owner = ObjectId()
+    chunks.insert_many([{"files_id": owner, "n": n, "data": b"x" * 100} for n in range(2)])
+
+
+def dangle_alias(store: ModelStore, name: str, alias: str, version: int) -> None:
+    """An alias naming a version that does not exist (the embedded store's own foreign key forbids it:
+    the sqlite3 command line, like Python's module, does not enforce foreign keys unless asked)."""
+    import sqlite3
+
+    from jupyter_cifar.store.local import LocalModelStore
+
+    if isinstance(store, LocalModelStore):
+        with sqlite3.connect(store.root / "catalog.sqlite") as db:
+            db.execute("INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?)", (name, alias, version))
+        db.close()
+        return
+    store.aliases.insert_one({"name": name, "alias": alias, "version": version})  # type: ignore[attr-defined]

@@ -12,10 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storetools import big_model, corrupt, save_forever, save_many, stored_items, tiny_model, tiny_model_file
+from storetools import (
+    add_orphan,
+    add_partial,
+    big_model,
+    corrupt,
+    dangle_alias,
+    lose_file,
+    save_forever,
+    save_many,
+    stored_items,
+    tiny_model,
+    tiny_model_file,
+)
 
 from jupyter_cifar.errors import BadParameter, IntegrityError, ModelFileError, NotFound
 from jupyter_cifar.store import ModelStore, Ref, open_store
+from jupyter_cifar.store.base import PROBLEM_KINDS
 
 BACKENDS = ["local", "mongo", "remote"]
 
@@ -309,3 +322,171 @@ def test_a_save_killed_at_any_moment_leaves_whole_versions_or_none(
             s.export(record.ref, tmp_path / "check.keras")
         s.collect_garbage(max_age=0)  # what the killed saves half-wrote goes
         assert stored_items(s) == len(records)
+
+
+# -- checking and repairing ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "mongo"])
+def held_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A store whose bytes this process holds (check() is not offered over HTTP)."""
+    uri = str(tmp_path / "store") if request.param == "local" else request.getfixturevalue("mongo_uri")
+    with open_store(uri) as s:
+        yield s
+
+
+def three_versions(store: ModelStore, model_file: Path) -> list:
+    records = [store.save(model_file, "m") for _ in range(3)]
+    store.set_alias("m:3", "prod")
+    store.save(model_file, "other")
+    return records
+
+
+def assert_whole(store: ModelStore, refs: list[str], model_file: Path, tmp_path: Path) -> None:
+    for ref in refs:
+        store.export(ref, tmp_path / "whole.keras")
+        assert (tmp_path / "whole.keras").read_bytes() == model_file.read_bytes()
+
+
+def test_a_consistent_store_checks_clean_and_repair_changes_nothing(
+    held_store: ModelStore, model_file: Path
+) -> None:
+    three_versions(held_store, model_file)
+    before = [r.to_json() for r in held_store.list().items]
+    for repair in (False, True):
+        report = held_store.check(repair=repair, grace=0)
+        assert report.ok and report.problems == [] and report.checked == 4 and report.in_progress == 0
+    assert [r.to_json() for r in held_store.list().items] == before
+    assert stored_items(held_store) == 4
+
+
+DAMAGE = {
+    # what is done by hand -> the problems check() must report, as (kind, name, version)
+    "missing": (lambda s, f: lose_file(s, s.resolve("m:2")), {("missing", "m", 2)}),
+    "corrupt": (lambda s, f: corrupt(s, s.resolve("m:2")), {("corrupt", "m", 2)}),
+    "orphan": (lambda s, f: add_orphan(s, f), {("orphan", None, None)}),
+    "partial": (lambda s, f: add_partial(s), {("partial", None, None)}),
+    "dangling-alias": (
+        lambda s, f: (s.delete("m:2"), dangle_alias(s, "m", "old", 2)),
+        {("dangling-alias", "m", 2)},
+    ),
+    "counter": (  # an alias left by versions 4-7 deleted behind the store's back, counter untouched
+        lambda s, f: dangle_alias(s, "m", "gone", 7),
+        {("counter", "m", 7), ("dangling-alias", "m", 7)},
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_check_reports_each_kind_of_damage_and_repair_fixes_it(
+    held_store: ModelStore, model_file: Path, tmp_path: Path, damage: str
+) -> None:
+    assert set(DAMAGE) <= set(PROBLEM_KINDS)
+    three_versions(held_store, model_file)
+    do, expected = DAMAGE[damage]
+    do(held_store, model_file)
+    listed = [r.ref for r in held_store.list(limit=100).items]
+    items = stored_items(held_store)
+
+    report = held_store.check(grace=0)
+    assert {(p.kind, p.name, p.version) for p in report.problems} == expected
+    assert not report.ok and not any(p.repaired for p in report.problems)
+    assert all(p.detail for p in report.problems)
+    if damage in ("missing", "corrupt"):
+        assert "m:2" in report.problems[0].detail and "model is lost" in report.problems[0].detail
+        assert [p.version for p in report.lost] == [2]
+    assert [r.ref for r in held_store.list(limit=100).items] == listed  # without repair: read only
+    assert stored_items(held_store) == items
+
+    repaired = held_store.check(repair=True, grace=0)
+    assert {(p.kind, p.name, p.version) for p in repaired.problems} == expected
+    assert repaired.ok and all(p.repaired for p in repaired.problems)
+    again = held_store.check(grace=0)
+    assert again.ok and again.problems == []
+    whole = [ref for ref in listed if not (damage in ("missing", "corrupt") and ref == "m:2")]
+    assert sorted(r.ref for r in held_store.list(limit=100).items) == sorted(whole)  # no whole version went
+    assert again.checked == len(whole) and stored_items(held_store) == len(whole)
+    assert_whole(held_store, whole, model_file, tmp_path)
+    assert held_store.resolve("m@prod").version == 3
+    next_version = 8 if damage == "counter" else 4  # never a number that was used before
+    assert held_store.save(model_file, "m").version == next_version
+
+
+def test_damage_of_every_kind_at_once_is_repaired_in_one_run(
+    held_store: ModelStore, model_file: Path, tmp_path: Path
+) -> None:
+    three_versions(held_store, model_file)
+    held_store.save(model_file, "m")
+    held_store.save(model_file, "m")
+    lose_file(held_store, held_store.resolve("m:1"))
+    corrupt(held_store, held_store.resolve("m:2"))
+    held_store.delete("m:4")
+    dangle_alias(held_store, "m", "old", 4)
+    dangle_alias(held_store, "m", "gone", 9)
+    add_orphan(held_store, model_file)
+    add_partial(held_store)
+    report = held_store.check(repair=True, grace=0)
+    assert report.ok and sorted(p.kind for p in report.problems) == sorted(
+        ["missing", "corrupt", "dangling-alias", "dangling-alias", "counter", "orphan", "partial"]
+    )
+    assert sorted(p.version for p in report.lost) == [1, 2]
+    assert held_store.check(grace=0).problems == []
+    assert sorted(r.ref for r in held_store.list().items) == ["m:3", "m:5", "other:1"]
+    assert_whole(held_store, ["m:3", "m:5", "other:1"], model_file, tmp_path)
+    assert held_store.save(model_file, "m").version == 10
+
+
+def test_a_fresh_leftover_is_removed_only_when_no_save_can_own_it(
+    held_store: ModelStore, model_file: Path
+) -> None:
+    """The embedded store knows when no save is running (a lock), whatever a leftover's age; MongoDB
+    cannot tell a dead writer from a slow one, so a fresh leftover waits out the grace period."""
+    held_store.save(model_file, "m")
+    add_orphan(held_store, model_file)
+    add_partial(held_store)
+    report = held_store.check(repair=True)  # default grace: 15 minutes
+    if held_store.display.startswith("mongodb://"):
+        assert report.problems == [] and report.in_progress == 2 and stored_items(held_store) == 3
+        assert held_store.check(repair=True, grace=0).ok
+    else:
+        assert {p.kind for p in report.problems} == {"orphan", "partial"} and report.in_progress == 0
+    assert stored_items(held_store) == 1
+
+
+def test_check_and_repair_never_touch_a_save_running_meanwhile(
+    held_store: ModelStore, model_file: Path, tmp_path: Path
+) -> None:
+    """Saves run in another thread while check(repair=True) runs again and again: every save succeeds
+    and stays whole. The embedded store's lock makes this hold with no grace period at all; MongoDB's
+    protection is the grace period (the default here)."""
+    import threading
+
+    local = not held_store.display.startswith("mongodb://")
+    writer = open_store(held_store.root if local else held_store.uri_parts.redacted)  # type: ignore[attr-defined]
+    saved: list[int] = []
+    failed: list[BaseException] = []
+
+    def save_30() -> None:
+        try:
+            for _ in range(30):
+                saved.append(writer.save_file(model_file, "busy").version)
+        except BaseException as e:  # reported below
+            failed.append(e)
+
+    thread = threading.Thread(target=save_30)
+    thread.start()
+    checks = 0
+    while thread.is_alive() or checks == 0:
+        report = held_store.check(repair=True, grace=0 if local else 15 * 60)
+        assert report.problems == []  # nothing a running save wrote is taken for a leftover
+        checks += 1
+    thread.join()
+    writer.close()
+    assert failed == [] and saved == list(range(1, 31)) and checks > 1
+    assert_whole(held_store, [f"busy:{v}" for v in saved], model_file, tmp_path)
+    assert held_store.check(grace=0).problems == []
+
+
+def test_check_is_not_offered_over_http(remote_uri: str) -> None:
+    with open_store(remote_uri) as store, pytest.raises(BadParameter, match="not over HTTP"):
+        store.check()

@@ -12,7 +12,9 @@ Guarantees every backend keeps:
   half-wrote is collected later by :meth:`ModelStore.collect_garbage`, which runs on open);
 - every file carries its sha256, checked on every read: a corrupted file is an :class:`IntegrityError`
   naming the version, never a wrong model;
-- deleting removes the file bytes, not just the record.
+- deleting removes the file bytes, not just the record;
+- :meth:`ModelStore.check` finds where the catalogue and the stored bytes disagree (a killed save or
+  delete, a damaged disk, a person editing the database) and repairs what can be repaired safely.
 """
 
 from __future__ import annotations
@@ -191,6 +193,80 @@ class ModelRecord:
         )
 
 
+#: What :meth:`ModelStore.check` can find, and what ``repair`` does about it.
+PROBLEM_KINDS = {
+    "missing": "a version's file is gone: the model is lost; repair removes its record",
+    "corrupt": "a version's bytes do not match its size and sha256: the model is lost; repair removes it",
+    "unreadable": "a version's file cannot be read (permissions?): never repaired, nothing is removed",
+    "orphan": "stored bytes that no record names (a save killed before its record): repair removes them",
+    "partial": "what a save cut short while writing left (a staging file, chunks without their GridFS "
+    "files document): repair removes it",
+    "dangling-alias": "an alias naming a version that does not exist: repair removes the alias",
+    "counter": "a version existed that the store's memory of used numbers is behind: its number could "
+    "be given again; repair advances the counter",
+}
+LOST_KINDS = ("missing", "corrupt")
+
+
+@dataclass
+class Problem:
+    """One disagreement :meth:`ModelStore.check` found; ``repaired`` says whether it was fixed."""
+
+    kind: str  # a key of PROBLEM_KINDS
+    detail: str
+    name: str | None = None
+    version: int | None = None
+    repaired: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "detail": self.detail,
+            "repaired": self.repaired,
+        }
+
+
+@dataclass
+class CheckReport:
+    """What :meth:`ModelStore.check` read and found."""
+
+    store: str
+    checked: int = 0  # versions whose bytes were read to the end
+    in_progress: int = 0  # leftovers young enough to belong to a save still running: left alone
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The store is consistent: nothing found, or everything found repaired."""
+        return all(p.repaired for p in self.problems)
+
+    @property
+    def lost(self) -> list[Problem]:
+        """Versions whose model is gone (their bytes are missing or corrupt)."""
+        return [p for p in self.problems if p.kind in LOST_KINDS]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "store": self.store,
+            "checked": self.checked,
+            "in_progress": self.in_progress,
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Stored bytes that no record names: what a killed save (or delete) left behind."""
+
+    kind: str  # "orphan" (a whole file) or "partial" (one that was being written)
+    key: Any  # how the backend finds it again: a path, a GridFS id
+    detail: str
+    young: bool  # may belong to a save still running: never removed
+
+
 @dataclass
 class Page:
     """One page of a listing, and how many records match in all."""
@@ -353,9 +429,41 @@ class ModelStore(ABC):
     def _delete_version(self, name: str, version: int) -> bool:
         """Remove the record (and its aliases), then the file bytes; False if there was none."""
 
-    @abstractmethod
-    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
-        """Remove what interrupted saves and deletes left behind; returns how many items went."""
+    # -- primitives for check() and collect_garbage() -------------------------------------------
+    # Backends that hold their bytes themselves implement these; the remote store does not (its server
+    # checks its own store). In the MongoDB store they run inside an already translated operation.
+    def _catalogue(self) -> builtins.list[tuple[str, int]]:
+        """Every stored version as (name, version), sorted."""
+        raise NotImplementedError
+
+    def _alias_targets(self) -> builtins.list[tuple[str, str, int]]:
+        """Every alias as (name, alias, version), whether or not that version exists."""
+        raise NotImplementedError
+
+    def _drop_alias(self, name: str, alias: str, version: int) -> bool:
+        """Remove the alias only if it still names ``version`` and that version does not exist."""
+        raise NotImplementedError
+
+    def _counters(self) -> dict[str, int]:
+        """Per name, the highest deleted version number the store remembers (never to be given again)."""
+        raise NotImplementedError
+
+    def _advance_counter(self, name: str, version: int) -> None:
+        """Remember that ``version`` of ``name`` was used, so that it is never given again."""
+        raise NotImplementedError
+
+    def _leftovers(
+        self, grace: float, exact: bool
+    ) -> contextlib.AbstractContextManager[builtins.list[Leftover]]:
+        """Stored bytes no record names. One that may belong to a save still running is marked
+        ``young`` and never removed: with ``exact``, a backend that can tell which saves are running
+        asks (it may wait for them to reach their records); otherwise, or when it cannot, whatever is
+        younger than ``grace`` seconds is young. :meth:`_remove_leftover` runs inside the context."""
+        raise NotImplementedError
+
+    def _remove_leftover(self, item: Leftover) -> bool:
+        """Remove a leftover; False if it turned out to be in use after all (and was kept)."""
+        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 (optional: only backends holding connections need it)
         """Release connections; the store object is not used afterwards."""
@@ -594,6 +702,124 @@ class ModelStore(ABC):
     def _forget(self, sha256: str) -> None:
         with self._models_lock:
             self._models.pop(sha256, None)
+
+    # -- checking and repairing ------------------------------------------------------------------
+    def check(self, repair: bool = False, grace: float = GARBAGE_AGE_SECONDS) -> CheckReport:
+        """Find where the catalogue and the stored bytes disagree, like ``git fsck``; see PROBLEM_KINDS.
+
+        Every version's bytes are read and verified. With ``repair``, what can be fixed safely is fixed:
+        leftovers of killed saves go, dangling aliases go, counters advance; a version whose bytes are
+        missing or corrupt has lost its model, and its record is removed (its number stays retired).
+        A version that reads back whole is never touched. Bytes that may belong to a save still running
+        are left alone and counted in ``in_progress``: the embedded store knows which saves run (a
+        lock), the MongoDB store cannot and leaves leftovers younger than ``grace`` seconds. Safe to
+        run while other processes save and delete.
+        """
+        report = CheckReport(self.display)
+        self._check_versions(report, repair)
+        self._check_aliases(report, repair)
+        self._check_leftovers(report, repair, grace, exact=True)
+        return report
+
+    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
+        """Remove what interrupted saves and deletes left behind; returns how many items went.
+
+        The cheap part of :meth:`check` with ``repair`` (no file is read), run when a store opens. It
+        never waits for running saves and goes by age alone: leftovers younger than ``max_age`` seconds
+        stay (for :meth:`check` to report, or for a later collection).
+        """
+        report = CheckReport(self.display)
+        self._check_aliases(report, repair=True)
+        self._check_leftovers(report, repair=True, grace=max_age, exact=False)
+        return sum(1 for p in report.problems if p.repaired and p.kind != "counter")
+
+    def _check_versions(self, report: CheckReport, repair: bool) -> None:
+        for name, version in self._catalogue():
+            record = self._get(name, version)
+            try:
+                found = None if record is None else self._verify(record)
+            except NotFound:
+                continue
+            if record is None or (found is not None and self._get(name, version) is None):
+                continue  # deleted meanwhile (a delete removes the record first, then the bytes)
+            report.checked += 1
+            if found is None:
+                continue
+            kind, detail = found
+            problem = Problem(kind, detail, name, version)
+            if repair and kind in LOST_KINDS:
+                problem.repaired = self._delete_version(name, version)
+                self._forget(record.sha256)
+            report.problems.append(problem)
+
+    def _verify(self, record: ModelRecord) -> tuple[str, str] | None:
+        """None if the version's bytes read back whole; else (kind, detail). NotFound: deleted meanwhile."""
+        try:
+            raw = self._open_file(record)
+        except IntegrityError as e:
+            return "missing", f"{e}: the model is lost"
+        except OSError as e:
+            return "unreadable", f"model {record.ref}: its stored file cannot be read ({e})"
+        try:
+            with VerifyingReader(raw, record) as reader:
+                while reader.read(CHUNK):
+                    pass
+        except IntegrityError as e:
+            return "corrupt", f"{e}: the model is lost"
+        except OSError as e:
+            return "unreadable", f"model {record.ref}: its stored file cannot be read ({e})"
+        return None
+
+    def _check_aliases(self, report: CheckReport, repair: bool) -> None:
+        """Aliases naming versions that do not exist, and the counters they show to be behind.
+
+        The aliases are read before and after the versions: an alias seen both times whose version was
+        absent in between outlived its version (a delete removes the aliases first).
+        """
+        before = set(self._alias_targets())
+        stored = self._catalogue()
+        existing = set(stored)
+        highest: dict[str, int] = {}
+        for name, version in stored:
+            highest[name] = max(highest.get(name, 0), version)
+        counters = self._counters()
+        for name, alias, version in sorted(set(self._alias_targets()) & before):
+            if (name, version) in existing:
+                continue
+            used = max(highest.get(name, 0), counters.get(name, 0))
+            if version > used:  # that number was given once, and the store would give it again
+                behind = Problem(
+                    "counter",
+                    f"version {version} of {name!r} existed (alias {alias!r} names it) but the store "
+                    f"remembers numbers up to {used} only: the next save would reuse {used + 1}",
+                    name,
+                    version,
+                )
+                if repair:
+                    self._advance_counter(name, version)
+                    counters[name] = version
+                    behind.repaired = True
+                report.problems.append(behind)
+            detail = f"alias {alias!r} names version {version}, which does not exist"
+            dangling = Problem("dangling-alias", detail, name, version)
+            if repair:
+                dangling.repaired = self._drop_alias(name, alias, version)
+                if not dangling.repaired:
+                    continue  # moved to an existing version meanwhile: nothing wrong
+            report.problems.append(dangling)
+
+    def _check_leftovers(self, report: CheckReport, repair: bool, grace: float, exact: bool) -> None:
+        with self._leftovers(grace, exact) as leftovers:
+            for item in leftovers:
+                if item.young:
+                    report.in_progress += 1
+                    continue
+                problem = Problem(item.kind, item.detail)
+                if repair:
+                    problem.repaired = self._remove_leftover(item)
+                    if not problem.repaired:
+                        continue  # a record names it now: it was a save, not a leftover
+                report.problems.append(problem)
 
 
 def _accuracy(value: Any) -> float | None:

@@ -5,17 +5,24 @@ The default when no MongoDB is configured (under Jupyter's data dir). Layout::
     ROOT/catalog.sqlite       versions and aliases (WAL mode: readers never wait for a writer)
     ROOT/files/<token>.keras  one file per version, named by a random token
     ROOT/staging/<token>.part what a save is still writing
+    ROOT/saves.lock           held (shared) by every save from its first write to its record
 
 A save writes and fsyncs the file in ``staging``, renames it into ``files``, and only then inserts the
 record in one ``BEGIN IMMEDIATE`` transaction that also picks the next version number, so concurrent
 writers in several processes get distinct versions (never one a deleted version had) and a killed save
-leaves no visible version. A delete
-removes the record first, then the file. What an interrupted save or delete leaves (a staging file, a
-file no record names) is removed by :meth:`collect_garbage` once old enough to belong to no running save.
+leaves no visible version. A delete removes the record first, then the file.
+
+What an interrupted save or delete leaves (a staging file, a file no record names) is removed on open
+by :meth:`collect_garbage` once old enough to belong to no running save. :meth:`check` tells it from a
+save still running whatever its age: it takes ``saves.lock`` exclusively, and while it holds it no save
+is between its first write and its record, so every file without a record is dead. The kernel releases
+a killed process's lock, so a killed save never blocks it. Where there is no ``flock`` (Windows), age
+decides there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +36,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import IntegrityError, NotFound, StoreUnavailable
-from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query
+from .base import CHUNK, Leftover, ModelRecord, ModelStore, Page, Query
+
+try:
+    import fcntl
+except ImportError:  # Windows: leftovers are told from running saves by their age alone
+    fcntl = None  # type: ignore[assignment]
+
+# check() waits this long for running saves to reach their record; then it goes by age instead.
+LOCK_WAIT_SECONDS = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -77,9 +92,11 @@ class LocalModelStore(ModelStore):
         self.display = str(self.root)
         self.files = self.root / "files"
         self.staging = self.root / "staging"
+        self.lock_path = self.root / "saves.lock"
         try:
             self.files.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(exist_ok=True)
+            self.lock_path.touch()
             self._db = sqlite3.connect(
                 self.root / "catalog.sqlite", timeout=60, isolation_level=None, check_same_thread=False
             )
@@ -110,6 +127,36 @@ class LocalModelStore(ModelStore):
             except sqlite3.OperationalError as e:
                 raise StoreUnavailable(f"the model store at {self.root}: {e}") from None
 
+    @contextmanager
+    def _save_lock(self) -> Iterator[None]:
+        """Held (shared, so saves never wait for each other) from a save's first write to its record."""
+        if fcntl is None:
+            yield
+            return
+        with open(self.lock_path, "rb") as lock:  # each save its own open file: its own lock
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    @contextmanager
+    def _no_save_running(self) -> Iterator[bool]:
+        """The save lock, exclusively: yields True once no save is between its first write and its
+        record (and none starts until the context ends); False if that could not be had in time."""
+        if fcntl is None:
+            yield False
+            return
+        with open(self.lock_path, "rb") as lock:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.01)
+            yield True
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
@@ -121,14 +168,23 @@ class LocalModelStore(ModelStore):
     def _insert_version(
         self, name: str, path: Path, sha256: str, size: int, fields: dict[str, Any]
     ) -> ModelRecord:
+        with self._save_lock():
+            return self._write_version(name, path, sha256, size, fields)
+
+    def _write_version(
+        self, name: str, path: Path, sha256: str, size: int, fields: dict[str, Any]
+    ) -> ModelRecord:
         token = uuid.uuid4().hex
         part = self.staging / f"{token}.part"
         final = self.files / f"{token}.keras"
-        with open(path, "rb") as src, open(part, "wb") as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(part, final)
+        try:
+            with open(path, "rb") as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
         _fsync_dir(self.files)
         try:
             with self._tx(immediate=True) as db:
@@ -272,25 +328,63 @@ class LocalModelStore(ModelStore):
             ).fetchone()
             if row is None:
                 return False
-            db.execute(
-                "INSERT INTO deleted (name, last) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET last = MAX(last, excluded.last)",
-                (name, version),
-            )
+            _retire(db, name, version)
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
         (self.files / row[0]).unlink(missing_ok=True)
         return True
 
-    def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
-        cutoff = time.time() - max_age
-        removed = 0
-        for part in self.staging.glob("*.part"):
-            removed += _unlink_if_older(part, cutoff)
-        known = {row[0] for row in self._query("SELECT file FROM versions")}
-        for path in self.files.glob("*.keras"):
-            if path.name not in known:
-                removed += _unlink_if_older(path, cutoff)
-        return removed
+    # -- primitives for check() and collect_garbage() -------------------------------------------
+    def _catalogue(self) -> list[tuple[str, int]]:
+        rows = self._query("SELECT name, version FROM versions ORDER BY name, version")
+        return [(r[0], r[1]) for r in rows]
+
+    def _alias_targets(self) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._query("SELECT name, alias, version FROM aliases")]
+
+    def _drop_alias(self, name: str, alias: str, version: int) -> bool:
+        with self._tx(immediate=True) as db:
+            return (
+                db.execute(
+                    "DELETE FROM aliases WHERE name = ? AND alias = ? AND version = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM versions WHERE name = ? AND version = ?)",
+                    (name, alias, version, name, version),
+                ).rowcount
+                > 0
+            )
+
+    def _counters(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._query("SELECT name, last FROM deleted")}
+
+    def _advance_counter(self, name: str, version: int) -> None:
+        with self._tx(immediate=True) as db:
+            _retire(db, name, version)
+
+    @contextmanager
+    def _leftovers(self, grace: float, exact: bool) -> Iterator[list[Leftover]]:
+        with self._no_save_running() if exact else contextlib.nullcontext(False) as quiet:
+            cutoff = time.time() - grace
+
+            def young(stat: os.stat_result) -> bool:
+                return not quiet and stat.st_mtime > cutoff
+
+            items = []
+            for part in sorted(self.staging.glob("*.part")):
+                if stat := _stat(part):
+                    detail = f"staging file {part.name} ({stat.st_size} bytes) of a save that never finished"
+                    items.append(Leftover("partial", part, detail, young=young(stat)))
+            known = {row[0] for row in self._query("SELECT file FROM versions")}
+            for path in sorted(self.files.glob("*.keras")):
+                if path.name not in known and (stat := _stat(path)):
+                    detail = f"file {path.name} ({stat.st_size} bytes) that no record names"
+                    items.append(Leftover("orphan", path, detail, young=young(stat)))
+            yield items
+
+    def _remove_leftover(self, item: Leftover) -> bool:
+        path: Path = item.key
+        if item.kind == "orphan" and self._query("SELECT 1 FROM versions WHERE file = ?", (path.name,)):
+            return False
+        path.unlink(missing_ok=True)
+        return True
 
     def stored_files(self) -> set[str]:
         """The names of the files in the store's folder (for checks and tests)."""
@@ -304,14 +398,20 @@ class LocalModelStore(ModelStore):
         return self.files / rows[0][0]
 
 
-def _unlink_if_older(path: Path, cutoff: float) -> int:
+def _retire(db: sqlite3.Connection, name: str, version: int) -> None:
+    """Remember that ``version`` of ``name`` was used: no later save gets that number or a lower one."""
+    db.execute(
+        "INSERT INTO deleted (name, last) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET last = MAX(last, excluded.last)",
+        (name, version),
+    )
+
+
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        if path.stat().st_mtime <= cutoff:
-            path.unlink()
-            return 1
+        return path.stat()
     except FileNotFoundError:
-        pass
-    return 0
+        return None  # removed meanwhile
 
 
 def _fsync_dir(path: Path) -> None:

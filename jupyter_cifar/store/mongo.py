@@ -14,8 +14,10 @@ under the next free version: one more than the highest version the name has had 
 retried on a duplicate key, so concurrent writers in any number of processes get distinct versions and
 a deleted version's number is never given to another model. Only the record makes a version visible: a
 killed save leaves a GridFS file (or chunks without a files document) that no record names, which
-:meth:`MongoModelStore.collect_garbage` removes once old enough to belong to no running save. A delete
-removes the aliases, then the record, then the bytes.
+:meth:`~jupyter_cifar.store.base.ModelStore.check` and :meth:`MongoModelStore.collect_garbage` remove
+once old enough to belong to no running save (MongoDB cannot tell a dead writer from a slow one: a
+file's age is all there is). A delete remembers the number, removes the aliases, then the record, then
+the bytes.
 
 Writes use ``w="majority"`` and retryable writes. When a write fails in a way that leaves its outcome
 unknown (a failover, a lost connection), the record is looked up by its ``file_id`` before the insert is
@@ -30,6 +32,7 @@ within the store's ``timeout`` and naming the host(s), never the password. Tag f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -60,7 +63,7 @@ from pymongo.errors import (
 )
 
 from ..errors import BadParameter, Conflict, IntegrityError, NotFound, StoreError, StoreUnavailable
-from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query
+from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, Leftover, ModelRecord, ModelStore, Page, Query
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class MongoModelStore(ModelStore):
                 return
             try:
                 self._create_indexes()
-                self._collect(GARBAGE_AGE_SECONDS)
+                ModelStore.collect_garbage(self, GARBAGE_AGE_SECONDS)  # its primitives need no set-up
             except OperationFailure as e:
                 if e.code != _UNAUTHORIZED:
                     raise
@@ -415,34 +418,77 @@ class MongoModelStore(ModelStore):
 
     @_operation
     def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
-        return self._collect(max_age)
+        return super().collect_garbage(max_age)
 
-    def _collect(self, max_age: float) -> int:
-        """Files no record names, chunks no files document owns, aliases of deleted versions."""
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=max_age)
-        removed = 0
+    @_operation
+    def check(self, repair: bool = False, grace: float = GARBAGE_AGE_SECONDS) -> CheckReport:
+        return super().check(repair, grace)
+
+    # -- primitives for check() and collect_garbage(): called inside one of the two above ----------
+    def _catalogue(self) -> list[tuple[str, int]]:
+        docs = self.versions.find({}, {"name": 1, "version": 1, "_id": 0}).sort([("name", 1), ("version", 1)])
+        return [(d["name"], int(d["version"])) for d in docs]
+
+    def _alias_targets(self) -> list[tuple[str, str, int]]:
+        docs = self.aliases.find({}, {"name": 1, "alias": 1, "version": 1, "_id": 0})
+        return [(d["name"], d["alias"], int(d["version"])) for d in docs]
+
+    def _drop_alias(self, name: str, alias: str, version: int) -> bool:
+        # A version that is gone never comes back (its number is retired), so this check stays true.
+        if self.versions.count_documents({"name": name, "version": version}, limit=1):
+            return False
+        return self.aliases.delete_one({"name": name, "alias": alias, "version": version}).deleted_count > 0
+
+    def _counters(self) -> dict[str, int]:
+        return {d["_id"]: int(d["last"]) for d in self.counters.find({}, {"last": 1})}
+
+    def _advance_counter(self, name: str, version: int) -> None:
+        self.counters.update_one({"_id": name}, {"$max": {"last": version}}, upsert=True)
+
+    @contextmanager
+    def _leftovers(self, grace: float, exact: bool) -> Iterator[list[Leftover]]:
+        """GridFS files no record names, and chunks no files document owns.
+
+        MongoDB cannot tell a dead writer from a slow one, ``exact`` or not: age decides. The files are
+        listed before the records are read, so a save that wrote its record meanwhile is
+        not taken for a leftover. GridFS writes chunks first and the files document last (its
+        ``uploadDate`` is when the upload ended); every chunk's ``_id`` is made when it is written, so a
+        save in progress has a young chunk.
+        """
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace)
+        files = list(self._files.find({}, {"_id": 1, "uploadDate": 1, "length": 1, "filename": 1}))
         named = {d["file_id"] for d in self.versions.find({}, {"file_id": 1, "_id": 0})}
-        for f in self._files.find({"uploadDate": {"$lte": cutoff}}, {"_id": 1}):
+        items = []
+        for f in files:
             if f["_id"] not in named:
-                self._discard(f["_id"])
-                removed += 1
-        # GridFS writes chunks first and the files document last: chunks without one are a save in
-        # progress, or one that died. Every chunk's _id is made when it is written, so a save in
-        # progress has a young chunk; only owners whose newest chunk is old enough are removed.
+                detail = (
+                    f"GridFS file {f['_id']} ({f.get('filename')}, {f.get('length')} bytes, uploaded "
+                    f"{f['uploadDate']:%Y-%m-%d %H:%M:%S} UTC) that no record names"
+                )
+                items.append(Leftover("orphan", f["_id"], detail, young=f["uploadDate"] > cutoff))
         owners = [d["_id"] for d in self._chunks.aggregate(_DISTINCT_OWNERS)]
         with_files = {d["_id"] for d in self._files.find({"_id": {"$in": owners}}, {"_id": 1})}
         for owner in owners:
-            if owner in with_files or _younger(owner, cutoff):
-                continue
+            if owner in with_files or owner in named:
+                continue  # a whole file, or one a record names (a missing files document is its problem)
             newest = self._chunks.find_one({"files_id": owner}, {"_id": 1}, sort=[("n", pymongo.DESCENDING)])
-            if newest is not None and _younger(newest["_id"], cutoff):
-                continue
-            self._chunks.delete_many({"files_id": owner})
-            removed += 1
-        for a in self.aliases.find({}, {"name": 1, "version": 1}):
-            if self.versions.count_documents({"name": a["name"], "version": a["version"]}, limit=1) == 0:
-                removed += self.aliases.delete_one({"_id": a["_id"]}).deleted_count
-        return removed
+            young = _younger(owner, cutoff) or (newest is not None and _younger(newest["_id"], cutoff))
+            count = self._chunks.count_documents({"files_id": owner})
+            detail = f"{count} GridFS chunk(s) of file {owner} without a files document (an upload cut short)"
+            items.append(Leftover("partial", owner, detail, young=young))
+        yield items
+
+    def _remove_leftover(self, item: Leftover) -> bool:
+        if self.versions.count_documents({"file_id": item.key}, limit=1):
+            return False
+        if item.kind == "orphan":
+            with contextlib.suppress(NoFile):  # the files document, then every chunk
+                self.bucket.delete(item.key)
+        elif self._files.count_documents({"_id": item.key}, limit=1):
+            return False  # the upload finished meanwhile
+        else:
+            self._chunks.delete_many({"files_id": item.key})
+        return True
 
     # -- for checks and tests ----------------------------------------------------------------------
     @_operation

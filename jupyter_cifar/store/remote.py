@@ -19,7 +19,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadParameter, Conflict, IntegrityError, ModelFileError, NotFound, StoreUnavailable
-from .base import CHUNK, GARBAGE_AGE_SECONDS, ModelRecord, ModelStore, Page, Query, Ref
+from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, ModelRecord, ModelStore, Page, Query, Ref
 
 ENV_SERVER_URL = "JUPYTER_CIFAR_SERVER_URL"
 ENV_SERVER_TOKEN = "JUPYTER_CIFAR_SERVER_TOKEN"
@@ -207,3 +207,12 @@ class RemoteModelStore(ModelStore):
     def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
         """The server collects its store's garbage; nothing is left half-written here."""
         return 0
+
+    def check(self, repair: bool = False, grace: float = GARBAGE_AGE_SECONDS) -> CheckReport:
+        """Not over HTTP: reading every stored file back through the API would prove little about the
+        store behind it, and repairs belong to whoever holds that store."""
+        raise BadParameter(
+            "--store",
+            f"{self.display}: a store is checked where its bytes are, not over HTTP; check the "
+            "server's own store (its folder or mongodb:// URI)",
+        )
