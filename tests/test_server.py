@@ -156,6 +156,18 @@ async def test_bad_json_body(api) -> None:
     assert code == 400 and "not JSON" in content["message"]
 
 
+async def test_a_refused_version_keeps_its_upload_for_a_corrected_retry(api, model_file: Path) -> None:
+    status, upload, _ = await api("uploads", "POST", model_file.read_bytes())
+    assert status == 201
+    for bad in ({"aliases": ["latest"]}, {"tags": {"bad key": "v"}}, {"notes": 3}, {"metadata": []}):
+        code, content, _ = await api("models/m/versions", "POST", {"upload_id": upload["upload_id"], **bad})
+        assert code == 400 and content["error"] == "bad_parameter", (bad, content)
+    code, record, _ = await api("models/m/versions", "POST", {"upload_id": upload["upload_id"]})
+    assert code == 201 and record["version"] == 1
+    code, content, _ = await api("models/m/versions", "POST", {"upload_id": upload["upload_id"]})
+    assert code == 404  # used once
+
+
 async def test_a_file_that_is_not_a_model_is_refused(api, tmp_path: Path) -> None:
     text = tmp_path / "x.keras"
     text.write_text("hello")
