@@ -4,7 +4,8 @@ Scripts rely on what this prints: with ``--json`` exactly one JSON document goes
 to stderr), errors are one line on stderr naming what was wrong, and the exit status says what happened:
 
     0  all done
-    1  some inputs could not be handled (each named in the output; the rest were done)
+    1  some inputs could not be handled (each named in the output; the rest were done); for
+       ``models check``: problems found (without --repair) or damage left that cannot be repaired
     2  bad usage or a bad parameter
     3  the model store could not be reached
 """
@@ -61,8 +62,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds (got {text})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .nets import DEFAULT_PRESET, PRESETS
+    from .store.base import GARBAGE_AGE_SECONDS
 
     parser = _Parser(prog=PROG, description="Train, evaluate and classify CIFAR-10 image classifiers.")
     parser.add_argument("--version", action="version", version=f"jupyter_cifar {__version__}")
@@ -164,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("note", "replace a version's notes")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
     p.add_argument("notes", metavar="TEXT")
+    p = verb("check", "find where the records and the stored files disagree (like git fsck)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="fix what can be fixed safely: remove what killed saves left and dangling aliases, advance "
+        "counters, drop the records of versions whose bytes are lost (never a whole version)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_seconds,
+        default=GARBAGE_AGE_SECONDS,
+        metavar="SECONDS",
+        help="MongoDB: leave leftovers younger than this alone, they may be saves still running "
+        f"(default: {GARBAGE_AGE_SECONDS:.0f}); the embedded store knows which saves are running",
+    )
     p = verb("delete", "delete a version, or with --all every version of a model (bytes included)")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
     p.add_argument("--all", action="store_true", help="REF is a model name: delete all its versions")
@@ -413,6 +440,40 @@ def _models_delete(store: Any, args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def _models_check(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    report = store.check(repair=args.repair, grace=args.grace)
+    out.result(report.to_json(), _check_text)
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _check_text(r: dict[str, Any]) -> str:
+    from .store.base import LOST_KINDS
+
+    problems = r["problems"]
+    lines = []
+    for p in problems:
+        where = f"{p['name']}:{p['version']}" if p["name"] else "-"
+        state = "found" if not p["repaired"] else "removed" if p["kind"] in LOST_KINDS else "repaired"
+        lines.append(f"{p['kind']:<14}  {where:<12}  {state:<8}  {p['detail']}")
+    repaired = sum(p["repaired"] for p in problems)
+    summary = f"checked {r['checked']} versions in {r['store']}: "
+    if not problems:
+        summary += "consistent"
+    else:
+        summary += f"{len(problems)} problem(s), {repaired} repaired"
+    lost = [f"{p['name']}:{p['version']}" for p in problems if p["kind"] in LOST_KINDS]
+    if lost:
+        summary += f"; models lost: {', '.join(lost)}"
+    if r["in_progress"]:
+        summary += (
+            f"; {r['in_progress']} leftover(s) young enough to belong to saves still running left alone "
+            "(see --grace)"
+        )
+    if repaired < len(problems):
+        summary += "; --repair fixes what can be fixed" if not repaired else "; the rest cannot be repaired"
+    return "\n".join([*lines, summary])
+
+
 MODEL_VERBS = {
     "list": _models_list,
     "show": _models_show,
@@ -423,6 +484,7 @@ MODEL_VERBS = {
     "tag": _models_tag,
     "note": _models_note,
     "delete": _models_delete,
+    "check": _models_check,
 }
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from mongod import free_port
-from storetools import tiny_model
+from storetools import add_orphan, lose_file, tiny_model, tiny_model_file
 from test_cli import assert_one_line_error, cli
+
+from jupyter_cifar.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +159,57 @@ def test_seed_documents_come_in_with_one_command(mongod, store_dir: Path, tmp_pa
     assert len(report["skipped"]) == 1 and "cannot be read as a model file" in report["skipped"][0]["error"]
     status, record, _ = models(store_dir, "show", "seed")
     assert status == 0 and record["metadata"]["imported_format"] == "h5"
+
+
+# -- models check ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", "mongo"])
+def test_check_reports_damage_exits_1_and_repair_fixes_it(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    uri = str(tmp_path / "store") if backend == "local" else request.getfixturevalue("mongo_uri")
+    source = tiny_model_file(tmp_path / "m.keras")
+    with open_store(uri) as store:
+        for _ in range(3):
+            store.save_file(source, "m")
+        lose_file(store, store.resolve("m:2"))
+        add_orphan(store, source)
+
+    status, report, err = models(uri, "check", "--grace", "0")
+    assert status == 1, err
+    assert set(report) == {"ok", "store", "checked", "in_progress", "problems"}
+    assert report["ok"] is False and report["checked"] == 3
+    assert sorted((p["kind"], p["name"], p["version"], p["repaired"]) for p in report["problems"]) == [
+        ("missing", "m", 2, False),
+        ("orphan", None, None, False),
+    ]
+    proc = cli("models", "check", "--grace", "0", "--store", uri)
+    assert proc.returncode == 1 and "models lost: m:2" in proc.stdout and "--repair" in proc.stdout
+
+    status, report, err = models(uri, "check", "--repair", "--grace", "0")
+    assert status == 0, err
+    assert report["ok"] is True and all(p["repaired"] for p in report["problems"])
+    proc = cli("models", "check", "--store", uri)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(": consistent"), proc.stdout
+    status, listed, _ = models(uri, "list")
+    assert sorted(r["version"] for r in listed) == [1, 3]
+
+
+def test_check_leaves_fresh_mongodb_leftovers_to_the_grace_period(mongo_uri: str, tmp_path: Path) -> None:
+    source = tiny_model_file(tmp_path / "m.keras")
+    with open_store(mongo_uri) as store:
+        store.save_file(source, "m")
+        add_orphan(store, source)  # as a save between its upload and its record would look
+    status, report, _ = models(mongo_uri, "check", "--repair")
+    assert status == 0 and report["problems"] == [] and report["in_progress"] == 1
+    proc = cli("models", "check", "--store", mongo_uri)
+    assert proc.returncode == 0 and "1 leftover(s) young enough" in proc.stdout
+
+
+def test_check_of_an_unreachable_store_exits_3_and_bad_grace_exits_2(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    assert_one_line_error(
+        cli("models", "check", "--store", f"mongodb://127.0.0.1:{port}/models"), 3, f"127.0.0.1:{port}"
+    )
+    assert_one_line_error(cli("models", "check", "--grace", "-1", "--store", tmp_path), 2, "--grace")
