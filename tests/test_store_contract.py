@@ -300,9 +300,11 @@ def test_8_processes_x_10_saves_get_versions_1_to_80(store_uri: str, model_file:
         assert stored_items(s) == 80
 
 
-def test_a_save_killed_at_any_moment_leaves_whole_versions_or_none(
-    store_uri: str, model_file: Path, tmp_path: Path
+def test_a_client_killed_at_any_moment_leaves_whole_versions_or_none(
+    remote_uri: str, model_file: Path, tmp_path: Path
 ) -> None:
+    """Over HTTP: the embedded and MongoDB stores' writers are killed 100 times each in test_crash.py."""
+    store_uri = remote_uri
     rng = random.Random(1)
     ctx = multiprocessing.get_context("spawn")
     for _ in range(3):
