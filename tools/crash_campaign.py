@@ -313,7 +313,7 @@ def campaign(
             zygote_proc.stdin.write(json.dumps({**job, "seed": seed * 100_000 + life, "errors": str(errors)}))
             zygote_proc.stdin.write("\n")
             zygote_proc.stdin.flush()
-            pid = int(zygote_proc.stdout.readline().split()[1])
+            pid = int(_answer(zygote_proc, "pid"))
             # a quarter of the kills within the first 50 ms (the store opening, the first operation)
             delay = rng.uniform(0, min(50.0, max_delay_ms) if rng.random() < 0.25 else max_delay_ms) / 1000
             delays.append(delay * 1000)
@@ -322,7 +322,7 @@ def campaign(
             finally:  # even if the campaign is interrupted: no worker outlives it
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            code = int(zygote_proc.stdout.readline().split()[1])
+            code = int(_answer(zygote_proc, "exit"))
             figures.kills += 1
             if code != -signal.SIGKILL:
                 figures.worker_errors += 1
@@ -343,6 +343,14 @@ def campaign(
             "max": round(max(delays), 1),
         }
     return figures
+
+
+def _answer(zygote_proc: subprocess.Popen[str], word: str) -> str:
+    assert zygote_proc.stdout is not None
+    line = zygote_proc.stdout.readline().split()
+    if len(line) != 2 or line[0] != word:
+        raise RuntimeError(f"the worker launcher stopped (its error is above): {' '.join(line)!r}")
+    return line[1]
 
 
 def after_kill(store: Any, ledger: Ledger, last_line: str | None) -> None:
