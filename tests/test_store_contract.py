@@ -131,6 +131,30 @@ def test_tags_merge_and_notes_replace(store: ModelStore, model_file: Path) -> No
             store.set_tags("t", bad)
 
 
+def test_text_utf8_cannot_hold_is_refused_and_nothing_changes(store: ModelStore, model_file: Path) -> None:
+    """A lone surrogate (Python's stand-in for undecodable bytes, e.g. from a command line)."""
+    store.save(model_file, "u", notes="kept")
+    for call, param in (
+        (lambda: store.set_notes("u", "bad \udcff"), "notes"),
+        (lambda: store.set_tags("u", {"k": "bad \udcff"}), "tag"),
+        (lambda: store.save(model_file, "u", notes="bad \udcff"), "notes"),
+        (lambda: store.save(model_file, "u", metadata={"dataset": "bad \udcff"}), "metadata"),
+    ):
+        with pytest.raises(BadParameter, match=param):
+            call()
+    record = store.resolve("u")
+    assert (record.version, record.notes, record.tags, store.list().total) == (1, "kept", {}, 1)
+    assert len(check_name_error("x" * 10_000)) < 200  # a long bad name is not echoed whole
+
+
+def check_name_error(name: str) -> str:
+    from jupyter_cifar.store.base import check_name
+
+    with pytest.raises(BadParameter) as caught:
+        check_name(name)
+    return str(caught.value)
+
+
 @pytest.mark.parametrize("name", ["../etc", "a/b", "", "x" * 101, "a\x00b", "a b", ".", "-x", "名前"])
 def test_names_that_cannot_be_used_are_refused(store: ModelStore, model_file: Path, name: str) -> None:
     with pytest.raises(BadParameter, match="name"):

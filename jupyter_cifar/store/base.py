@@ -59,12 +59,23 @@ GARBAGE_AGE_SECONDS = 15 * 60
 
 def check_name(name: object, what: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        shown = repr(name) if len(repr(name)) <= 60 else f"{repr(name)[:50]}... ({len(str(name))} characters)"
         raise BadParameter(
             what,
-            f"{name!r} is not a valid {what}: use 1-100 letters, digits, '.', '_' or '-', "
+            f"{shown} is not a valid {what}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
         )
     return name
+
+
+def _storable(text: str) -> bool:
+    """Whether text can be kept as UTF-8: a lone surrogate (what Python makes of undecodable bytes, e.g.
+    on a command line) cannot, and every backend would fail on it in its own way."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_alias(alias: object) -> str:
@@ -87,7 +98,7 @@ def check_tags(tags: Mapping[str, object]) -> dict[str, str | None]:
             if not isinstance(value, str | int | float | bool):
                 raise BadParameter("tag", f"tag {key!r}: the value must be text")
             value = str(value)
-            if len(value) > MAX_TAG_VALUE or _CONTROL.search(value):
+            if len(value) > MAX_TAG_VALUE or _CONTROL.search(value) or not _storable(value):
                 raise BadParameter(
                     "tag", f"tag {key!r}: the value must be at most {MAX_TAG_VALUE} characters of text"
                 )
@@ -95,9 +106,21 @@ def check_tags(tags: Mapping[str, object]) -> dict[str, str | None]:
     return checked
 
 
+def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as the JSON every backend stores (other values become their text), or BadParameter."""
+    try:
+        text = json.dumps(dict(metadata), allow_nan=False, default=str, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise BadParameter("metadata", f"metadata must be JSON data ({e})") from None
+    if not _storable(text):
+        raise BadParameter("metadata", "metadata must be text that UTF-8 can hold (no lone surrogates)")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
 def check_notes(notes: object) -> str:
-    if not isinstance(notes, str) or len(notes) > MAX_NOTES or "\x00" in notes:
-        raise BadParameter("notes", f"notes must be text of at most {MAX_NOTES} characters")
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES or "\x00" in notes or not _storable(notes):
+        raise BadParameter("notes", f"notes must be text (UTF-8) of at most {MAX_NOTES} characters")
     return notes
 
 
@@ -581,7 +604,7 @@ class ModelStore(ABC):
         A legacy ``.h5`` is loaded (safe mode) and stored as ``.keras``. ``metadata`` is what a training
         run knows (:meth:`TrainResult.metadata`); the store adds the model's facts and who saved it.
         """
-        self._check_save_arguments(name, tags, notes, aliases)
+        self._check_save_arguments(name, tags, notes, aliases, metadata)
         from ..modelfiles import load_model, save_model, sniff_format
 
         if isinstance(model, str | os.PathLike):
@@ -621,7 +644,7 @@ class ModelStore(ABC):
         """
         from ..modelfiles import inspect_model_file
 
-        self._check_save_arguments(name, tags, notes, aliases)
+        self._check_save_arguments(name, tags, notes, aliases, metadata)
         path = Path(path)
         facts = inspect_model_file(path)
         if facts["format"] != "keras":
@@ -630,7 +653,7 @@ class ModelStore(ABC):
             raise ModelFileError(f"{path}: only .keras files are stored as they are; import .h5 with save()")
         meta = {**facts, **dict(metadata or {})}
         meta.setdefault("saved_by", who())
-        meta = json.loads(json.dumps(meta, allow_nan=False, default=str))  # JSON-ready, or fail now
+        meta = check_metadata(meta)
         sha256, size = file_digest(path)
         fields = {
             "created": now_iso(),
@@ -646,11 +669,16 @@ class ModelStore(ABC):
 
     @staticmethod
     def _check_save_arguments(
-        name: str, tags: Mapping[str, str] | None, notes: str, aliases: Sequence[str]
+        name: str,
+        tags: Mapping[str, str] | None,
+        notes: str,
+        aliases: Sequence[str],
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         check_name(name)
         check_tags(tags or {})
         check_notes(notes)
+        check_metadata(metadata or {})
         for alias in aliases:
             check_alias(alias)
 

@@ -144,7 +144,7 @@ class RemoteModelStore(ModelStore):
         aliases: Any = (),
     ) -> ModelRecord:
         """Stream the file to the server, which checks and stores it."""
-        self._check_save_arguments(name, tags, notes, aliases)
+        self._check_save_arguments(name, tags, notes, aliases, metadata)
         path = Path(path)
         from ..modelfiles import inspect_model_file
 
