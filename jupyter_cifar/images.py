@@ -10,7 +10,9 @@ that decode the whole dataset, where importing TensorFlow would cost seconds per
 
 Safety: only the formats in :data:`ALLOWED_FORMATS` are ever tried (so an EPS upload never reaches
 Ghostscript), and an image whose header claims more than ``max_pixels`` pixels is refused before a
-single pixel is decoded.
+single pixel is decoded (fewer for WebP and RLE-compressed BMP, whose decoders cost more per pixel).
+Decoding one image needs at most about two full-size 32-bit copies of it in memory; the fuzz tests
+(tests/test_images_fuzz.py) hold it to that, and to no crash and no hang, on thousands of hostile files.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ SIZE = (32, 32)
 #: decoding: a few hundred kilobytes of PNG can otherwise claim gigabytes of memory.
 MAX_PIXELS = 64_000_000
 
+# Refuse images longer than this on either side (JPEG's and GIF's own limit). Pillow keeps a pointer
+# per row, and the bands converted here are whole rows: a 1x64,000,000 PNG of 1.4 MB, within
+# MAX_PIXELS, took 1.5 GB (and the 64,000,000x1 one 1 GB).
+_MAX_SIDE = 65_535
+
 #: The only formats Pillow is asked to recognise. Passing them to ``Image.open(formats=...)``
 #: means formats with risky decoders (EPS runs Ghostscript) are never touched.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -81,9 +88,34 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
+# Decoders that cost more per pixel than a plain decode get a lower pixel limit (max_pixels divided by
+# the factor). WebP: libwebp keeps two canvases and Pillow copies the frame twice, 16 bytes a pixel
+# where a plain RGBA decode takes 4 (a 230-byte WebP claiming 8000x8000 took 250 MB). RLE BMP: Pillow
+# decodes it in Python, a byte at a time at line ends (5 KB claiming 64 megapixels took 6 s).
+_WEBP_COST = 4
+_RLE_BMP_COST = 16
+_BMP_RLE_COMPRESSIONS = (1, 2)
+
+# How a file of an accepted format starts: when Pillow cannot open one of these, its header is
+# broken, which says more than "not an image".
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",  # BigTIFF
+    b"MM\x00+": "TIFF",
+    b"BM": "BMP",  # Pillow tries any file starting so as a BMP
+}
+
 # Colour modes Pillow can turn into RGB itself; the 16-bit and float ones go through numpy.
 _TO_RGB = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
 _HIGH_DEPTH = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# 16-bit and float images are scaled to 8 bits this many pixels at a time, so that a big one needs
+# a few megabytes of temporaries instead of several full-size float64 copies.
+_BAND_PIXELS = 1 << 20
 
 _UInt8Array = npt.NDArray[np.uint8]
 
@@ -124,6 +156,17 @@ def load_image(
     """
     target = _check_options(size, fit, max_pixels)
     label = describe(source, name)
+    try:
+        return _load(source, label, target, fit, max_pixels)
+    except ImageError as error:
+        failure = ImageError(error.name, error.problem)
+    # Raised afresh, outside the except: the first error's traceback and context reach into Pillow's
+    # decoder and the half-decoded image (490 MB for one 176-byte TIFF), and load_images keeps every
+    # error it returns, so four such files in one upload held 2 GB.
+    raise failure
+
+
+def _load(source: ImageSource, label: str, target: tuple[int, int], fit: str, max_pixels: int) -> _UInt8Array:
     if isinstance(source, np.ndarray):
         pixels = _array_to_uint8(source, label)
         if pixels.shape == (target[1], target[0], 3):
@@ -233,22 +276,45 @@ def _decode(fp: IO[bytes], label: str, target: tuple[int, int], fit: str, max_pi
     try:
         img = Image.open(fp, formats=_OPEN_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(label, "empty file" if _is_empty(fp) else _NOT_AN_IMAGE) from None
+        raise ImageError(label, _unidentified(fp)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(label, _bomb_from_pillow(error, max_pixels)) from None
     except Exception as error:  # Pillow's plugins raise many types for a corrupt header
+        if isinstance(error, OSError) and error.errno is not None:
+            # The header sent Pillow outside the file: "[Errno 22] Invalid argument" from a path (a
+            # negative seek), while the same bytes in memory are simply not identified.
+            raise ImageError(label, _unidentified(fp)) from None
         raise ImageError(label, f"truncated or corrupt image: {_message(error)}") from None
     with img:
         return _finish(img, label, target, fit, max_pixels, ours=True)
 
 
-def _is_empty(fp: IO[bytes]) -> bool:
-    """Whether a file Pillow could not identify has no bytes at all (checked only then)."""
+def _unidentified(fp: IO[bytes]) -> str:
+    """Why Pillow could not open a file: it is empty, or a broken file of an accepted format, or neither.
+
+    Pillow reports all three alike, and a PNG whose header chunk is damaged is not "not an image".
+    """
     try:
         fp.seek(0)
-        return not fp.read(1)
+        head = fp.read(32)
     except (OSError, ValueError):
-        return False
+        return _NOT_AN_IMAGE
+    if not head:
+        return "empty file"
+    claimed = _claimed_format(head)
+    if claimed is None:
+        return _NOT_AN_IMAGE
+    return f"truncated or corrupt image: a {claimed} file whose header cannot be read"
+
+
+def _claimed_format(head: bytes) -> str | None:
+    """The accepted format whose signature ``head`` starts with, if any."""
+    for signature, fmt in _SIGNATURES.items():
+        if head.startswith(signature):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
 
 
 def _finish(
@@ -261,8 +327,11 @@ def _finish(
     """
     try:
         width, height = img.size
-        if width * height > max_pixels:
-            raise ImageError(label, _too_large(f"{width}x{height} = ", width * height, max_pixels))
+        limit, which = _pixel_limit(img, max_pixels)
+        if width * height > limit:
+            raise ImageError(label, _too_large(f"{width}x{height} = ", width * height, limit) + which)
+        if max(width, height) > _MAX_SIDE:
+            raise ImageError(label, f"image too large: {width}x{height} is over {_MAX_SIDE} pixels on a side")
         if width < 1 or height < 1:
             raise ImageError(label, "image has no pixels")
         if ours and img.format in ("JPEG", "MPO"):
@@ -288,6 +357,15 @@ def _finish(
         raise ImageError(label, _bomb_from_pillow(error, max_pixels)) from None
     except Exception as error:  # OSError, SyntaxError, struct.error, EOFError, ZeroDivisionError…
         raise ImageError(label, f"truncated or corrupt image: {_message(error)}") from None
+
+
+def _pixel_limit(img: Image.Image, max_pixels: int) -> tuple[int, str]:
+    """The most pixels accepted for ``img``, and what to add to the message when it is a lower limit."""
+    if img.format == "WEBP":
+        return max(1, max_pixels // _WEBP_COST), " for WebP"
+    if img.format == "BMP" and img.info.get("compression") in _BMP_RLE_COMPRESSIONS:
+        return max(1, max_pixels // _RLE_BMP_COST), " for an RLE-compressed BMP"
+    return max_pixels, ""
 
 
 def _draft(img: Image.Image, target: tuple[int, int], fit: str) -> None:
@@ -321,26 +399,68 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _working_mode(img: Image.Image, label: str) -> Image.Image:
-    """The image in RGB, RGBA, L or LA: modes that resize well and flatten simply."""
+    """The image in RGB or L, or premultiplied RGBa or La if it has transparency: modes that resize
+    well (transparent pixels' colours do not bleed in) and flatten simply.
+
+    Pillow premultiplies RGBA and LA itself when resizing, in a full-size copy beside the image;
+    converting here, a band at a time, keeps any picture to at most two full-size 32-bit images
+    (a palette + alpha TIFF took three, converted to RGBA first).
+    """
     mode = img.mode
-    if mode in ("RGB", "RGBA", "L", "LA"):
+    if mode in ("RGB", "L", "RGBa", "La"):
         return img
+    if mode in ("RGBA", "PA") or (mode == "P" and img.has_transparency_data):
+        return _convert_in_bands(img, "RGBa")
+    if mode == "LA":
+        return _convert_in_bands(img, "La")
     if mode == "1":
         return img.convert("L")
-    if mode == "P":
-        return img.convert("RGBA" if img.has_transparency_data else "RGB")
-    if mode in ("PA", "RGBa"):
-        return img.convert("RGBA")
-    if mode == "La":
-        return img.convert("LA")
-    if mode in _TO_RGB:
+    if mode == "P" or mode in _TO_RGB:
         return img.convert("RGB")
     if mode in _HIGH_DEPTH:
-        values = np.asarray(img)
-        if mode == "I":  # 32-bit ints, in practice a 16-bit image (PNG, TIFF) widened by Pillow
-            values = np.clip(values, 0, 65535).astype(np.uint16)
-        return Image.fromarray(_array_to_uint8(values, label))
+        return _deep_to_grey(img)
     raise ImageError(label, f"unsupported colour mode {mode}")
+
+
+def _bands(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes of whole rows, about _BAND_PIXELS each, covering an image of ``size`` from the top."""
+    width, height = size
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        yield (0, top, width, min(height, top + rows))
+
+
+def _convert_in_bands(img: Image.Image, mode: str) -> Image.Image:
+    """``img`` in premultiplied ``mode`` (RGBa or La), converted a band at a time."""
+    out = Image.new(mode, img.size)
+    for box in _bands(img.size):
+        band = img.crop(box)  # keeps the palette and its transparency
+        if band.mode in ("P", "PA"):
+            band = band.convert("RGBA")
+        out.paste(band.convert(mode), box[:2])
+    return out
+
+
+def _deep_to_grey(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit int or float image as 8-bit grey, scaled as arrays are, a band at a time.
+
+    In one go, a 64-megapixel float TIFF took 2 GB (float64 temporaries) and a 16-bit PNG 700 MB;
+    band by band, the temporaries take a few megabytes besides the 8-bit result.
+    """
+
+    def bands() -> Iterator[tuple[int, np.ndarray]]:
+        for box in _bands(img.size):
+            values = np.asarray(img.crop(box))
+            if img.mode == "I":  # 32-bit ints, in practice a 16-bit image (PNG, TIFF) widened by Pillow
+                values = np.clip(values, 0, 65535).astype(np.uint16)
+            yield box[1], values
+
+    # Whether floats are in [0, 1] is decided on the whole image, as for an array.
+    unit = img.mode == "F" and all(_in_unit_range(values) for _, values in bands())
+    grey = np.empty((img.height, img.width), dtype=np.uint8)
+    for top, values in bands():
+        grey[top : top + len(values)] = _scale_to_uint8(values, unit)
+    return Image.fromarray(grey)
 
 
 def _resize(img: Image.Image, target: tuple[int, int], fit: str) -> Image.Image:
@@ -372,15 +492,20 @@ def _resample(
 
 
 def _flatten(img: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited onto white, as a person sees a transparent PNG."""
+    """RGB, with any transparency composited onto white, as a person sees a transparent PNG.
+
+    Transparency arrives premultiplied (RGBa or La), where a colour on white is simply
+    colour + (255 - alpha). ``img`` is small here: it has been resized.
+    """
     if img.mode == "RGB":
         return img
     if img.mode == "L":
         return img.convert("RGB")
-    colour = img.convert("RGB") if img.mode == "RGBA" else img.getchannel("L").convert("RGB")
-    background = Image.new("RGB", img.size, (255, 255, 255))
-    background.paste(colour, mask=img.getchannel("A"))
-    return background
+    values = np.asarray(img).astype(np.uint16)
+    on_white = values[..., :-1] + (255 - values[..., -1:])  # Lanczos may ring a colour above its alpha
+    if on_white.shape[-1] == 1:
+        on_white = np.repeat(on_white, 3, axis=-1)
+    return Image.fromarray(np.minimum(on_white, 255).astype(np.uint8))
 
 
 def _array_to_uint8(array: np.ndarray, label: str) -> _UInt8Array:
@@ -388,7 +513,7 @@ def _array_to_uint8(array: np.ndarray, label: str) -> _UInt8Array:
 
     uint8 is taken as is, bool as black/white, uint16 is divided by 257 (so 65535 -> 255), and
     floats in [0, 1] are multiplied by 255 while other floats are clipped to 0..255. Pillow's
-    16-bit and float modes come through here too, so they are scaled rather than clipped.
+    16-bit and float modes are scaled the same way (see _deep_to_grey), rather than clipped.
     """
     shape = array.shape
     if array.ndim == 3 and shape[2] == 1:
@@ -400,18 +525,29 @@ def _array_to_uint8(array: np.ndarray, label: str) -> _UInt8Array:
     kind = array.dtype
     if kind == np.uint8:
         pixels = array
-    elif kind == np.bool_:
-        pixels = array.astype(np.uint8) * np.uint8(255)
-    elif kind.kind == "u" and kind.itemsize == 2:  # any byte order: round(v / 257)
-        pixels = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif kind.kind == "f":
-        values = np.nan_to_num(array.astype(np.float64, copy=False), nan=0.0)
-        if values.min() >= 0.0 and values.max() <= 1.0:
-            values = values * 255.0
-        pixels = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+    elif kind == np.bool_ or (kind.kind == "u" and kind.itemsize == 2) or kind.kind == "f":
+        pixels = _scale_to_uint8(array, kind.kind == "f" and _in_unit_range(array))
     else:
         raise ImageError(label, f"unsupported array dtype {kind} (use uint8, uint16, bool or float)")
     return np.ascontiguousarray(pixels)
+
+
+def _in_unit_range(values: np.ndarray) -> bool:
+    """Whether float ``values`` (NaN read as 0) all lie in [0, 1], so they are scaled by 255."""
+    clean = np.nan_to_num(values, nan=0.0)
+    return bool(clean.min() >= 0.0 and clean.max() <= 1.0)
+
+
+def _scale_to_uint8(values: np.ndarray, unit: bool) -> _UInt8Array:
+    """bool, uint16 (any byte order) or float values as uint8; ``unit``: floats are in [0, 1]."""
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * np.uint8(255)
+    if values.dtype.kind == "u":  # round(v / 257), so 65535 -> 255
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    floats = np.nan_to_num(values.astype(np.float64, copy=False), nan=0.0)
+    if unit:
+        floats = floats * 255.0
+    return np.rint(np.clip(floats, 0.0, 255.0)).astype(np.uint8)
 
 
 def _too_large(what: str, pixels: int, max_pixels: int) -> str:

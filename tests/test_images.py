@@ -725,3 +725,208 @@ def test_unknown_fit_is_a_value_error_naming_fit(bad) -> None:
 def test_other_bad_options_are_value_errors(option: str, value) -> None:
     with pytest.raises(ValueError, match=option):
         load_image(b"x", **{option: value})
+
+
+# --- found by fuzzing (tests/test_images_fuzz.py), each pinned here -------------------------------------
+
+
+def traceback_frames(error: BaseException) -> list:
+    frames, tb = [], error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames
+
+
+def half_decodable_png(width: int, height: int) -> bytes:
+    """An RGBA PNG whose deflate stream breaks half way down: Pillow has allocated the image by then."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    stream = zlib.compressobj()
+    rows = stream.compress((b"\x00" + b"\x07" * 4 * width) * (height // 2)) + stream.flush(zlib.Z_FULL_FLUSH)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", rows + b"\xff" * 64)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_an_error_keeps_nothing_of_the_decoder_alive() -> None:
+    """Errors used to carry Pillow's exception as context, whose traceback held the decoder and the
+    half-decoded image: four 176-byte TIFFs in one upload held 2 GB until the results were dropped."""
+    data = half_decodable_png(300, 200)
+    results = load_images([data, data], names=["a.png", "b.png"])
+    try:
+        load_image(data, name="c.png")
+    except ImageError as error:
+        results.append(error)
+    for error in results:
+        assert isinstance(error, ImageError) and "truncated or corrupt image" in error.problem
+        assert error.__context__ is None and error.__cause__ is None
+        frames = traceback_frames(error)
+        assert not any("PIL" in frame.f_code.co_filename for frame in frames)
+        assert not any(isinstance(v, Image.Image) for frame in frames for v in frame.f_locals.values())
+
+
+@pytest.mark.parametrize("size", [(1, 64_000_000), (64_000_000, 1), (65_536, 2)])
+def test_a_side_over_65535_pixels_is_refused_before_decoding(size, monkeypatch) -> None:
+    """Within the pixel limit, a 1x64,000,000 PNG of 1.4 MB took 1.5 GB (Pillow keeps a pointer per row)."""
+    loads: list[object] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))
+    width, height = size
+    with pytest.raises(
+        ImageError, match=rf"image too large: {width}x{height} is over 65535 pixels on a side"
+    ):
+        load_image(png_header_only(width, height))
+    assert loads == []
+
+
+def test_a_side_of_65535_pixels_is_accepted() -> None:
+    row = b"\x00" + b"\x80" * 65_535
+    img = Image.frombytes("L", (65_535, 1), row[1:])
+    out = load_image(encode(img, "PNG"), fit="squish")
+    assert close(out[0, 0], (128, 128, 128))
+
+
+def test_webp_has_a_quarter_of_the_pixel_limit() -> None:
+    """libwebp needs 16 bytes a pixel: a 270-byte WebP claiming 8000x8000 took 250 MB before it failed."""
+    webp = bytearray(encode(noise(17, 9), "WEBP"))
+    assert webp[12:16] == b"VP8 "
+    webp[26:28] = webp[28:30] = (8000).to_bytes(2, "little")  # the frame's declared width and height
+    with pytest.raises(
+        ImageError, match="8000x8000 = 64 megapixels, over the limit of 16 megapixels for WebP"
+    ):
+        load_image(bytes(webp))
+    small = encode(noise(64, 64), "WEBP")
+    assert load_image(small, max_pixels=4 * 64 * 64).shape == (32, 32, 3)
+    with pytest.raises(ImageError, match="for WebP"):
+        load_image(small, max_pixels=4 * 64 * 64 - 4)
+
+
+def rle8_bmp(width: int, height: int, body: bytes) -> bytes:
+    palette = b"".join(bytes([b, g, r, 0]) for r, g, b in [BLACK, RED, BLUE] + [BLACK] * 253)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(body), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + palette + body
+
+
+def test_rle_bmp_decodes() -> None:
+    # Bottom-up: the first row is the bottom one. Each row: 16 red pixels then 16 blue, then a line end.
+    row = bytes([16, 1, 16, 2, 0, 0])
+    out = load_image(rle8_bmp(32, 32, row * 32 + b"\x00\x01"))
+    assert close(out[16, 3], RED) and close(out[16, 28], BLUE)
+
+
+def test_rle_bmp_has_a_sixteenth_of_the_pixel_limit(monkeypatch) -> None:
+    """Pillow decodes RLE in Python, padding line ends a byte at a time: 5 KB claiming 64 MP took 6 s."""
+    from PIL import BmpImagePlugin
+
+    decodes: list[object] = []
+    monkeypatch.setattr(BmpImagePlugin.BmpRleDecoder, "decode", lambda self, buffer: decodes.append(self))
+    bomb = rle8_bmp(8_000_000, 1, bytes([1, 1, 0, 0, 0, 1]))
+    assert len(bomb) < 1100
+    with pytest.raises(
+        ImageError, match="8 megapixels, over the limit of 4 megapixels for an RLE-compressed BMP"
+    ):
+        load_image(bomb)
+    assert decodes == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("png", b"\x89PNG\r\n\x1a\n" + bytes(30)),
+        ("jpeg", b"\xff\xd8\xff" + bytes(30)),
+        ("gif", b"GIF89a" + bytes(3)),
+        ("bmp", b"BM" + bytes(12) + struct.pack("<IiiHH", 40, 16, 0, 1, 24) + bytes(64)),  # no rows
+        ("tiff", b"II*\x00" + struct.pack("<I", 2**32 - 1) + bytes(8)),
+        ("webp", b"RIFF" + struct.pack("<I", 30) + b"WEBPJUNK" + bytes(22)),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, about the TIFF header
+def test_a_broken_header_of_an_accepted_format_is_called_corrupt(name: str, data: bytes) -> None:
+    """It said "not an image, or a format that is not accepted": a person would look for a converter."""
+    fmt = {"webp": "WebP"}.get(name, name.upper())
+    with pytest.raises(
+        ImageError, match=rf"^x\.{name}: truncated or corrupt image: a {fmt} file whose header"
+    ):
+        load_image(data, name=f"x.{name}")
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_a_header_pointing_outside_the_file_reads_the_same_from_path_or_bytes(tmp_path: Path) -> None:
+    """From a path it said "OSError: [Errno 22] Invalid argument" (a seek the file system refuses)."""
+    data = b"II+\x00\x08\x00\x00\x00" + struct.pack("<Q", 2**62) + bytes(64)  # BigTIFF: first IFD at 2**62
+    path = tmp_path / "far.tif"
+    path.write_bytes(data)
+    problems = set()
+    for source in (data, path, io.BytesIO(data)):
+        with pytest.raises(ImageError) as caught:
+            load_image(source)
+        problems.add(caught.value.problem)
+    assert problems == {"truncated or corrupt image: a TIFF file whose header cannot be read"}
+
+
+def deep_images() -> dict[str, Image.Image]:
+    rng = np.random.default_rng(3)
+    unit_then_wide = rng.random((40, 30), dtype=np.float32)
+    unit_then_wide[35, 7] = 300.0  # one value in a late band decides the scaling of the whole image
+    with_nan = rng.random((40, 30), dtype=np.float32)
+    with_nan[::7, ::5] = np.nan
+    return {
+        "float in [0, 1]": Image.fromarray(rng.random((40, 30), dtype=np.float32)),
+        "float, one value over 1": Image.fromarray(unit_then_wide),
+        "float with NaN": Image.fromarray(with_nan),
+        "16-bit": Image.fromarray(rng.integers(0, 65536, (40, 30)).astype(np.uint16)),
+        "32-bit int": Image.fromarray(rng.integers(-500, 80_000, (40, 30)).astype(np.int32)),
+    }
+
+
+@pytest.mark.parametrize("kind", list(deep_images()))
+def test_16_bit_and_float_images_are_scaled_band_by_band_as_a_whole(kind: str, monkeypatch) -> None:
+    """A 64 MP float TIFF (372 KB) took 2 GB scaled in one go; in bands, the result must not change."""
+    from jupyter_cifar import images
+
+    img = deep_images()[kind]
+    values = np.asarray(img)
+    if img.mode == "I":
+        values = np.clip(values, 0, 65535).astype(np.uint16)
+    whole = load_image(values)  # the array path scales the whole array at once
+    monkeypatch.setattr(images, "_BAND_PIXELS", 90)  # three rows a band: 14 bands
+    assert np.array_equal(load_image(img), whole)
+    assert np.array_equal(load_image(encode(img, "TIFF")), whole)
+
+
+def transparent_pictures() -> dict[str, Image.Image]:
+    rgba = halves(40, 30, (0, 0, 0, 0), (255, 0, 0, 255), "RGBA")
+    palette = Image.new("P", (40, 30), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0, 0, 0] * 254)
+    palette.paste(0, (0, 0, 20, 30))
+    palette.info["transparency"] = 0
+    return {
+        "RGBA": rgba,
+        "LA": halves(40, 30, (0, 0), (76, 255), "LA"),
+        "La": halves(40, 30, (0, 0), (76, 255), "LA").convert("La"),
+        "PA": palette.convert("PA"),
+        "P with transparency": palette,
+    }
+
+
+@pytest.mark.parametrize("kind", list(transparent_pictures()))
+@pytest.mark.parametrize("fit", ["crop", "squish", "pad"])
+def test_transparency_is_flattened_onto_white_band_by_band(kind: str, fit: str, monkeypatch) -> None:
+    """A palette + alpha TIFF at the pixel limit took three full-size copies (740 MB); converted to
+    premultiplied alpha a band at a time, two; the picture must be the same either way."""
+    from jupyter_cifar import images
+
+    img = transparent_pictures()[kind]
+    at_once = load_image(img, fit=fit)
+    monkeypatch.setattr(images, "_BAND_PIXELS", 80)  # two rows a band
+    assert np.array_equal(load_image(img, fit=fit), at_once)
+    assert close(at_once[16, 3], WHITE), at_once[16, 3]  # the transparent left half
+    expected = (76, 76, 76) if kind.startswith("L") else RED
+    assert close(at_once[16, 28], expected, 1), at_once[16, 28]
