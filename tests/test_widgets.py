@@ -436,3 +436,24 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
     assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
     assert bare_app.session.history == []  # not a history training could continue from
     assert_shown_as_text(bare_app, [HOSTILE])
+
+
+def test_thumbnails_get_the_decoders_protections(tmp_path: Path) -> None:
+    """A thumbnail is decoded like the image it shows: only accepted formats, within the pixel bounds."""
+    import io
+
+    from PIL import Image
+
+    from jupyter_cifar.widgets.classify import THUMBNAIL, _thumbnail
+
+    photo = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(photo, "JPEG")
+    thumb = Image.open(io.BytesIO(_thumbnail(photo.getvalue()) or b""))
+    assert (thumb.format, thumb.size) == ("PNG", (THUMBNAIL, THUMBNAIL))
+    assert thumb.convert("RGB").getpixel((48, 48))[0] > 150  # the photo's red, cropped square
+    eps = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(eps, "EPS")  # a format Pillow opens but this package never does
+    tall = io.BytesIO()
+    Image.new("L", (1, 70_000)).save(tall, "PNG")  # over 65,535 pixels on a side
+    for hostile in (eps.getvalue(), tall.getvalue(), b"not an image"):
+        assert _thumbnail(hostile) is None

@@ -26,26 +26,23 @@ THUMBNAIL = 96
 
 
 def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
-    """A small PNG of what was uploaded, for showing beside its labels (None if it cannot be drawn)."""
+    """A small PNG of what the model saw (the same square crop), for showing beside its labels.
+
+    Decoded by :func:`jupyter_cifar.images.load_image`, so a thumbnail has every protection the
+    classifier has (accepted formats only, pixel and memory bounds). None if it cannot be drawn.
+    """
     from PIL import Image
 
-    try:
-        if isinstance(data, np.ndarray):
-            img = Image.fromarray(data).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.NEAREST)
-        else:
-            from ..images import MAX_PIXELS
+    from ..errors import ImageError
+    from ..images import load_image
 
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                return None
-            img.draft("RGB", (THUMBNAIL * 2, THUMBNAIL * 2))
-            img = img.convert("RGB")
-            img.thumbnail((THUMBNAIL, THUMBNAIL))
-        out = io.BytesIO()
-        img.save(out, "PNG")
-        return out.getvalue()
-    except Exception:  # the classifier reports what is wrong with the file; no picture is fine
+    try:
+        pixels = load_image(data, name="upload", size=(THUMBNAIL, THUMBNAIL), fit="crop")
+    except ImageError:
         return None
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
 
 
 def result_card(name: str, picture: bytes | None, top: Sequence[dict[str, Any]], error: str | None) -> w.VBox:
@@ -192,7 +189,7 @@ class ClassifyPanel(w.VBox):
                 class_names=class_names,
             )
             cards = {
-                i: result_card(r.file, _thumbnail(sources[i]), r.top, r.error)
+                i: result_card(r.file, None if r.error else _thumbnail(sources[i]), r.top, r.error)
                 for i, r in zip(kept, results, strict=True)
             }
             for i, error in missing.items():
