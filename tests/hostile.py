@@ -7,7 +7,8 @@ file that the builder writes (the tests set its access time back, so that any re
 
 The benign model every file starts from is a Sequential of InputLayer (32, 32, 3), GlobalMaxPooling2D and
 Dense(10), written the way Keras 3 writes it, so a hostile file differs from a loadable one only by its
-payload (:func:`write_benign` makes the loadable one, and the tests load it).
+payload (:func:`write_benign` makes the loadable one, and the tests load it). :class:`PeakRss` measures
+the memory a process takes while it refuses (or, unchecked, loads) an allocation bomb.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import json
 import marshal
 import pickle
+import re
 import struct
 import types
 import zipfile
@@ -28,6 +30,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import psutil
 
 KERNEL_SHAPE = (3, 10)  # the Dense layer's kernel: 3 channels in, 10 classes out
 KERNEL_BYTES = 3 * 10 * 4
@@ -60,10 +63,50 @@ def dense(module: str | None = "keras.layers", **overrides: Any) -> dict[str, An
     return obj(module, "Dense", config)
 
 
-def sequential(*layers: dict[str, Any], module: str | None = "keras") -> dict[str, Any]:
-    """A Sequential model config: an InputLayer (32, 32, 3), then ``layers``."""
-    image = obj(module and "keras.layers", "InputLayer", {"batch_shape": [None, 32, 32, 3], "name": "image"})
+def sequential(
+    *layers: dict[str, Any], module: str | None = "keras", batch_shape: list[Any] | None = None
+) -> dict[str, Any]:
+    """A Sequential model config: an InputLayer (32, 32, 3, or ``batch_shape``), then ``layers``."""
+    config = {"batch_shape": batch_shape or [None, 32, 32, 3], "name": "image"}
+    image = obj(module and "keras.layers", "InputLayer", config)
     return obj(module, "Sequential", {"name": "hostile", "trainable": True, "layers": [image, *layers]})
+
+
+def flatten(module: str | None = "keras.layers") -> dict[str, Any]:
+    return obj(module, "Flatten", {"name": "flat", "trainable": True, "dtype": "float32"})
+
+
+def conv2d(**overrides: Any) -> dict[str, Any]:
+    config = {
+        "name": "conv",
+        "trainable": True,
+        "dtype": "float32",
+        "filters": 8,
+        "kernel_size": [3, 3],
+        "strides": [1, 1],
+        "padding": "valid",
+        "data_format": "channels_last",
+        "dilation_rate": [1, 1],
+        "groups": 1,
+        "activation": "relu",
+        "use_bias": True,
+        **overrides,
+    }
+    return obj("keras.layers", "Conv2D", config)
+
+
+def keras_tensor(shape: list[Any], history: list[Any] | None) -> dict[str, Any]:
+    """A tensor in a Keras 3 Functional config: its shape, and the layer call it comes from."""
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": shape, "dtype": "float32", "keras_history": history},
+    }
+
+
+def called(layer: dict[str, Any], *args: dict[str, Any]) -> dict[str, Any]:
+    """A layer in a Functional config, called once on ``args``."""
+    nodes = [{"args": list(args), "kwargs": {}}] if args else []
+    return {**layer, "name": layer["config"]["name"], "inbound_nodes": nodes}
 
 
 def benign_layers(module: str | None = "keras.layers", **dense_overrides: Any) -> list[dict[str, Any]]:
@@ -383,6 +426,41 @@ def _symlink(path: Path, marker: Path) -> None:
     write_raw_zip(path, [*keras_entries(sequential(*benign_layers())), link])
 
 
+def _allocation_bomb(config: dict[str, Any]) -> Callable[[Path, Path], None]:
+    """The benign model's weights under a ``config`` that makes Keras allocate far more while it builds."""
+
+    def build(path: Path, marker: Path) -> None:
+        if path.suffix == ".h5":
+            write_legacy_h5(path, config)
+        else:
+            write_keras(path, config)
+
+    return build
+
+
+def _sequential_build_shape() -> dict[str, Any]:
+    """A Sequential model without an InputLayer: Keras builds it for its ``build_input_shape``."""
+    config = {"name": "hostile", "trainable": True, "layers": [flatten(), dense()]}
+    return obj("keras", "Sequential", {**config, "build_input_shape": [None, 3000, 3000, 3]})
+
+
+def _free_tensor() -> dict[str, Any]:
+    """A Functional model whose Dense layer is called on a tensor from no layer, of 3 M features."""
+    image = called(obj("keras.layers", "InputLayer", {"batch_shape": [None, 32, 32, 3], "name": "image"}))
+    pool, head = benign_layers()
+    layers = [
+        image,
+        called(pool, keras_tensor([None, 32, 32, 3], ["image", 0, 0])),
+        called(head, keras_tensor([None, 3_000_000], None)),
+    ]
+    config = {"name": "hostile", "trainable": True, "layers": layers}
+    return obj(
+        "keras.src.models.functional",
+        "Functional",
+        {**config, "input_layers": ["image", 0, 0], "output_layers": ["dense", 0, 0]},
+    )
+
+
 def _many_layers(path: Path, marker: Path) -> None:
     flat = [obj("keras.layers", "Flatten", {"name": f"flat{i}"}) for i in range(2000)]
     write_keras(path, sequential(*flat))
@@ -399,6 +477,103 @@ class Hostile:
     build: Callable[[Path, Path], None]  # (file, marker)
     reads: bool = False  # the payload reads the marker (else it would create it)
 
+
+#: Configs that make Keras allocate far more than the file holds (or other variables than it holds):
+#: Keras builds every variable from the config before it reads the weights file.
+ALLOCATION_BOMBS: list[Hostile] = [
+    Hostile(
+        "dense_units.keras",
+        "CWE-789",
+        "Flatten then Dense(units=20000): 61 M weights for a file of 40",
+        r"its config builds 61,460,000 weights in 2 arrays, but its weights file holds 40 in 2 "
+        r"\(the file lacks \(3072, 20000\), \(20000,\); the config has no place for \(3, 10\), \(10,\)\)",
+        _allocation_bomb(sequential(flatten(), dense(units=20_000))),
+    ),
+    Hostile(
+        "dense_units.h5",
+        "CWE-789",
+        "legacy .h5: Flatten then Dense(units=20000)",
+        r"its config builds 61,460,000 weights in 2 arrays, but its weights file holds 40 in 2",
+        _allocation_bomb(sequential(flatten(None), dense(None, units=20_000), module=None)),
+    ),
+    Hostile(
+        "dense_million_units.keras",
+        "CWE-789",
+        "Flatten then Dense(units=1,000,000): 3 G weights (12 GB)",
+        r"its config builds over 268,435,456 weights \(3,073,000,000 by the layer 'dense' \(Dense\)\)",
+        _allocation_bomb(sequential(flatten(), dense(units=1_000_000))),
+    ),
+    Hostile(
+        "conv_filters.keras",
+        "CWE-789",
+        "Conv2D(filters=1,000,000): 27 M weights and a 30x30x1,000,000 feature map per image",
+        r"its layers output over 67,108,864 numbers per image \(900,003,072 by the layer 'conv' \(Conv2D\), "
+        r"whose output per image is 30x30x1000000\)",
+        _allocation_bomb(sequential(conv2d(filters=1_000_000), *benign_layers())),
+    ),
+    Hostile(
+        "kernel_size.keras",
+        "CWE-789",
+        "Conv2D(kernel_size=10,000 x 10,000, padding='same'): 3 G weights",
+        r"its config builds over 268,435,456 weights \(3,000,000,010 by the layer 'conv' \(Conv2D\)\)",
+        _allocation_bomb(
+            sequential(conv2d(filters=10, kernel_size=[10_000, 10_000], padding="same"), *benign_layers())
+        ),
+    ),
+    Hostile(
+        "input_shape.keras",
+        "CWE-789",
+        "InputLayer of batch_shape (None, 100,000, 100,000, 3), then Flatten and Dense(10)",
+        r"its layers output over 67,108,864 numbers per image \(30,000,000,000 by the layer 'image' "
+        r"\(InputLayer\), whose output per image is 100000x100000x3\)",
+        _allocation_bomb(sequential(flatten(), dense(), batch_shape=[None, 100_000, 100_000, 3])),
+    ),
+    Hostile(
+        "sequential_build_shape.keras",
+        "CWE-789",
+        "a Sequential model without an InputLayer, built for build_input_shape (None, 3000, 3000, 3)",
+        r"its config builds over 268,435,456 weights \(270,000,010 by the layer 'dense' \(Dense\)\)",
+        _allocation_bomb(_sequential_build_shape()),
+    ),
+    Hostile(
+        "build_config.keras",
+        "CWE-789",
+        "a Dense layer whose build_config has Keras build it for 3 M input features",
+        r"the layer 'dense' \(Dense\) is built for inputs \[\(3000000,\)\] but the graph gives it \[\(3,\)\]",
+        _allocation_bomb(
+            sequential(benign_layers()[0], {**dense(), "build_config": {"input_shape": [None, 3_000_000]}})
+        ),
+    ),
+    Hostile(
+        "free_tensor.keras",
+        "CWE-789",
+        "a Functional Dense layer called on a tensor from no layer, of 3 M features",
+        r"the layer 'dense' \(Dense\) is called on a tensor that comes from no layer",
+        _allocation_bomb(_free_tensor()),
+    ),
+    Hostile(
+        "lora_rank.keras",
+        "CWE-789",
+        "Dense(lora_rank=100,000,000): LoRA factors of 1.3 G weights, which the weights file never holds",
+        r"its config builds over 268,435,456 weights \(1,300,000,040 by the layer 'dense' \(Dense\)\)",
+        _allocation_bomb(sequential(*benign_layers(lora_rank=100_000_000))),
+    ),
+    Hostile(
+        "weights_mismatch.keras",
+        "(confusion)",
+        "a config of Dense(12) over the weights of Dense(10)",
+        r"its config builds 48 weights in 2 arrays, but its weights file holds 40 in 2 "
+        r"\(the file lacks \(3, 12\), \(12,\); the config has no place for \(3, 10\), \(10,\)\)",
+        _allocation_bomb(sequential(*benign_layers(units=12))),
+    ),
+    Hostile(
+        "weights_mismatch.h5",
+        "(confusion)",
+        "legacy .h5: a config of Dense(12) over the weights of Dense(10)",
+        r"its config builds 48 weights in 2 arrays, but its weights file holds 40 in 2",
+        _allocation_bomb(sequential(*benign_layers(None, units=12), module=None)),
+    ),
+]
 
 CORPUS: list[Hostile] = [
     Hostile(
@@ -602,6 +777,7 @@ CORPUS: list[Hostile] = [
         r"over 1,000 layers",
         _many_layers,
     ),
+    *ALLOCATION_BOMBS,
 ]
 
 BY_NAME = {item.name: item for item in CORPUS}
@@ -614,3 +790,24 @@ TRAVERSAL_NAMES = [
     "..\\escaped.txt",
     "C:/escaped.txt",
 ]
+
+
+class PeakRss:
+    """How far this process's resident memory rose at its peak inside ``with`` (``grew``, in bytes).
+
+    Linux keeps the peak (VmHWM in /proc/self/status) and sets it back to the current size when 5 is
+    written to /proc/self/clear_refs; psutil gives that size on entry. So an allocation freed again
+    before the block ends still counts. Measure in a fresh process: memory an allocator kept from an
+    earlier allocation is reused without the peak moving.
+    """
+
+    def __enter__(self) -> PeakRss:
+        Path("/proc/self/clear_refs").write_text("5")
+        self.start = psutil.Process().memory_info().rss
+        self.grew = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        peak = re.search(r"^VmHWM:\s+(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)
+        assert peak, "no VmHWM in /proc/self/status"
+        self.grew = int(peak[1]) * 1024 - self.start

@@ -6,6 +6,10 @@ goes to ``load_model``, ``inspect_model_file``, the embedded store's ``save_file
 naming the file and the reason, and its marker must show that the payload neither ran (no marker
 created) nor read anything (the marker's access time, set back first, unchanged). Controls at the end
 show that the payloads are real: unrefused, they do create or read their marker.
+
+The allocation bombs (a config asking Keras to build far more than the file holds) are refused before
+anything is built: the process's peak resident memory rises by less than ``RSS_BOUND`` while each is
+refused, where plain Keras allocates hundreds of megabytes for the same file before it fails.
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from hostile import BY_NAME, CORPUS, TRAVERSAL_NAMES, Hostile, pickle_payload, write_benign, write_with_entry
+from hostile import (
+    ALLOCATION_BOMBS,
+    BY_NAME,
+    CORPUS,
+    TRAVERSAL_NAMES,
+    Hostile,
+    pickle_payload,
+    write_benign,
+    write_with_entry,
+)
 from storetools import stored_items
 from test_cli import cli
 
@@ -40,6 +53,7 @@ from jupyter_cifar.store.local import LocalModelStore
 
 REPO = Path(__file__).resolve().parent.parent
 READERS = [item for item in CORPUS if item.reads]
+RSS_BOUND = 100 << 20  # how far memory may rise while an allocation bomb is refused
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +62,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hostile")
     for item in CORPUS:
         item.build(folder / item.name, marker(folder, item))
+    write_benign(folder / "good.keras")
     return folder
 
 
@@ -142,6 +157,74 @@ def test_the_command_line_refuses_with_one_line(
     assert err.count("\n") == 1 and f"{path}: refused: " in err, err
     assert err.startswith("jupyter cifar models import: error: PATH: ")
     assert holdings(store) == held
+
+
+def run_python(script: str, *args: object) -> Any:
+    """Run ``script`` in a fresh Python process (tests/ on its path); return what it prints, as JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, 'tests')\n{script}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_allocation_bombs_are_refused_before_anything_is_built(folder: Path, tmp_path: Path) -> None:
+    """In a fresh process, memory rises by less than RSS_BOUND while each entry point refuses each bomb."""
+    script = """
+import json, sys
+from pathlib import Path
+from hostile import PeakRss
+from jupyter_cifar.errors import ModelFileError
+from jupyter_cifar.modelfiles import inspect_model_file, load_model
+from jupyter_cifar.store.local import LocalModelStore
+store, folder = LocalModelStore(sys.argv[1]), Path(sys.argv[2])
+entries = {"load_model": load_model, "inspect_model_file": inspect_model_file,
+           "store.save_file": lambda p: store.save_file(p, "x"), "store.save": lambda p: store.save(p, "x")}
+inspect_model_file(folder / "good.keras")  # what checking a file imports on first use
+grew = {}
+for name in sys.argv[3:]:
+    for entry, attempt in entries.items():
+        with PeakRss() as rss:
+            try:
+                attempt(folder / name)
+            except ModelFileError:
+                pass
+            else:
+                raise SystemExit(f"{entry} did not refuse {name}")
+        grew[f"{entry}({name})"] = rss.grew
+print(json.dumps(grew))
+"""
+    names = [item.name for item in ALLOCATION_BOMBS]
+    grew = run_python(script, tmp_path / "store", folder, *names)
+    assert len(grew) == 4 * len(names)
+    assert max(grew.values()) < RSS_BOUND, {k: f"{v / 2**20:.1f} MiB" for k, v in grew.items()}
+
+
+@pytest.mark.parametrize("name", ["dense_units.keras", "build_config.keras", "free_tensor.keras"])
+def test_the_allocation_bombs_are_real(name: str, folder: Path) -> None:
+    """Unchecked, Keras (safe mode on) allocates hundreds of megabytes for them before it fails."""
+    script = """
+import json, sys
+from pathlib import Path
+import keras
+from hostile import PeakRss
+folder = Path(sys.argv[1])
+keras.saving.load_model(folder / "good.keras", compile=False)  # Keras' own first-use allocations
+error = "it loaded"
+with PeakRss() as rss:
+    try:
+        keras.saving.load_model(folder / sys.argv[2], compile=False, safe_mode=True)
+    except ValueError as e:
+        error = str(e)
+print(json.dumps([rss.grew, error]))
+"""
+    grew, error = run_python(script, folder, name)
+    assert error != "it loaded"
+    assert grew > 2 * RSS_BOUND, f"{name}: memory rose by only {grew / 2**20:.0f} MiB ({error[:200]})"
 
 
 def test_a_real_command_line_process(folder: Path, store: LocalModelStore) -> None:
