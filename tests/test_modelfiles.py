@@ -1,29 +1,38 @@
 """Model files are data: standard .keras out, .keras and legacy .h5 in, never code run on load.
 
 The hostile corpus (one file per published technique) is in test_hostile_models.py; here: round trips,
-plain files that are not models, and the allow-list of layers with its opt-in.
+plain files that are not models, the allow-list of layers with its opt-in, and the sizes worked out from
+a config: every model the app and Keras save passes, whatever else a config says is refused cleanly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from hostile import BY_NAME as HOSTILE
+from hostile import dense, flatten, obj, sequential, write_keras, write_legacy_h5
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from jupyter_cifar import modelfiles
 from jupyter_cifar.errors import BadParameter, ModelFileError
 from jupyter_cifar.modelfiles import (
     APP_LAYERS,
     EXTRA_LAYERS_ENV,
     MODEL_CLASSES,
+    check_sizes,
     inspect_model_file,
     load_model,
     save_model,
 )
-from jupyter_cifar.nets import PRESETS, build_model, compile_for_training, with_flip_tta
+from jupyter_cifar.nets import PRESETS, build_model, compile_for_training, with_flip_tta, without_tta
 from jupyter_cifar.predict import predict_proba
 
 
@@ -237,3 +246,251 @@ def test_an_opt_in_that_is_no_class_name_is_reported(tmp_path: Path, monkeypatch
     monkeypatch.setenv(EXTRA_LAYERS_ENV, "Dropout; Flatten")
     with pytest.raises(BadParameter, match=f"^{EXTRA_LAYERS_ENV}: 'Dropout; Flatten' is not a Keras layer"):
         inspect_model_file(tmp_path / "missing.keras")
+
+
+# -- sizes: what the checks work out from a config, before Keras builds anything ----------------------
+
+
+def test_the_sizes_of_every_app_layer_are_worked_out() -> None:
+    assert set(modelfiles._LAYER_SIZES) | {"InputLayer"} == APP_LAYERS
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_trained_and_saved_loads(preset: str, images, tmp_path: Path) -> None:
+    """As training saves it: compiled, one step trained (the optimizer's state is in the file), TTA on."""
+    import keras
+
+    recipe = PRESETS[preset]
+    model = build_model(preset)
+    if recipe.tta:
+        model = with_flip_tta(model)
+    one_hot = compile_for_training(model, recipe, recipe.learning_rate, total_steps=1)
+    labels = np.arange(8) % 10
+    model.fit(images[:8], keras.utils.to_categorical(labels, 10) if one_hot else labels, verbose=0)
+    path = save_model(model, tmp_path / f"{preset}.keras")
+    assert any(name.startswith("optimizer/") for name in h5_names(path))
+    loaded = load_model(path)
+    np.testing.assert_allclose(predict_proba(loaded, images), predict_proba(model, images), atol=1e-5)
+
+
+def h5_names(path: Path) -> list[str]:
+    """The dataset names in a .keras file's weights."""
+    with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f, h5py.File(f) as weights:
+        names: list[str] = []
+        weights.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        return names
+
+
+def test_a_model_continued_from_a_stored_one_loads(images, tmp_path: Path) -> None:
+    """Training goes on inside a loaded TTA model and wraps it again: a Functional in a Functional."""
+    stored = save_model(with_flip_tta(build_model("accurate")), tmp_path / "stored.keras")
+    continued = with_flip_tta(without_tta(load_model(stored)))
+    again = load_model(save_model(continued, tmp_path / "continued.keras"))
+    np.testing.assert_allclose(predict_proba(again, images), predict_proba(continued, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_sizes_agree_with_keras_for_options_the_presets_do_not_use(suffix: str, tmp_path: Path) -> None:
+    """Strides, dilation, groups, 'same' padding, channels first, BatchNorm axes, LoRA, shared layers,
+    a nested Sequential: the file passes only if each variable and each build input worked out here is
+    the one Keras wrote (a legacy .h5 holds LoRA factors, a .keras merges them)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(6, (3, 5), strides=(2, 1), padding="same", groups=3, use_bias=False)(inputs)
+    x = layers.Conv2D(4, 3, dilation_rate=2, lora_rank=2)(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    x = layers.BatchNormalization(axis=1, center=False)(x)
+    x = layers.BatchNormalization(scale=False, renorm=True)(x)
+    x = layers.Permute((3, 1, 2))(x)
+    x = layers.Conv2D(5, 2, data_format="channels_first")(x)
+    x = layers.MaxPooling2D(data_format="channels_first")(x)
+    x = layers.GlobalMaxPooling2D(data_format="channels_first", keepdims=True)(x)
+    x = layers.Dense(7, lora_rank=3)(layers.Flatten()(x))
+    shared = layers.Dense(7, name="shared")
+    head = keras.Sequential([layers.Dense(10), layers.Activation("softmax")], name="head")
+    outputs = head(layers.Average()([shared(x), shared(layers.Activation("relu")(x))]))
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / f"options{suffix}"
+    model.save(path)
+    assert inspect_model_file(path)["input_shape"] == [32, 32, 3]
+    assert load_model(path).count_params() == model.count_params()
+
+
+def test_a_seed_file_from_tf_keras_2_passes_and_loads(tmp_path: Path) -> None:
+    """The seed saved its tutorial CNN with tf.keras 2 (model.save("modelo.h5")): written here as it wrote
+    it (an InputLayer with batch_input_shape, the first layer's too, weights named "kernel:0")."""
+    path = tmp_path / "modelo.h5"
+    write_tf_keras2_h5(path)
+    assert inspect_model_file(path) == {
+        "format": "h5",
+        "architecture": "sequential",
+        "saved_with_keras": "2.12.0",
+        "input_shape": [32, 32, 3],
+    }
+    model = load_model(path)
+    assert [w.shape for w in model.weights] == [shape for _, shape in TF_KERAS2_WEIGHTS]
+    np.testing.assert_array_equal(model.get_weights()[-1], np.full(10, 0.5, dtype="float32"))
+
+
+TF_KERAS2_WEIGHTS = [  # (layer, shape), in the order of the model's weights
+    ("conv2d", (3, 3, 3, 32)),
+    ("conv2d", (32,)),
+    ("conv2d_1", (3, 3, 32, 64)),
+    ("conv2d_1", (64,)),
+    ("conv2d_2", (3, 3, 64, 64)),
+    ("conv2d_2", (64,)),
+    ("dense", (1024, 64)),
+    ("dense", (64,)),
+    ("dense_1", (64, 10)),
+    ("dense_1", (10,)),
+]
+
+
+def write_tf_keras2_h5(path: Path) -> None:
+    """The seed's network (Conv2D 32, pool, Conv2D 64, pool, Conv2D 64, Flatten, Dense 64, Dense 10) as
+    tf.keras 2.x saved a Sequential model to .h5, every weight 0.5."""
+
+    def layer(cls: str, name: str, **config: Any) -> dict[str, Any]:
+        return {"class_name": cls, "config": {"name": name, "trainable": True, "dtype": "float32", **config}}
+
+    def weighted(cls: str, name: str, **config: Any) -> dict[str, Any]:
+        initializers = {
+            "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+            "bias_initializer": {"class_name": "Zeros", "config": {}},
+        }
+        return layer(cls, name, **config, activation="relu", use_bias=True, **initializers)
+
+    conv = {"kernel_size": [3, 3], "strides": [1, 1], "padding": "valid", "dilation_rate": [1, 1]}
+    pool = {"pool_size": [2, 2], "padding": "valid", "strides": [2, 2], "data_format": "channels_last"}
+    shape = [None, 32, 32, 3]
+    image = {"batch_input_shape": shape, "dtype": "float32", "sparse": False, "ragged": False}
+    layers = [
+        {"class_name": "InputLayer", "config": {**image, "name": "conv2d_input"}},
+        weighted("Conv2D", "conv2d", batch_input_shape=shape, filters=32, **conv),
+        layer("MaxPooling2D", "max_pooling2d", **pool),
+        weighted("Conv2D", "conv2d_1", filters=64, **conv),
+        layer("MaxPooling2D", "max_pooling2d_1", **pool),
+        weighted("Conv2D", "conv2d_2", filters=64, **conv),
+        layer("Flatten", "flatten", data_format="channels_last"),
+        weighted("Dense", "dense", units=64),
+        weighted("Dense", "dense_1", units=10),
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.12.0"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(config)
+        group = f.create_group("model_weights")
+        names = [entry["config"]["name"] for entry in layers[1:]]
+        group.attrs["layer_names"] = [name.encode() for name in names]
+        for name in names:
+            shapes = [shape for owner, shape in TF_KERAS2_WEIGHTS if owner == name]
+            variables = [f"{name}/{variable}:0" for variable in ("kernel", "bias")][: len(shapes)]
+            group.create_group(name).attrs["weight_names"] = [v.encode() for v in variables] or np.array(
+                [], "S1"
+            )
+            for variable, shape in zip(variables, shapes, strict=True):
+                group[f"{name}/{variable}"] = np.full(shape, 0.5, dtype="float32")
+
+
+def dropout(module: str | None = "keras.layers") -> dict[str, Any]:
+    return obj(module, "Dropout", {"name": "drop", "trainable": True, "rate": 0.5, "seed": None})
+
+
+@pytest.mark.parametrize(
+    ("suffix", "layers", "refusal"),
+    [
+        (  # a .keras file says what a layer after an opted-in one is built for: its weights are counted
+            ".keras",
+            [dropout(), flatten(), {**dense(units=100), "build_config": {"input_shape": [None, 3_000_000]}}],
+            r"builds over 268,435,456 weights \(300,000,100 by the layer 'dense' \(Dense\)\)",
+        ),
+        (  # a legacy .h5 file does not: the numbers of the config are held one by one
+            ".h5",
+            [dropout(None), flatten(None), dense(None, units=100_000)],
+            r"the layer 'dense' \(Dense\) has units 100000, over 65,536",
+        ),
+        (
+            ".keras",
+            [
+                dropout(),
+                obj(
+                    "keras.layers", "Embedding", {"name": "words", "input_dim": 60_000, "output_dim": 60_000}
+                ),
+            ],
+            r"the layer 'words' \(Embedding\) has sizes whose product is over 268,435,456",
+        ),
+        (
+            ".keras",
+            [obj("keras.layers", "Reshape", {"name": "big", "target_shape": [32, 32, 3, 1, 100_000]})],
+            r"the layer 'big' \(Reshape\) has target_shape 100000, over 65,536",
+        ),
+    ],
+)
+def test_after_an_opted_in_layer_sizes_are_still_bounded(
+    suffix: str, layers: list[dict[str, Any]], refusal: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"opted_in{suffix}"
+    config = sequential(*layers, module=None if suffix == ".h5" else "keras")
+    if suffix == ".h5":
+        write_legacy_h5(path, config)
+    else:
+        write_keras(path, config)
+    with pytest.raises(ModelFileError, match=refusal):
+        inspect_model_file(path, extra_layers="keras")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_opted_in_layers_as_keras_saves_them_load(suffix: str, tmp_path: Path) -> None:
+    """Sizes after an opted-in layer are bounded, not matched with the file: what Keras saves still loads,
+    a wide input (131,072 features into a Dropout) and a layer built from named inputs (attention) too."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    wide = layers.Dropout(0.5)(layers.Flatten()(layers.Conv2D(128, 1)(inputs)))
+    tokens = layers.Reshape((64, 48))(inputs)
+    attended = layers.GlobalMaxPooling1D()(layers.MultiHeadAttention(2, 8)(tokens, tokens))
+    model = keras.Model(inputs, layers.Dense(10)(layers.Concatenate()([wide, attended])))
+    path = tmp_path / f"opted_in{suffix}"
+    model.save(path)
+    assert load_model(path, extra_layers="keras").count_params() == model.count_params()
+
+
+@pytest.fixture(scope="module")
+def accurate_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
+    """The accurate preset's config with its test-time mirroring, and its weights' shapes."""
+    path = save_model(with_flip_tta(build_model("accurate")), tmp_path_factory.mktemp("sizes") / "a.keras")
+    config, _, weights = modelfiles.read_config(path, "keras")
+    return config, weights
+
+
+# What a changed config may hold instead of any value: wrong types, sizes, names and references.
+REPLACEMENTS = [None, 0, -1, 3, 10**12, True, 1.5, float("nan"), "same", "channels_first", [], [None], [3, 3],
+                [None, 10**6, 3], {}, ["image", 0, 0], ["image", 7, 0], {"input_shape": 7}]  # fmt: skip
+
+
+def places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON value, as the keys and indexes that lead there."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    return [path, *(found for key, value in items for found in places(value, (*path, key)))]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_changed_config_is_refused_cleanly_or_passes(data: st.DataObject, accurate_config) -> None:
+    """Any value anywhere in a real config replaced by another: refused with a ModelFileError, or passed."""
+    original, weights = accurate_config
+    config = copy.deepcopy(original)
+    for _ in range(data.draw(st.integers(1, 3))):
+        place = data.draw(st.sampled_from(places(config)[1:]))
+        parent = config
+        for key in place[:-1]:
+            parent = parent[key]
+        parent[place[-1]] = copy.deepcopy(data.draw(st.sampled_from(REPLACEMENTS)))
+    try:
+        check_sizes(Path("changed.keras"), config, weights)
+    except ModelFileError as e:
+        assert str(e).startswith("changed.keras: refused: ") and "\n" not in str(e)
