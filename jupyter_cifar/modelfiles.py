@@ -647,7 +647,12 @@ class _Sizer:
         for shape, (name, _, _) in zip(_entry(model, declared, given), inputs, strict=True):
             self._activate(layers[name], shape)
         self._run_graph(model, calls, outputs, depth)
-        results = _refs(config.get("output_layers"), "output layers")
+        # Keras numbers a nested Functional model's calls from 1 in output_layers (its node 0 is the one
+        # that built it), but from 0 in the calls' own arguments (functional.py, get_config).
+        results = [
+            (name, at - 1 if layers.get(name, {}).get("class_name") == "Functional" else at, index)
+            for name, at, index in _refs(config.get("output_layers"), "output layers")
+        ]
         if any((name, at) not in outputs for name, at, _ in results):
             raise _Refused(f"{_named(model)} outputs a tensor that none of its layers gives")
         return [_tensor(outputs, ref) for ref in results]

@@ -289,6 +289,19 @@ def test_a_model_continued_from_a_stored_one_loads(images, tmp_path: Path) -> No
     np.testing.assert_allclose(predict_proba(again, images), predict_proba(continued, images), atol=1e-5)
 
 
+def test_a_model_nested_in_another_once_loads(images, tmp_path: Path) -> None:
+    """One call of a nested Functional model (as a seed import puts Rescaling in front of it): Keras numbers
+    that call 1 in output_layers and 0 in the arguments of the layers it feeds."""
+    import keras
+
+    inner = build_model("tutorial")
+    inputs = keras.Input((32, 32, 3), name="pixels")
+    outer = keras.Model(inputs, inner(keras.layers.Rescaling(2.0, name="double")(inputs)), name="outer")
+    outer.save(tmp_path / "nested.keras")
+    loaded = load_model(tmp_path / "nested.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), outer.predict(images, verbose=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_sizes_agree_with_keras_for_options_the_presets_do_not_use(suffix: str, tmp_path: Path) -> None:
     """Strides, dilation, groups, 'same' padding, channels first, BatchNorm axes, LoRA, shared layers,
