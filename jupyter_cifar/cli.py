@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="MONGODB_URI", help="the database the seed wrote to (mongodb://host/db)")
     p.add_argument("--collection", help="where the documents are (default: every collection)")
     p.add_argument("--name", default="seed", help="store them as versions of this model (default: seed)")
+    p.add_argument(
+        "--no-rescale",
+        dest="rescale",
+        action="store_false",
+        help="keep models as they are (by default one without a Rescaling layer gets Rescaling(1/255) in "
+        "front, since the seed divided pixels by 255 before training and this package passes 0..255)",
+    )
     p = verb("alias", "point ALIAS at a version (moving it off any other)")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
     p.add_argument("alias", metavar="ALIAS")
@@ -356,9 +363,12 @@ def _models_export(store: Any, args: argparse.Namespace, out: _Output) -> int:
 
 
 def _models_import(store: Any, args: argparse.Namespace, out: _Output) -> int:
+    from .modelfiles import sniff_format
+
     tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
-    _import_keras_quietly()
     try:
+        if sniff_format(Path(args.path)) == "h5":
+            _import_keras_quietly()  # a legacy .h5 is converted by Keras; a .keras file goes in as it is
         record = store.save(args.path, args.name, tags=tags, notes=args.notes)
     except ModelFileError as e:
         raise BadParameter("PATH", str(e)) from None
@@ -371,7 +381,7 @@ def _models_import_seed(store: Any, args: argparse.Namespace, out: _Output) -> i
 
     _import_keras_quietly()
     report = import_seed_documents(
-        args.source, store, args.name, collection=args.collection, progress=out.note
+        args.source, store, args.name, collection=args.collection, rescale=args.rescale, progress=out.note
     )
     out.result(
         {"imported": [r.to_json() for r in report.imported], "skipped": report.skipped},

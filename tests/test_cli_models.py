@@ -159,6 +159,33 @@ def test_seed_documents_come_in_with_one_command(mongod, store_dir: Path, tmp_pa
     assert len(report["skipped"]) == 1 and "cannot be read as a model file" in report["skipped"][0]["error"]
     status, record, _ = models(store_dir, "show", "seed")
     assert status == 0 and record["metadata"]["imported_format"] == "h5"
+    # The seed divided pixels by 255 before training; the stored model takes 0..255 like every model here.
+    assert "Rescaling(1/255)" in record["metadata"]["input_scaling"]
+    import keras
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    seed_model = keras.saving.load_model(h5, compile=False)
+    imported = open_store(str(store_dir)).load("seed:1")
+    np.testing.assert_allclose(
+        imported.predict(pixels, verbose=0), seed_model.predict(pixels / 255, verbose=0), atol=1e-5
+    )
+
+    proc = cli(
+        "models",
+        "import-seed",
+        f"{mongod.uri}/okteto",
+        "--collection",
+        "modelos",
+        "--name",
+        "as-is",
+        "--no-rescale",
+        "--store",
+        store_dir,
+        "--json",
+    )
+    as_is = json.loads(proc.stdout)["imported"][0]
+    assert "input_scaling" not in as_is["metadata"]
 
 
 # -- models check ------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@ The seed saved its model with ``model.save("x.h5")``, read the file back and ``i
 into a binary field, with no name or version. This finds such documents (any binary field that starts
 with the HDF5 signature, in one collection or all of them) and stores each as a version of one model,
 noting where it came from. The ``.h5`` is loaded in safe mode on the way in, like every import.
+
+The seed trained the TensorFlow tutorial's way: pixels divided by 255 *before* ``fit``, so its network
+expects 0..1 while everything here (the app, ``classify``, ``evaluate``, the presets) hands a model raw
+0..255 pixels. A model without a ``Rescaling`` layer therefore comes in with ``Rescaling(1/255)`` put in
+front of it (noted in the version's metadata; ``rescale=False`` / ``--no-rescale`` keeps it as it was).
+Without that it would be scored on inputs 255 times too large and give meaningless answers.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def import_seed_documents(
     name: str = "seed",
     *,
     collection: str | None = None,
+    rescale: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> SeedImport:
     """Store every seed-style model found in the database of ``source_uri`` as a version of ``name``."""
@@ -69,7 +76,7 @@ def import_seed_documents(
                     where = f"{db.name}.{coll} _id={doc.get('_id')} field {path}"
                     say(f"found an .h5 model in {where} ({len(data)} bytes)")
                     try:
-                        report.imported.append(_import_one(store, name, data, where))
+                        report.imported.append(_import_one(store, name, data, where, rescale))
                     except (ModelFileError, JupyterCifarError) as e:
                         report.skipped.append({"document": where, "error": str(e)})
     except (ConnectionFailure, OperationFailure) as e:
@@ -79,14 +86,38 @@ def import_seed_documents(
     return report
 
 
-def _import_one(store: ModelStore, name: str, data: bytes, where: str) -> ModelRecord:
+def _import_one(store: ModelStore, name: str, data: bytes, where: str, rescale: bool) -> ModelRecord:
+    from ..modelfiles import load_model
+
     with tempfile.TemporaryDirectory(prefix="jupyter-cifar-seed-") as tmp:
         path = Path(tmp) / "seed.h5"
         path.write_bytes(data)
-        return store.save(
-            path,
-            name,
-            metadata={"imported_from": f"mongodb document {where}", "imported_format": "h5"},
-            tags={"source": "seed"},
-            notes=f"Imported from the seed project's MongoDB document ({where}).",
-        )
+        model = load_model(path)  # checked, then safe mode: the bytes are data
+    metadata: dict[str, Any] = {"imported_from": f"mongodb document {where}", "imported_format": "h5"}
+    if rescale and not _scales_its_input(model):
+        model = _with_input_scaling(model)
+        metadata["input_scaling"] = "Rescaling(1/255) added in front: the seed divided pixels by 255 itself"
+    return store.save(
+        model,
+        name,
+        metadata=metadata,
+        tags={"source": "seed"},
+        notes=f"Imported from the seed project's MongoDB document ({where}).",
+    )
+
+
+def _scales_its_input(model: Any) -> bool:
+    import keras
+
+    return any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+
+
+def _with_input_scaling(model: Any) -> Any:
+    """The same network taking 0..255 pixels: ``Rescaling(1/255)`` then the seed's layers, flat."""
+    import keras
+
+    scale = keras.layers.Rescaling(1 / 255, name="scale")
+    if isinstance(model, keras.Sequential):
+        return keras.Sequential([keras.Input(model.input_shape[1:]), scale, *model.layers], name=model.name)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(scale(inputs)), name=model.name)
