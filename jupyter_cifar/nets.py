@@ -125,7 +125,25 @@ def _whitened_net(
     x = layers.Dense(num_classes, use_bias=False, name="classify")(x)
     x = layers.Rescaling(1 / 8, name="logits")(x)  # airbench's 1/9: small logits at the start
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    for layer in model.layers:
+        if layer.name.endswith(("_conv1", "_conv2")):
+            _start_as_identity(layer)
+    return model
+
+
+def _start_as_identity(conv: keras.layers.Layer) -> None:
+    """Let a 3x3 conv's first filters pass their input channel through (airbench's partial dirac init).
+
+    The other filters keep their random start. A signal flows through the fresh network unchanged in
+    part, which trains faster early on: +1 point after `fast`'s 2 epochs (0.774 against 0.764, 2 seeds).
+    """
+    (kernel,) = conv.get_weights()
+    size, _, inputs, outputs = kernel.shape
+    n = min(inputs, outputs)
+    kernel[:, :, :, :n] = 0
+    kernel[size // 2, size // 2, np.arange(n), np.arange(n)] = 1
+    conv.set_weights([kernel])
 
 
 def _fast(num_classes: int) -> keras.Model:
@@ -140,8 +158,11 @@ def _accurate(num_classes: int) -> keras.Model:
 
 # What fast and accurate share: airbench's recipe (Nesterov SGD, warm-up then cosine decay, label
 # smoothing, alternating flips and 2-pixel translations), at least 64 steps an epoch on small subsets.
+# Measured on `fast` (2 epochs, 2 seeds each): learning rate 0.4 with momentum 0.9 gave 0.774; 0.8 with 0.9,
+# 1.0 with 0.85 and 1.5 with 0.85 all 0.784-0.786 (airbench's own: about 1.5 with 0.85 at batch 1024).
 _AIRBENCH_RECIPE: dict[str, Any] = {
-    "learning_rate": 0.4,
+    "learning_rate": 1.0,
+    "momentum": 0.85,
     "optimizer": "sgd",
     "schedule": "cosine",
     "label_smoothing": 0.2,
@@ -157,7 +178,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="fast",
             description="airbench-style patch-whitened net, narrow (16 M multiply-adds per image), 2 epochs "
-            "of Nesterov SGD with flips and translations (the default: about 0.75 test accuracy)",
+            "of Nesterov SGD with flips and translations (the default: about 0.78 test accuracy)",
             build=_fast,
             epochs=2,
             batch_size=256,
@@ -166,7 +187,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="accurate",
             description="airbench's patch-whitened net at full width (118 M multiply-adds per image), 5 "
-            "epochs of Nesterov SGD with flips and translations, test-time mirroring (about 0.83-0.85)",
+            "epochs of Nesterov SGD with flips and translations, test-time mirroring (about 0.87)",
             build=_accurate,
             epochs=5,
             batch_size=512,

@@ -158,3 +158,17 @@ def test_presets_are_listed_with_their_recipes() -> None:
     for preset in nets.PRESETS.values():
         assert preset.augment in ("none", "flip", "flip-translate")
         assert preset.precision in nets.PRECISIONS
+
+
+def test_convs_start_by_passing_their_inputs_through() -> None:
+    """airbench's partial dirac init: each 3x3 conv's first filters copy one input channel each."""
+    model = nets.build_model("fast")
+    x = np.random.default_rng(0).normal(size=(2, 15, 15, 24)).astype(np.float32)
+    conv = model.get_layer("block1_conv1")  # 24 channels in (the whitening's), 24 out
+    out = keras.ops.convert_to_numpy(conv(x))
+    np.testing.assert_allclose(out, x, atol=1e-6)
+    wider = model.get_layer("block2_conv1")  # 24 in, 64 out: the first 24 copy, the rest are random
+    (kernel,) = wider.get_weights()
+    assert kernel.shape == (3, 3, 24, 64)
+    np.testing.assert_array_equal(kernel[1, 1, :, :24], np.eye(24))
+    assert np.abs(kernel[..., 24:]).sum() > 0
