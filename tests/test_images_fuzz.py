@@ -46,7 +46,7 @@ import io
 import json
 import os
 import random
-import resource
+import re
 import struct
 import subprocess
 import sys
@@ -983,9 +983,15 @@ class Campaign:
 
 
 def peak_rss_mib() -> float:
-    """This process' peak resident memory so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+    """This process' peak resident memory so far: VmHWM, which belongs to this process' own memory map.
+
+    Not ``ru_maxrss``: Linux carries the peak of the process that started us over ``exec`` (subprocess
+    starts children with vfork, so a pytest process holding TensorFlow made every child look 1 GB larger).
+    """
+    status = Path("/proc/self/status").read_text()
+    peak = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
+    assert peak, "no VmHWM in /proc/self/status"
+    return int(peak[1]) / 2**10
 
 
 def rss_mib() -> float:
