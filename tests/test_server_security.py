@@ -185,11 +185,11 @@ def test_a_cross_origin_read_is_refused_too(server: JupyterServer) -> None:
 # -- hostile names ---------------------------------------------------------------------------------
 
 HOSTILE_NAMES = {
-    "parent folders": "../../outside",
-    "parent, backslashes": "..\\..\\outside",
+    "parent folders": "../../jc-escaped",
+    "parent, backslashes": "..\\..\\jc-escaped",
     "dot-dot": "..",
-    "absolute path": "/etc/outside",
-    "NUL": "model\x00outside",
+    "absolute path": "/etc/jc-escaped",
+    "NUL": "model\x00jc-escaped",
     "control characters": "model\x1b[31m\x07",
     "newline": "model\nX-Injected: 1",
     "10,000 characters": "m" * 10_000,
@@ -276,7 +276,8 @@ def test_hostile_names_are_refused_everywhere_naming_the_problem(
     assert not wrong, "\n".join(wrong)
     assert snapshot(server) == before
     assert files_outside_the_store(server) == outside
-    assert not list(server.root.parent.rglob("*outside*"))
+    # The tests' common folder: an escape would land beside the server's root (no other test names a file so).
+    assert not list(server.root.parent.rglob("*jc-escaped*"))
 
 
 # -- hostile text ------------------------------------------------------------------------------------
