@@ -21,7 +21,7 @@ from hostile import dense, flatten, obj, sequential, write_keras, write_legacy_h
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_cifar import modelfiles
+from jupyter_cifar import modelfiles, modelsizes
 from jupyter_cifar.errors import BadParameter, ModelFileError
 from jupyter_cifar.modelfiles import (
     APP_LAYERS,
@@ -252,7 +252,7 @@ def test_an_opt_in_that_is_no_class_name_is_reported(tmp_path: Path, monkeypatch
 
 
 def test_the_sizes_of_every_app_layer_are_worked_out() -> None:
-    assert set(modelfiles._LAYER_SIZES) | {"InputLayer"} == APP_LAYERS
+    assert set(modelsizes._LAYER_SIZES) | {"InputLayer"} == APP_LAYERS
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
