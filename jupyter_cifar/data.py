@@ -189,7 +189,9 @@ def load_cifar10(
     if source is None:
         return _load_keras(say)
     if not source.exists():
-        raise DataError(f"{source}: no such folder or file")
+        # A relative path is read from the working folder, which for a kernel is its notebook's folder.
+        where = "" if source.is_absolute() else f" (relative to {os.getcwd()})"
+        raise DataError(f"{source}: no such folder or file{where}")
     shown = Path(os.path.abspath(source))
     if source.is_file():
         if not _is_zip(source):

@@ -421,6 +421,18 @@ def test_missing_source(tmp_path: Path) -> None:
     assert str(tmp_path / "nowhere") in str(info.value)
 
 
+def test_a_missing_relative_source_says_what_it_is_relative_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel runs in its notebook's folder: JUPYTER_CIFAR_DATA=../data from elsewhere misses."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JUPYTER_CIFAR_DATA", "../nowhere/cifar10")
+    with pytest.raises(
+        DataError, match=rf"^\.\./nowhere/cifar10: no such folder or file \(relative to {tmp_path}\)$"
+    ):
+        load_cifar10()
+
+
 def test_folder_without_train(small: Path, tmp_path: Path) -> None:
     shutil.rmtree(small / "train")
     with pytest.raises(DataError, match="no train folder") as info:
