@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from jupyter_cifar.store import ModelRecord, ModelStore, open_store
@@ -146,3 +148,19 @@ def dangle_alias(store: ModelStore, name: str, alias: str, version: int) -> None
         db.close()
         return
     store.aliases.insert_one({"name": name, "alias": alias, "version": version})  # type: ignore[attr-defined]
+
+
+@contextmanager
+def throwaway_store(backend: str, folder: Path, database: str) -> Iterator[str]:
+    """A fresh store's URI for the campaigns in tools/: a folder under ``folder`` (backend "local") or a
+    database on a throwaway mongod whose files live there (backend "mongo"), stopped afterwards."""
+    if backend == "local":
+        yield str(folder / "models")
+        return
+    from mongod import Mongod
+
+    server = Mongod(folder / "mongod").start()
+    try:
+        yield f"{server.uri}/{database}"
+    finally:
+        server.stop()

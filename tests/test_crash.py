@@ -41,7 +41,7 @@ def test_writers_killed_at_random_moments_lose_nothing_acknowledged(
 ) -> None:
     uri = str(tmp_path / "store") if backend == "local" else request.getfixturevalue("mongo_uri")
     figures = crash.campaign(backend, uri, model_files, KILLS, seed=7, max_delay_ms=400, workdir=tmp_path)
-    print("\n" + crash.table([figures]))
+    print("\n" + crash.figures_table([figures]))
     assert figures.violations == []
     assert figures.kills == KILLS and figures.worker_errors == 0
     assert figures.versions_lost == 0 and figures.other_problems == 0

@@ -49,6 +49,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the test helpers (mongod, storetools)
+
+from storetools import stored_items, throwaway_store  # noqa: E402
+
+from benchmarks._common import table  # noqa: E402
+
 NAMES = ("crash-a", "crash-b")
 ALIAS = "best"
 LEFTOVER_KINDS = ("orphan", "partial")
@@ -392,17 +399,6 @@ def finish(store: Any, ledger: Ledger, workdir: Path) -> None:
         ledger.violation(f"{items} stored files for {len(records)} records")
 
 
-def stored_items(store: Any) -> int:
-    """Files (and, for GridFS, owners of chunks) in the store, whoever names them: seen directly."""
-    from jupyter_cifar.store.local import LocalModelStore
-
-    if isinstance(store, LocalModelStore):
-        return len(list(store.files.iterdir())) + len(list(store.staging.iterdir()))
-    files = store.db[f"{store.bucket_name}.files"].count_documents({})
-    owners = len(store.db[f"{store.bucket_name}.chunks"].distinct("files_id"))
-    return max(files, owners)
-
-
 # -- the command line ----------------------------------------------------------------------------------
 
 
@@ -441,7 +437,7 @@ ROWS = [
 ]
 
 
-def table(results: list[Figures]) -> str:
+def figures_table(results: list[Figures]) -> str:
     def cell(f: Figures, key: str) -> str:
         value = getattr(f, key)
         if key == "violations":
@@ -450,14 +446,9 @@ def table(results: list[Figures]) -> str:
             return " / ".join(f"{value[k]:.0f}" for k in ("min", "median", "max")) if value else "-"
         return str(value)
 
-    header = ["", *(f.backend for f in results)]
-    rows = [header, *([label, *(cell(f, key) for f in results)] for label, key in ROWS)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
+    return table(
+        ["", *(f.backend for f in results)],
+        [[label, *(cell(f, key) for f in results)] for label, key in ROWS],
     )
 
 
@@ -465,17 +456,9 @@ def table(results: list[Figures]) -> str:
 def store_for(backend: str, uri: str | None, workdir: Path) -> Iterator[str]:
     if uri is not None:
         yield uri
-    elif backend == "local":
-        yield str(workdir / "store")
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from mongod import Mongod  # type: ignore[import-not-found]
-
-        server = Mongod(workdir / "mongod").start()
-        try:
-            yield f"{server.uri}/crash_campaign"
-        finally:
-            server.stop()
+        return
+    with throwaway_store(backend, workdir, "crash_campaign") as fresh:
+        yield fresh
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -515,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([asdict(f) for f in results], indent=2))
     else:
-        print(table(results))
+        print(figures_table(results))
         for f in results:
             for violation in f.violations:
                 print(f"{f.backend}: {violation}")

@@ -342,17 +342,13 @@ def store_for(backend: str, given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    with tempfile.TemporaryDirectory(prefix=f"jc-load-{backend}-") as tmp:
-        if backend == "local":
-            yield str(Path(tmp) / "models")
-            return
-        from mongod import Mongod
+    from storetools import throwaway_store
 
-        mongod = Mongod(Path(tmp)).start()
-        try:
-            yield f"{mongod.uri}/loadtest"
-        finally:
-            mongod.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix=f"jc-load-{backend}-") as tmp,
+        throwaway_store(backend, Path(tmp), "loadtest") as uri,
+    ):
+        yield uri
 
 
 def main(argv: list[str] | None = None) -> int:
