@@ -304,18 +304,7 @@ class MongoModelStore(ModelStore):
             log.info("%s: file %s left for garbage collection (%s)", self.display, file_id, _short(e))
 
     def _record(self, doc: dict[str, Any], aliases: list[str]) -> ModelRecord:
-        return ModelRecord(
-            name=doc["name"],
-            version=int(doc["version"]),
-            created=doc["created"],
-            sha256=doc["sha256"],
-            size=int(doc["size"]),
-            aliases=sorted(aliases),
-            tags=dict(doc.get("tags") or {}),
-            notes=doc.get("notes") or "",
-            test_accuracy=doc.get("test_accuracy"),
-            metadata=dict(doc.get("metadata") or {}),
-        )
+        return ModelRecord.from_json({**doc, "aliases": sorted(aliases)})  # a document is the record's JSON
 
     def _records(self, docs: list[dict[str, Any]]) -> list[ModelRecord]:
         """Records with their aliases, joined in one query."""

@@ -61,24 +61,12 @@ def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve
     accuracy = y_label == "accuracy"
     # Accuracy on fixed bounds (0 to 1), as fastai draws it: the curve's rise is honest from the start.
     x_scale, y_scale = bq.LinearScale(), bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
-    train = bq.Lines(
-        x=[],
-        y=[],
-        scales={"x": x_scale, "y": y_scale},
-        colors=["#1f77b4"],
-        labels=["training"],
-        display_legend=True,
-    )
+    scales = {"x": x_scale, "y": y_scale}
+    train = bq.Lines(x=[], y=[], scales=scales, colors=["#1f77b4"], labels=["training"], display_legend=True)
     val = bq.Lines(
-        x=[],
-        y=[],
-        scales={"x": x_scale, "y": y_scale},
-        colors=["#ff7f0e"],
-        labels=["validation"],
-        marker="circle",
-        marker_size=24,
-        display_legend=True,
-    )
+        x=[], y=[], scales=scales, colors=["#ff7f0e"], labels=["validation"], display_legend=True,
+        marker="circle", marker_size=24,
+    )  # fmt: skip
     fig = bq.Figure(
         title=title,
         marks=[train, val],
