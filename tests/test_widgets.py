@@ -155,8 +155,9 @@ def test_save_browse_load_and_classify(app: App, cifar10_dir: Path) -> None:
 
     app.session.model = None
     click(models.load_button)
-    wait_for(lambda: app.session.model is not None, what="the load")
-    assert app.session.record.ref == "cnn:1"
+    # set_model assigns the model first and tells the tabs last (model_changed): wait for the tabs.
+    wait_for(lambda: app.classify.model_label.value.startswith("model: cnn:1"), what="the load")
+    assert app.session.model is not None and app.session.record.ref == "cnn:1"
     assert app.classify.model_label.value.startswith("model: cnn:1 (test accuracy")
 
     cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
