@@ -154,9 +154,10 @@ def test_save_browse_load_and_classify(app: App, cifar10_dir: Path) -> None:
     assert [m.labels[0] for m in models.curves.marks] == ["cnn:1 accuracy", "cnn:1 val accuracy"]
 
     app.session.model = None
+    told = app.session.model_changed
     click(models.load_button)
-    # set_model assigns the model first and tells the tabs last (model_changed): wait for the tabs.
-    wait_for(lambda: app.classify.model_label.value.startswith("model: cnn:1"), what="the load")
+    # set_model assigns the model first and tells the tabs last (model_changed): wait for the telling.
+    wait_for(lambda: app.session.model_changed is not told, what="the load")
     assert app.session.model is not None and app.session.record.ref == "cnn:1"
     assert app.classify.model_label.value.startswith("model: cnn:1 (test accuracy")
 
