@@ -718,6 +718,15 @@ boom.on_click(explode)
 ]
 
 
+def run_probe_notebook(server: NotebookServer, page: AppPage, jpeg: Path, shot: str) -> None:
+    """In a notebook front end (Lab, Notebook 7): write the probe notebook, open it, run it, drive it."""
+    write_notebook(server.work, "probe", PROBE_CELLS)
+    page.open(server.notebook_url("probe"))
+    page.wait_notebook()
+    page.run_all()
+    exercise_probe(page, jpeg, shot=shot)
+
+
 def exercise_probe(page: AppPage, jpeg: Path, shot: str | None = None) -> None:
     """Drive the probe notebook's widgets; raises AssertionError if the harness misses something."""
     page.wait_visible("jc-probe", timeout=90)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from harness import (
     APP_CELLS,
-    PROBE_CELLS,
     AppPage,
     NotebookServer,
     assert_app_clean,
     classify_upload,
     exercise_probe,
+    run_probe_notebook,
     save_model,
     select_model,
     set_training,
@@ -30,13 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_harness_probe_lab(start_server, app_page: AppPage, embedded_store: str, cat_jpeg: Path) -> None:
     """The harness itself: widgets by class, a live bqplot curve, an upload, a callback's exception, a
     kernel restart and the cells run again."""
-    server = start_server("lab", embedded_store)
-    write_notebook(server.work, "probe", PROBE_CELLS)
     page = app_page
-    page.open(server.notebook_url("probe"))
-    page.wait_notebook()
-    page.run_all()
-    exercise_probe(page, cat_jpeg, shot="lab-probe")
+    run_probe_notebook(start_server("lab", embedded_store), page, cat_jpeg, shot="lab-probe")
     assert len(page.kernel_errors) == 1  # the probe's own
 
     kernel = page.kernel_id()

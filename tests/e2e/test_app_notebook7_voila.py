@@ -14,6 +14,7 @@ from harness import (
     assert_app_clean,
     classify_upload,
     exercise_probe,
+    run_probe_notebook,
     set_training,
     start_and_watch,
     wait_app,
@@ -27,13 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_harness_probe_notebook7(
     start_server, app_page: AppPage, embedded_store: str, cat_jpeg: Path
 ) -> None:
-    server = start_server("notebook", embedded_store)
-    write_notebook(server.work, "probe", PROBE_CELLS)
     page = app_page
-    page.open(server.notebook_url("probe"))
-    page.wait_notebook()
-    page.run_all()
-    exercise_probe(page, cat_jpeg, shot="notebook7-probe")
+    run_probe_notebook(start_server("notebook", embedded_store), page, cat_jpeg, shot="notebook7-probe")
     assert len(page.kernel_errors) == 1
     assert not page.unexpected_page_errors(), page.page_errors
 
