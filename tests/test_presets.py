@@ -127,6 +127,36 @@ def test_pipeline_alternates_flips_and_translates_within_bounds() -> None:
     assert 100 < sum(mirrored[0].values()) < 200
 
 
+def test_pipeline_hands_out_each_epoch_once_to_concurrent_readers() -> None:
+    """Keras reads Batches with two threads (its enqueuer; see the class): an epoch's batches, asked for
+    together and in any order, all come from one epoch, every image once, and the epochs are the ones a
+    single reader gets (no epoch prepared twice or skipped, so the flips still alternate)."""
+    import concurrent.futures
+
+    x = np.zeros((1000, 32, 32, 3), np.uint8)
+
+    def read(threads: int) -> list[np.ndarray]:
+        batches = Batches(x, np.arange(1000), 50, augment="flip-translate", seed=0)
+        assert batches.workers == 2 and not batches.use_multiprocessing
+        epochs = []
+        try:
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                for epoch in range(3):
+                    order = np.random.default_rng(epoch).permutation(len(batches))
+                    labels = list(pool.map(lambda i: batches[int(i)][1], order))
+                    epochs.append(np.concatenate([labels[k] for k in np.argsort(order)]))
+                    batches.on_epoch_end()
+        finally:
+            batches.close()
+        return epochs
+
+    alone, together = read(1), read(8)
+    for one, many in zip(alone, together, strict=True):
+        assert sorted(many) == list(range(1000))
+        np.testing.assert_array_equal(one, many)
+    assert not (alone[0] == alone[1]).all()
+
+
 def test_pipeline_is_repeatable_with_a_seed() -> None:
     x = np.random.default_rng(1).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
     a, b = (Batches(x, np.arange(100), 10, seed=5) for _ in range(2))
