@@ -75,7 +75,7 @@ EXTRA_LAYERS_ENV = "JUPYTER_CIFAR_EXTRA_LAYERS"
 ANY_KERAS_LAYER = "keras"
 
 # Bounds. A CIFAR model is small: the accurate preset holds 2.0 M weights (an 8 MB file; about twice
-# that with the optimizer's state after training) and a 30 KB config. These leave room for far bigger
+# that with the optimizer's state after training) and a 45 KB config. These leave room for far bigger
 # networks and still refuse what would exhaust a kernel's memory before Keras could notice anything.
 MAX_CONFIG_BYTES = 16 << 20  # config.json, metadata.json, an .h5's model_config
 MAX_UNPACKED_BYTES = 2 << 30  # a .keras file's entries together, or an .h5 file

@@ -42,7 +42,8 @@ from .nets import (
     get_preset,
     init_from_data,
     resolve_precision,
-    with_flip_tta,
+    tta_views,
+    with_tta,
     without_tta,
 )
 from .predict import Evaluation, evaluate_probabilities, predict_proba
@@ -197,7 +198,7 @@ class Trainer:
         self._thread: threading.Thread | None = None
         self._last_val: tuple[int, np.ndarray] | None = None
         self._final: keras.Model | None = None  # the model as it is returned and saved
-        self._wrap_tta = False
+        self._tta = "none"  # the test-time augmentation the returned model gets (nets.TTA_VIEWS)
         self._last_epoch = 0
         self.policy = "float32"  # the dtype policy training ran under
 
@@ -257,10 +258,10 @@ class Trainer:
                 self.policy = resolve_precision(cfg.precision or "auto")
                 model = build_model(cfg.preset, n_classes, precision=self.policy)
                 init_from_data(model, data.x_train, seed=cfg.seed)
-                self._wrap_tta = self.preset.tta
+                self._tta = self.preset.tta
             else:
-                model = without_tta(self.model)  # a loaded test-time-augmented model trains its inside
-                self._wrap_tta = model is not self.model
+                self._tta = tta_views(self.model)  # a loaded test-time-augmented model trains its inside
+                model = without_tta(self.model)
                 self.policy = model.dtype_policy.name
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
@@ -362,8 +363,8 @@ class Trainer:
         if self._final is None:
             assert self.model is not None
             model = as_float32(self.model, self.config.preset, len(self.data.class_names))
-            if self._wrap_tta:
-                model = with_flip_tta(model)
+            if self._tta != "none":
+                model = with_tta(model, self._tta)
             if model is not self.model:
                 self._last_val = None
             self._final = model

@@ -32,7 +32,7 @@ from jupyter_cifar.modelfiles import (
     load_model,
     save_model,
 )
-from jupyter_cifar.nets import PRESETS, build_model, compile_for_training, with_flip_tta, without_tta
+from jupyter_cifar.nets import PRESETS, build_model, compile_for_training, with_tta, without_tta
 from jupyter_cifar.predict import predict_proba
 
 
@@ -160,14 +160,14 @@ def layer_classes(config: object) -> set[str]:
 def test_every_preset_passes_and_the_allow_list_is_what_the_presets_build(tmp_path: Path) -> None:
     """APP_LAYERS cannot drift from nets.py: it is exactly the layers of the presets' saved models.
 
-    Each is saved as training saves it (compiled with its recipe; test-time mirroring where the preset
+    Each is saved as training saves it (compiled with its recipe; test-time augmentation where the preset
     has it), so the optimizer, schedule, loss and metrics in the file pass the check too.
     """
     used: set[str] = set()
     for preset in PRESETS.values():
         model = build_model(preset.name)
-        if preset.tta:
-            model = with_flip_tta(model)
+        if preset.tta != "none":
+            model = with_tta(model, preset.tta)
         compile_for_training(model, preset, preset.learning_rate, total_steps=100)
         path = save_model(model, tmp_path / f"{preset.name}.keras")
         facts = inspect_model_file(path)  # no opt-in
@@ -262,8 +262,8 @@ def test_every_preset_trained_and_saved_loads(preset: str, images, tmp_path: Pat
 
     recipe = PRESETS[preset]
     model = build_model(preset)
-    if recipe.tta:
-        model = with_flip_tta(model)
+    if recipe.tta != "none":
+        model = with_tta(model, recipe.tta)
     one_hot = compile_for_training(model, recipe, recipe.learning_rate, total_steps=1)
     labels = np.arange(8) % 10
     model.fit(images[:8], keras.utils.to_categorical(labels, 10) if one_hot else labels, verbose=0)
@@ -283,8 +283,8 @@ def h5_names(path: Path) -> list[str]:
 
 def test_a_model_continued_from_a_stored_one_loads(images, tmp_path: Path) -> None:
     """Training goes on inside a loaded TTA model and wraps it again: a Functional in a Functional."""
-    stored = save_model(with_flip_tta(build_model("accurate")), tmp_path / "stored.keras")
-    continued = with_flip_tta(without_tta(load_model(stored)))
+    stored = save_model(with_tta(build_model("accurate"), "flip-translate"), tmp_path / "stored.keras")
+    continued = with_tta(without_tta(load_model(stored)), "flip-translate")
     again = load_model(save_model(continued, tmp_path / "continued.keras"))
     np.testing.assert_allclose(predict_proba(again, images), predict_proba(continued, images), atol=1e-5)
 
@@ -474,8 +474,10 @@ def test_opted_in_layers_as_keras_saves_them_load(suffix: str, tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def accurate_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[tuple[int, ...]]]:
-    """The accurate preset's config with its test-time mirroring, and its weights' shapes."""
-    path = save_model(with_flip_tta(build_model("accurate")), tmp_path_factory.mktemp("sizes") / "a.keras")
+    """The accurate preset's config with its test-time augmentation, and its weights' shapes."""
+    path = save_model(
+        with_tta(build_model("accurate"), "flip-translate"), tmp_path_factory.mktemp("sizes") / "a.keras"
+    )
     config, _, weights = modelfiles.read_config(path, "keras")
     return config, weights
 

@@ -6,6 +6,9 @@ The timing goals (0.70 in a minute, 0.90 in ten) are the benchmark's to check
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -59,29 +62,64 @@ def test_a_trained_preset_saves_and_opens_with_plain_keras(trained, tiny, name: 
 
 
 @pytest.mark.slow
-def test_accurate_is_mirror_averaged_and_continues_training_inside(trained, tiny) -> None:
+def test_accurate_is_test_time_augmented_and_continues_training_inside(trained, tiny) -> None:
     model = trained["accurate"].model
-    assert nets.without_tta(model) is not model  # the returned model averages over mirror images
-    x = tiny.x_test[:32]
-    np.testing.assert_allclose(predict_proba(model, x), predict_proba(model, x[:, :, ::-1]), atol=1e-4)
+    assert nets.tta_views(model) == "flip-translate"
+    assert nets.without_tta(model) is not model
     more = Trainer(
         tiny.subset(500, 100), TrainConfig(preset="accurate", epochs=1, batch_size=64, seed=2), model=model
     )
     result = more.run()
     assert result.status == "finished", result.error
-    assert nets.without_tta(result.model) is not result.model  # wrapped again after training its inside
+    assert nets.tta_views(result.model) == "flip-translate"  # wrapped again after training its inside
+    assert nets.without_tta(result.model) is not result.model
 
 
-def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror() -> None:
+@pytest.mark.parametrize("views", ["flip", "flip-translate"])
+def test_tta_averages_the_logits_of_the_views(views: str) -> None:
+    """As airbench computes them: the image and its mirror; with "flip-translate" these count half, and
+    the two 1-pixel shifts of a reflect-padded copy (down-right, up-left), each with its mirror, a quarter."""
     model = nets.build_model("fast")
-    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
-    wrapped = nets.with_flip_tta(model)
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    x = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    wrapped = nets.with_tta(model, views)
     body = nets.without_tta(wrapped)
-    logits = (keras.ops.convert_to_numpy(body(x)) + keras.ops.convert_to_numpy(body(x[:, :, ::-1]))) / 2
+
+    def mirrored(images: np.ndarray) -> np.ndarray:
+        both = body(images), body(images[:, :, ::-1])
+        return sum(keras.ops.convert_to_numpy(logits) for logits in both) / 2
+
+    logits = mirrored(x)
+    if views == "flip-translate":
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        logits = logits / 2 + mirrored(padded[:, :32, :32]) / 4 + mirrored(padded[:, 2:, 2:]) / 4
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(wrapped(x)), expected, atol=1e-5)
     assert nets.outputs_probabilities(wrapped)
+    assert nets.tta_views(wrapped) == views and nets.tta_views(model) == "none"
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        nets.with_tta(model, "none")
+
+
+def test_batchnorm_offsets_learn_faster_by_the_presets_factor() -> None:
+    """accurate's 64x learning rate for BatchNorm offsets (airbench's bias scaler), by MultiOptimizer."""
+    assert nets.PRESETS["accurate"].bias_lr == 64
+    preset = dataclasses.replace(nets.PRESETS["fast"], bias_lr=8.0, weight_decay=0.0)
+    model = nets.build_model("fast")
+    optimizer = nets.make_optimizer(preset, 0.1, total_steps=100)
+    variables = model.trainable_variables
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in variables}
+    optimizer.apply([keras.ops.ones(v.shape) for v in variables], variables)
+    step = {v.path: float(np.abs(keras.ops.convert_to_numpy(v) - before[v.path]).mean()) for v in variables}
+    offsets = [path for path in step if re.fullmatch(nets.BN_OFFSETS, path)]
+    scales = [path for path in step if path.endswith("/gamma")]
+    assert len(offsets) == len(scales) == 6
+    for offset, scale in zip(offsets, scales, strict=True):
+        assert step[offset] == pytest.approx(8 * step[scale], rel=1e-4)
+    plain = nets.make_optimizer(nets.PRESETS["fast"], 0.1, total_steps=100)
+    assert not isinstance(plain, keras.optimizers.MultiOptimizer)
 
 
 def test_whitening_layer_whitens_patches(cifar10) -> None:
