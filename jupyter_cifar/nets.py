@@ -102,18 +102,23 @@ def _tutorial(num_classes: int) -> keras.Model:
 
 
 def _whitened_net(
-    num_classes: int, widths: tuple[int, int, int], name: str, *, bn_scale: bool = True
+    num_classes: int,
+    widths: tuple[int, int, int],
+    name: str,
+    *,
+    activation: str = "relu",
+    bn_scale: bool = True,
 ) -> keras.Model:
     """airbench's network shape for any widths: a frozen 2x2 patch-whitening conv, three conv groups.
 
-    Each group is conv -> max-pool -> BatchNorm -> ReLU -> conv -> BatchNorm -> ReLU, halving the
+    Each group is conv -> max-pool -> BatchNorm -> act -> conv -> BatchNorm -> act, halving the
     resolution (31 -> 15 -> 7 -> 3); a global max-pool and one dense layer classify. The ``whiten``
     layer's weights come from the training images (:func:`init_from_data`); it is not trained.
     Multiply-adds per image forward: about 118 M at airbench's widths (64, 256, 256). ``bn_scale=False``
     leaves out BatchNorm's scales (airbench freezes them at 1).
 
-    ReLU, not airbench's GELU: on the 2-core CPU GELU's elementwise work made training 1.47x slower (637
-    against 935 images/s at full width), which costs more epochs than GELU gains per epoch.
+    ReLU by default, not airbench's GELU: on the 2-core CPU GELU's elementwise work made training 1.47x
+    slower (637 against 935 images/s at full width), which costs more epochs than GELU gains per epoch.
     """
     import keras
     from keras import layers
@@ -121,16 +126,16 @@ def _whitened_net(
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = layers.Rescaling(1 / 255, name="scale")(inputs)
     x = layers.Conv2D(2 * WHITEN_PATCH**2 * 3, WHITEN_PATCH, name="whiten", trainable=False)(x)
-    x = layers.Activation("relu", name="whiten_act")(x)
+    x = layers.Activation(activation, name="whiten_act")(x)
     for i, filters in enumerate(widths):
         block = f"block{i + 1}"
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{block}_conv1")(x)
         x = layers.MaxPooling2D(2, name=f"{block}_pool")(x)
         x = layers.BatchNormalization(momentum=0.6, epsilon=1e-5, scale=bn_scale, name=f"{block}_bn1")(x)
-        x = layers.Activation("relu", name=f"{block}_act1")(x)
+        x = layers.Activation(activation, name=f"{block}_act1")(x)
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{block}_conv2")(x)
         x = layers.BatchNormalization(momentum=0.6, epsilon=1e-5, scale=bn_scale, name=f"{block}_bn2")(x)
-        x = layers.Activation("relu", name=f"{block}_act2")(x)
+        x = layers.Activation(activation, name=f"{block}_act2")(x)
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     x = layers.Dense(num_classes, use_bias=False, name="classify")(x)
     x = layers.Rescaling(1 / 8, name="logits")(x)  # airbench's 1/9: small logits at the start
