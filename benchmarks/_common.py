@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("JUPYTER_CIFAR_SHARED", REPO.parent / "shared")) / "cifar10"
@@ -29,3 +33,28 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# A benchmark measures each run in a fresh process (its own clock, its own Keras backend): the script
+# calls itself with internal arguments, and the child prints its figures as one line of JSON.
+RESULT = "RESULT "
+
+
+class ChildFailed(Exception):
+    """A benchmark child exited with an error or printed no result; the message is its stderr's end."""
+
+
+def print_result(result: Mapping[str, Any]) -> None:
+    """In a child: hand the run's figures to the parent (see :func:`run_child`)."""
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def run_child(script: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python script *args`` and return what it gave :func:`print_result`."""
+    out = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True, text=True,
+                         env=None if env is None else {**os.environ, **env})  # fmt: skip
+    found = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
+    if out.returncode or not found:
+        raise ChildFailed(out.stderr.strip()[-3000:] or f"exit status {out.returncode}, no result")
+    result: dict[str, Any] = json.loads(found[-1][len(RESULT) :])
+    return result

@@ -14,16 +14,14 @@ thread (``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREA
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, table
+from benchmarks._common import DEFAULT_DATA, ChildFailed, machine, print_result, run_child, table
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -102,7 +100,7 @@ def main() -> None:
     parser.add_argument("--run-precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_preset:
-        print("RESULT " + json.dumps(child(args)), flush=True)
+        print_result(child(args))
         return
 
     print(f"training images/s by backend ({machine()}; {args.images} images, batch of each preset)")
@@ -134,22 +132,15 @@ def main() -> None:
                 for label, env in variants:
                     if precision == "float32" and label != "default":
                         continue
-                    command = [sys.executable, os.path.abspath(__file__), "--run-preset", preset]
-                    command += ["--run-precision", precision, "--data", args.data]
+                    command = ["--run-preset", preset, "--run-precision", precision, "--data", args.data]
                     command += ["--images", str(args.images), "--epochs", str(args.epochs)]
                     command += ["--npz", args.npz] if args.npz else []
-                    out = subprocess.run(
-                        command,
-                        capture_output=True,
-                        text=True,
-                        env={**os.environ, "KERAS_BACKEND": backend, **env},
-                    )
-                    found = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-                    if out.returncode or not found:
-                        reason = (out.stderr.strip().splitlines() or ["failed"])[-1][:80]
+                    try:
+                        result = run_child(__file__, command, env={"KERAS_BACKEND": backend, **env})
+                    except ChildFailed as e:
+                        reason = (str(e).splitlines() or ["failed"])[-1][:80]
                         rows.append([preset, backend, precision, label, f"failed: {reason}"])
                     else:
-                        result = json.loads(found[-1][len("RESULT ") :])
                         rows.append(
                             [preset, backend, result["policy"], label, f"{result['images_per_second']:.0f}"]
                         )

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, table
+from benchmarks._common import DEFAULT_DATA, ChildFailed, machine, print_result, run_child, table
 
 NAMED: dict[str, dict[str, Any]] = {
     "accurate": {},
@@ -177,7 +176,7 @@ def main() -> None:
     parser.add_argument("--run-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_variant:
-        print("RESULT " + json.dumps(child(args)), flush=True)
+        print_result(child(args))
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for variant in variants:
@@ -193,14 +192,12 @@ def main() -> None:
 
     def run(job: tuple[str, int]) -> dict[str, Any] | None:
         variant, seed = job
-        command = [sys.executable, os.path.abspath(__file__), "--data", args.data, "--run-variant", variant]
-        command += ["--run-seed", str(seed)] + (["--quick"] if args.quick else [])
-        out = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode or not lines:
-            print(f"{variant} seed {seed}: failed\n{out.stderr[-3000:]}", file=sys.stderr, flush=True)
+        command = ["--data", args.data, "--run-variant", variant, "--run-seed", str(seed)]
+        try:
+            result = run_child(__file__, command + (["--quick"] if args.quick else []))
+        except ChildFailed as e:
+            print(f"{variant} seed {seed}: failed\n{e}", file=sys.stderr, flush=True)
             return None
-        result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
         print(f"{variant} seed {seed}: {result['accuracy']:.4f} ({result['seconds']:.0f} s)", flush=True)
         return result
 

@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,7 @@ T0 = time.perf_counter()  # the clock of a child run starts here, before Keras i
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, table
+from benchmarks._common import DEFAULT_DATA, ChildFailed, machine, print_result, run_child, table
 
 DEFAULT_LOSSLESS = DEFAULT_DATA.parent / "cifar10-lossless-subset" / "cifar10_lossless_subset.npz"
 TARGETS = (0.70, 0.80, 0.90)
@@ -258,7 +257,7 @@ def main() -> None:
     parser.add_argument("--run-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_preset:
-        print("RESULT " + json.dumps(child(args)), flush=True)
+        print_result(child(args))
         return
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
@@ -267,25 +266,16 @@ def main() -> None:
     runs = []
     for seed in seeds:
         for preset in presets:
-            command = [
-                sys.executable,
-                os.path.abspath(__file__),
-                "--run-preset",
-                preset,
-                "--run-seed",
-                str(seed),
-            ]
-            command += ["--data", args.data, "--budget-seconds", str(args.budget_seconds)]
-            command += ["--lossless", args.lossless]
+            command = ["--run-preset", preset, "--run-seed", str(seed), "--data", args.data]
+            command += ["--budget-seconds", str(args.budget_seconds), "--lossless", args.lossless]
             command += ["--npz", args.npz] if args.npz else []
             command += ["--precision", args.precision] if args.precision else []
             command += ["--quick"] if args.quick else []
-            out = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-            if out.returncode or not lines:
-                print(f"{preset} seed {seed}: failed\n{out.stderr[-3000:]}", file=sys.stderr, flush=True)
+            try:
+                run = run_child(__file__, command)
+            except ChildFailed as e:
+                print(f"{preset} seed {seed}: failed\n{e}", file=sys.stderr, flush=True)
                 continue
-            run = json.loads(lines[-1][len("RESULT ") :])
             runs.append(run)
             curve = ", ".join(f"{a:.3f}@{s:.0f}s" for s, a in run["curve"])
             print(
