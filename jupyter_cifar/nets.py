@@ -22,6 +22,9 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
   mixed bfloat16 on CPUs with AMX bf16 units, float32 elsewhere.
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
+- BatchNorm: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
+  fused kernel (:mod:`jupyter_cifar.fusedbn`; 1.5x faster training for ``accurate`` on that CPU); the
+  model itself keeps Keras' layers.
 """
 
 from __future__ import annotations

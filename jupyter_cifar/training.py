@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import fusedbn
 from .data import Dataset
 from .errors import BadParameter
 from .nets import (
@@ -266,6 +267,7 @@ class Trainer:
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
             one_hot = _compile(model, self, batches * cfg.epochs)
+            fit_model = fusedbn.for_training(model)  # shares model's variables: training it trains model
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
@@ -290,7 +292,7 @@ class Trainer:
             if not self._stop.is_set():
                 hook = _KerasHook(self, counter)
                 if self.preset.augment == "none":
-                    model.fit(
+                    fit_model.fit(
                         data.x_train,
                         labels,
                         batch_size=cfg.batch_size,
@@ -310,7 +312,7 @@ class Trainer:
                         seed=cfg.seed,
                     )
                     try:
-                        model.fit(
+                        fit_model.fit(
                             batches_source,
                             epochs=initial + cfg.epochs,
                             initial_epoch=initial,
@@ -513,7 +515,11 @@ class _Progress:
 
 
 class _KerasHook(keras.callbacks.Callback):
-    """Turns Keras' callback hooks into trainer events, and honours a stop request between batches."""
+    """Turns Keras' callback hooks into trainer events, and honours a stop request between batches.
+
+    ``self.model`` is the model ``fit`` runs on, which may be a training view of the trainer's model
+    (:mod:`jupyter_cifar.fusedbn`); validation and checkpoints use the trainer's model itself.
+    """
 
     def __init__(self, trainer: Trainer, progress: _Progress) -> None:
         super().__init__()
@@ -568,10 +574,11 @@ class _KerasHook(keras.callbacks.Callback):
             "complete": complete,
         }
         t.history.append(row)
-        model = self.model
+        assert t.model is not None
+        model = t.model
         if complete and row["epoch"] == t._last_epoch and not t.stopping:
             model = t.final_model()  # the last validation and checkpoint are of the returned model
-        if not t.stopping and (t.config.validate_each_epoch or model is not self.model):
+        if not t.stopping and (t.config.validate_each_epoch or model is not t.model):
             row.update(t._validate(model, row["epoch"]))
         if t.config.checkpoint:
             from .modelfiles import save_model

@@ -1,0 +1,121 @@
+"""Training through TensorFlow's fused BatchNorm kernel (jupyter_cifar.fusedbn).
+
+The fused path must compute what Keras' BatchNormalization computes (outputs, gradients, moving
+statistics), train the model's own variables, and leave nothing but Keras' layers in what is saved.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jupyter_cifar import fusedbn, nets
+from jupyter_cifar.modelfiles import load_model
+from jupyter_cifar.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's; others fit as is"
+)
+
+
+def _compiled(preset: str) -> keras.Model:
+    model = nets.build_model(preset, precision="mixed_bfloat16")
+    nets.compile_for_training(model, nets.get_preset(preset), 0.1, total_steps=10)
+    return model
+
+
+@pytest.mark.parametrize("preset", ["fast", "accurate"])
+def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset: str) -> None:
+    model = _compiled(preset)
+    view = fusedbn.for_training(model)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    fused = [layer for layer in view.layers if isinstance(layer, fusedbn.FusedBatchNorm)]
+    assert len(norms) == 6 and [f.norm for f in fused] == norms
+    # The same variable objects in the same order: the optimizer's slots line up with the model's.
+    assert [id(v) for v in view.trainable_variables] == [id(v) for v in model.trainable_variables]
+    assert {id(v) for v in view.non_trainable_variables} == {id(v) for v in model.non_trainable_variables}
+    assert view.optimizer is model.optimizer
+    assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
+
+
+def test_a_model_without_batchnorm_is_its_own_view() -> None:
+    model = _compiled("tutorial")
+    assert fusedbn.for_training(model) is model
+
+
+@pytest.mark.parametrize(
+    ("policy", "channels", "atol"),
+    [("float32", 24, 1e-5), ("mixed_bfloat16", 24, 0.05), ("mixed_bfloat16", 32, 0.05)],
+)
+@pytest.mark.parametrize("scale", [True, False])
+def test_a_fused_training_step_computes_what_keras_batchnorm_computes(
+    policy: str, channels: int, atol: float, scale: bool
+) -> None:
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(1.0, 3.0, (4, 3, 3, channels)), keras.DTypePolicy(policy).compute_dtype)
+    w = tf.constant(rng.normal(size=(4, 3, 3, channels)), tf.float32)  # weights the outputs for a loss
+
+    def step(layer: keras.layers.Layer, norm: keras.layers.BatchNormalization) -> list[np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * w)
+        grads = tape.gradient(loss, [x, *norm.trainable_variables])
+        stats = [norm.moving_mean, norm.moving_variance]
+        return [np.asarray(tf.cast(t, tf.float32)) for t in (y, *grads, *stats)]
+
+    def norm() -> keras.layers.BatchNormalization:
+        layer = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-5, scale=scale, dtype=policy)
+        layer.build(x.shape)
+        layer.beta.assign(rng.normal(size=channels))
+        if scale:
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+        return layer
+
+    keras_norm = norm()
+    fused_norm = norm()
+    fused_norm.set_weights(keras_norm.get_weights())
+    expected = step(keras_norm, keras_norm)
+    got = step(fusedbn.FusedBatchNorm(fused_norm), fused_norm)
+    names = ["output", "input gradient", *(v.name + " gradient" for v in keras_norm.trainable_variables)]
+    for name, a, b in zip([*names, "moving mean", "moving variance"], got, expected, strict=True):
+        # Moving statistics are float32 either way: a variance off by the n / (n - 1) factor (1/35 here)
+        # fails; so would statistics of the wrong axis.
+        tol = 1e-5 if name.startswith("moving") else atol
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())), err_msg=name)
+    # In inference the view is the layer itself.
+    np.testing.assert_array_equal(
+        fusedbn.FusedBatchNorm(fused_norm)(x, training=False), fused_norm(x, training=False)
+    )
+
+
+@pytest.mark.slow
+def test_training_through_the_view_trains_and_checkpoints_the_model(cifar10, tmp_path: Path) -> None:
+    data = cifar10.subset(1024, 256)
+    checkpoint, first = tmp_path / "run.keras", tmp_path / "epoch1.keras"
+
+    def keep_first(event: dict) -> None:
+        if event["type"] == "epoch" and event["epoch"] == 1:
+            shutil.copy(checkpoint, first)
+
+    trainer = Trainer(
+        data, TrainConfig(preset="fast", epochs=2, batch_size=64, seed=3, checkpoint=str(checkpoint))
+    )
+    trainer.subscribe(keep_first)
+    result = trainer.run()
+    assert result.status == "finished", result.error
+    assert result.evaluation.accuracy > 0.2  # it learned: chance is 0.1
+    with zipfile.ZipFile(first) as z:
+        assert b"FusedBatchNorm" not in z.read("config.json")
+    # The epoch-1 checkpoint is the trained model with its optimizer's state, in Keras' layers only.
+    plain = keras.saving.load_model(first, safe_mode=True)
+    assert int(plain.optimizer.iterations) == 1024 // 64
+    moved = [v for v in plain.variables if v.path.endswith("_bn1/moving_mean")]
+    assert moved and all(np.abs(np.asarray(v)).max() > 0 for v in moved)  # statistics were tracked
+    assert load_model(checkpoint).name == "fast"
