@@ -23,7 +23,7 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
 - BatchNorm: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
-  fused kernel (:mod:`jupyter_cifar.fusedbn`; 1.5x faster training for ``accurate`` on that CPU); the
+  fused kernel (:mod:`jupyter_cifar.fastview`; 1.5x faster training for ``accurate`` on that CPU); the
   model itself keeps Keras' layers.
 """
 

@@ -32,7 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import fusedbn
+from . import fastview
 from .data import Dataset
 from .errors import BadParameter
 from .nets import (
@@ -267,7 +267,7 @@ class Trainer:
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
             one_hot = _compile(model, self, batches * cfg.epochs)
-            fit_model = fusedbn.for_training(model)  # shares model's variables: training it trains model
+            fit_model = fastview.for_training(model)  # shares model's variables: training it trains model
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
@@ -518,7 +518,7 @@ class _KerasHook(keras.callbacks.Callback):
     """Turns Keras' callback hooks into trainer events, and honours a stop request between batches.
 
     ``self.model`` is the model ``fit`` runs on, which may be a training view of the trainer's model
-    (:mod:`jupyter_cifar.fusedbn`); validation and checkpoints use the trainer's model itself.
+    (:mod:`jupyter_cifar.fastview`); validation and checkpoints use the trainer's model itself.
     """
 
     def __init__(self, trainer: Trainer, progress: _Progress) -> None:

@@ -1,7 +1,8 @@
-"""Training through TensorFlow's fused BatchNorm kernel (jupyter_cifar.fusedbn).
+"""Training through a view of the model with faster TensorFlow kernels (jupyter_cifar.fastview).
 
-The fused path must compute what Keras' BatchNormalization computes (outputs, gradients, moving
-statistics), train the model's own variables, and leave nothing but Keras' layers in what is saved.
+The fused BatchNorm must compute what Keras' BatchNormalization computes (outputs, gradients, moving
+statistics), the convolutions the gradients TensorFlow computes; the view must train the model's own
+variables and leave nothing but Keras' layers in what is saved.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jupyter_cifar import fusedbn, nets
+from jupyter_cifar import fastview, nets
 from jupyter_cifar.modelfiles import load_model
 from jupyter_cifar.training import TrainConfig, Trainer
 
@@ -33,10 +34,12 @@ def _compiled(preset: str) -> keras.Model:
 @pytest.mark.parametrize("preset", ["fast", "accurate"])
 def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset: str) -> None:
     model = _compiled(preset)
-    view = fusedbn.for_training(model)
+    view = fastview.for_training(model)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    fused = [layer for layer in view.layers if isinstance(layer, fusedbn.FusedBatchNorm)]
+    fused = [layer for layer in view.layers if isinstance(layer, fastview.FusedBatchNorm)]
     assert len(norms) == 6 and [f.norm for f in fused] == norms
+    convs = [layer.conv.name for layer in view.layers if isinstance(layer, fastview.MatmulGradConv)]
+    assert convs == ["block2_conv2", "block3_conv1", "block3_conv2"]  # the 7x7 and 3x3 maps
     # The same variable objects in the same order: the optimizer's slots line up with the model's.
     assert [id(v) for v in view.trainable_variables] == [id(v) for v in model.trainable_variables]
     assert {id(v) for v in view.non_trainable_variables} == {id(v) for v in model.non_trainable_variables}
@@ -46,7 +49,7 @@ def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset:
 
 def test_a_model_without_batchnorm_is_its_own_view() -> None:
     model = _compiled("tutorial")
-    assert fusedbn.for_training(model) is model
+    assert fastview.for_training(model) is model
 
 
 @pytest.mark.parametrize(
@@ -82,7 +85,7 @@ def test_a_fused_training_step_computes_what_keras_batchnorm_computes(
     fused_norm = norm()
     fused_norm.set_weights(keras_norm.get_weights())
     expected = step(keras_norm, keras_norm)
-    got = step(fusedbn.FusedBatchNorm(fused_norm), fused_norm)
+    got = step(fastview.FusedBatchNorm(fused_norm), fused_norm)
     names = ["output", "input gradient", *(v.name + " gradient" for v in keras_norm.trainable_variables)]
     for name, a, b in zip([*names, "moving mean", "moving variance"], got, expected, strict=True):
         # Moving statistics are float32 either way: a variance off by the n / (n - 1) factor (1/35 here)
@@ -91,8 +94,37 @@ def test_a_fused_training_step_computes_what_keras_batchnorm_computes(
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())), err_msg=name)
     # In inference the view is the layer itself.
     np.testing.assert_array_equal(
-        fusedbn.FusedBatchNorm(fused_norm)(x, training=False), fused_norm(x, training=False)
+        fastview.FusedBatchNorm(fused_norm)(x, training=False), fused_norm(x, training=False)
     )
+
+
+@pytest.mark.parametrize(("policy", "side", "rtol"), [("float32", 7, 1e-4), ("mixed_bfloat16", 3, 2e-2)])
+def test_a_convolution_gets_the_gradients_tensorflow_computes(policy: str, side: int, rtol: float) -> None:
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((side, side, 16))
+    conv = keras.layers.Conv2D(24, 3, padding="same", use_bias=False, dtype=policy)
+    model = keras.Model(inputs, conv(inputs))
+    assert fastview.small_conv(conv)
+    wrapped = fastview.MatmulGradConv(conv)
+    x = tf.constant(rng.normal(size=(5, side, side, 16)), conv.compute_dtype)
+    w = tf.constant(rng.normal(size=(5, side, side, 24)), tf.float32)
+
+    def gradients(layer: keras.layers.Layer) -> list[np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x, training=True), tf.float32)
+            loss = tf.reduce_sum(y * w)
+        return [np.asarray(tf.cast(t, tf.float32)) for t in (y, *tape.gradient(loss, [x, conv.kernel]))]
+
+    for name, got, expected in zip(
+        ["output", "input", "kernel"], gradients(wrapped), gradients(model), strict=True
+    ):
+        np.testing.assert_allclose(
+            got, expected, rtol=rtol, atol=rtol * float(np.abs(expected).max()), err_msg=name
+        )
+    for other in (keras.layers.Conv2D(4, 3, padding="valid"), keras.layers.Conv2D(4, 3, padding="same")):
+        other(keras.Input((side, side, 16) if other.padding == "valid" else (9, 9, 16)))
+        assert not fastview.small_conv(other)  # "valid" padding, or a map of 81 pixels: left alone
 
 
 @pytest.mark.slow
