@@ -27,25 +27,35 @@ import keras
 SMALL_MAP = 8 * 8  # convolutions on feature maps up to this many pixels get the matmul weight gradient
 
 
-def for_training(model: keras.Model) -> keras.Model:
+def for_training(
+    model: keras.Model, *, batchnorm: bool = True, convolutions: bool | None = None
+) -> keras.Model:
     """``model``, or under TensorFlow a view of it that trains with the faster kernels.
 
     The view is compiled like ``model`` (same loss and metrics, and the very same optimizer object, so a
-    checkpoint of ``model`` holds the optimizer's state); ``model`` must be compiled first.
+    checkpoint of ``model`` holds the optimizer's state); ``model`` must be compiled first. ``batchnorm``
+    and ``convolutions`` choose which of the two kernels the view uses (``benchmarks/fast_kernels.py``);
+    ``convolutions=None``: only where no GPU is visible (the matmul gradients were measured on a CPU; on
+    a GPU, cuDNN's own stay).
     """
     if keras.backend.backend() != "tensorflow":
         return model
+    if convolutions is None:
+        from .nets import gpu_visible
 
-    def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if fusable(layer):
+        convolutions = not gpu_visible()
+
+    def faster(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if batchnorm and fusable(layer):
             return FusedBatchNorm(layer)
-        if small_conv(layer):
+        if convolutions and small_conv(layer):
             return MatmulGradConv(layer)
-        return layer
+        return None
 
-    if not any(fusable(layer) or small_conv(layer) for layer in model.layers):
+    swaps = {id(layer): new for layer in model.layers if (new := faster(layer)) is not None}
+    if not swaps:
         return model
-    view = keras.models.clone_model(model, clone_function=swap)
+    view = keras.models.clone_model(model, clone_function=lambda layer: swaps.get(id(layer), layer))
     config = keras.saving.deserialize_keras_object(model.get_compile_config())
     view.compile(**{**config, "optimizer": model.optimizer})
     return view

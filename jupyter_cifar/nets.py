@@ -22,9 +22,10 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
   mixed bfloat16 on CPUs with AMX bf16 units, float32 elsewhere.
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
-- BatchNorm: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
-  fused kernel (:mod:`jupyter_cifar.fastview`; 1.5x faster training for ``accurate`` on that CPU); the
-  model itself keeps Keras' layers.
+- kernels: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
+  fused kernel and whose convolutions on small maps compute their kernel's gradient as matrix products
+  (:mod:`jupyter_cifar.fastview`; ``accurate`` trains 1.8x faster on that CPU); the model itself keeps
+  Keras' layers.
 """
 
 from __future__ import annotations

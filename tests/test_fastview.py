@@ -52,6 +52,21 @@ def test_a_model_without_batchnorm_is_its_own_view() -> None:
     assert fastview.for_training(model) is model
 
 
+def test_each_kernel_can_be_left_out() -> None:
+    model = _compiled("fast")
+    kinds = {
+        (bn, conv): {
+            type(layer) for layer in fastview.for_training(model, batchnorm=bn, convolutions=conv).layers
+        }
+        for bn in (True, False)
+        for conv in (True, False)
+    }
+    assert {fastview.FusedBatchNorm, fastview.MatmulGradConv} <= kinds[True, True]
+    assert fastview.MatmulGradConv not in kinds[True, False] and fastview.FusedBatchNorm in kinds[True, False]
+    assert fastview.FusedBatchNorm not in kinds[False, True] and fastview.MatmulGradConv in kinds[False, True]
+    assert fastview.for_training(model, batchnorm=False, convolutions=False) is model
+
+
 @pytest.mark.parametrize(
     ("policy", "channels", "atol"),
     [("float32", 24, 1e-5), ("mixed_bfloat16", 24, 0.05), ("mixed_bfloat16", 32, 0.05)],
