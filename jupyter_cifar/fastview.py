@@ -4,18 +4,19 @@ On the 2-core Xeon (AMX, mixed bfloat16) two of TensorFlow's training ops held `
 
 - Keras 3's ``BatchNormalization`` trains with separate ops (a cast to float32, mean, variance, then the
   normalisation), where TensorFlow has one fused kernel (oneDNN's on a CPU) for all of it;
-- oneDNN's weight gradient of a 3x3 convolution on small feature maps (7x7 and 3x3 here) ran 5-10x slower
-  than the same convolution's forward pass; as nine matrix products, one per kernel offset, it runs
-  1.7x (7x7) to 3.7x (3x3) faster. On larger maps (15x15) oneDNN's own is faster and stays.
+- oneDNN's weight gradient of a 3x3 convolution with many channels on a small feature map (256 channels
+  on 7x7 and 3x3 maps here) ran 5-10x slower than the same convolution's forward pass; as nine matrix
+  products, one per kernel offset, it runs 1.6x (7x7) to 3.7x (3x3) faster. With fewer channels or on
+  larger maps oneDNN's own is as fast or faster and stays (:func:`matmul_grad_pays`).
 
 :func:`for_training` gives the model to call ``fit`` on: a view that shares every layer and variable with
 the model, except that BatchNorm layers are called through :class:`FusedBatchNorm` and such convolutions
 through :class:`MatmulGradConv`, each using the wrapped layer's own weights. Training the view trains the
 model; the model itself (what is validated, saved and returned) holds nothing but built-in Keras layers, so
-saved files are the same as without this. Measured on the CPU above, a whole training step of ``accurate``
-(batch 512): 942 images/s with Keras' layers, 1,483 with the fused BatchNorm (1.57x), 1,782 with both
-(1.89x); ``fast``'s (batch 256) 1.27x with the fused BatchNorm. Other backends get the model back unchanged
-(XLA fuses these ops itself).
+saved files are the same as without this. Measured on the CPU above (``benchmarks/fast_kernels.py``), a
+whole training step of ``accurate`` (batch 512) ran at 1,014 images/s with Keras' layers, 1,547 with the
+fused BatchNorm (1.53x), 1,784 with both (1.76x); ``fast``'s (batch 256) at 3,906, 4,802 and 5,057 (1.29x).
+Other backends get the model back unchanged (XLA fuses these ops itself).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 
 import keras
 
-SMALL_MAP = 8 * 8  # convolutions on feature maps up to this many pixels get the matmul weight gradient
+# The matmul weight gradient pays where input channels x filters >= this x the map's pixels (below).
+CHANNELS_PER_PIXEL = 512
 
 
 def for_training(
@@ -48,7 +50,7 @@ def for_training(
     def faster(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if batchnorm and fusable(layer):
             return FusedBatchNorm(layer)
-        if convolutions and small_conv(layer):
+        if convolutions and matmul_grad_pays(layer):
             return MatmulGradConv(layer)
         return None
 
@@ -73,11 +75,17 @@ def fusable(layer: keras.layers.Layer) -> bool:
     )
 
 
-def small_conv(layer: keras.layers.Layer) -> bool:
-    """A plain 3x3 "same" convolution (no bias, no activation) on a feature map of at most SMALL_MAP."""
+def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
+    """A plain 3x3 "same" convolution (no bias, no activation) with many channels for its map's size.
+
+    The crossover, measured on the 2-core Xeon (bfloat16, batch 256-512), oneDNN's time / the matmuls':
+    7x7 map: 64x64 channels 0.61, 64x128 0.80, 128x128 0.93, 256x256 1.63-1.73; 3x3 map: 128x128
+    1.57-1.78, 256x256 3.72; 15x15 map, 64x256: 0.46. In all of these, the matmuls win exactly where
+    input channels x filters >= CHANNELS_PER_PIXEL x the map's pixels.
+    """
     if type(layer) is not keras.layers.Conv2D:
         return False
-    _, height, width, _ = layer.input.shape
+    _, height, width, channels = layer.input.shape
     return (
         layer.kernel_size == (3, 3)
         and layer.strides == (1, 1)
@@ -89,7 +97,7 @@ def small_conv(layer: keras.layers.Layer) -> bool:
         and layer.activation is keras.activations.linear
         and height is not None
         and width is not None
-        and height * width <= SMALL_MAP
+        and channels * layer.filters >= CHANNELS_PER_PIXEL * height * width
     )
 
 
