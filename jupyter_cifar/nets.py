@@ -23,9 +23,9 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
 - kernels: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
-  fused kernel and whose convolutions on small maps compute their kernel's gradient as matrix products
-  (:mod:`jupyter_cifar.fastview`; ``accurate`` trains 1.8x faster on that CPU); the model itself keeps
-  Keras' layers.
+  fused kernel and whose many-channel convolutions on small maps compute their kernel's gradient as
+  matrix products (:mod:`jupyter_cifar.fastview`; ``accurate`` trains 1.76x faster on that CPU); the
+  model itself keeps Keras' layers.
 """
 
 from __future__ import annotations
