@@ -148,9 +148,19 @@ def test_a_convolution_gets_the_gradients_tensorflow_computes(policy: str, side:
 
 
 @pytest.mark.slow
-def test_training_through_the_view_trains_and_checkpoints_the_model(cifar10, tmp_path: Path) -> None:
+def test_training_through_the_view_trains_and_checkpoints_the_model(
+    cifar10, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = cifar10.subset(1024, 256)
     checkpoint, first = tmp_path / "run.keras", tmp_path / "epoch1.keras"
+    views: list[keras.Model] = []  # what the trainer fits: seen through a spy on for_training
+
+    def spy(model: keras.Model, **kwargs: object) -> keras.Model:
+        views.append(fastview_for_training(model, **kwargs))
+        return views[-1]
+
+    fastview_for_training = fastview.for_training
+    monkeypatch.setattr(fastview, "for_training", spy)
 
     def keep_first(event: dict) -> None:
         if event["type"] == "epoch" and event["epoch"] == 1:
@@ -163,6 +173,10 @@ def test_training_through_the_view_trains_and_checkpoints_the_model(cifar10, tmp
     result = trainer.run()
     assert result.status == "finished", result.error
     assert result.evaluation.accuracy > 0.2  # it learned: chance is 0.1
+    (view,) = views
+    assert any(isinstance(layer, fastview.FusedBatchNorm) for layer in view.layers)
+    assert int(view.optimizer.iterations) == 2 * 1024 // 64  # fit ran on the view ...
+    assert view.optimizer is trainer.model.optimizer  # ... whose optimizer is the model's
     with zipfile.ZipFile(first) as z:
         assert b"FusedBatchNorm" not in z.read("config.json")
     # The epoch-1 checkpoint is the trained model with its optimizer's state, in Keras' layers only.

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from storetools import tiny_model
 
+from jupyter_cifar.data import CLASS_NAMES
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve
 
@@ -97,6 +98,12 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
     assert len(panel.loss_val.mark.x) == 2 and len(panel.acc_val.mark.y) == 2
     assert panel.result_label.value.startswith("test accuracy ")
     assert panel.result_box.layout.display is None and len(panel.result_box.children) == 3
+    gallery = panel.result_box.children[2]
+    assert 1 <= len(gallery.children) <= 8
+    for item in gallery.children:  # the image, then "true →" over "predicted (confidence)"
+        _, true, predicted = item.children
+        assert true.value.endswith(" →") and true.value[:-2] in CLASS_NAMES
+        assert predicted.value.split(" (")[0] in CLASS_NAMES and predicted.value.endswith("%)")
     assert not panel.save_button.disabled and not panel.continue_button.disabled
     assert app.classify.model_label.value.startswith("model: trained here: tutorial, 2 epochs")
     assert panel.errors.value == ""

@@ -428,11 +428,11 @@ class TrainPanel(w.VBox):
         worst = []
         for item in evaluation.worst[:8]:
             pixels = trainer.data.x_test[item["index"]]
-            caption = f"{item['label']} → {item['predicted']} ({item['probability']:.0%})"
+            # Two lines: "airplane → automobile (100%)" on one would be wider than its 150px column.
+            lines = (f"{item['label']} →", f"{item['predicted']} ({item['probability']:.0%})")
+            caption = [label(line, height="24px", margin="0px") for line in lines]
             picture = w.Image(value=_png(pixels), format="png", layout=w.Layout(width="72px", height="72px"))
-            worst.append(
-                w.VBox([picture, label(caption)], layout=w.Layout(width="150px", align_items="center"))
-            )
+            worst.append(w.VBox([picture, *caption], layout=w.Layout(width="150px", align_items="center")))
         gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
         gallery.add_class("jc-train-worst")
         self.result_box.children = [
