@@ -115,17 +115,19 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     def logits(images: np.ndarray) -> np.ndarray:
         return np.asarray(body.predict(images, batch_size=1000, verbose=0), np.float32)
 
-    def mirrored(images: np.ndarray) -> np.ndarray:
-        return (logits(images) + logits(images[:, :, ::-1])) / 2
+    def mirrored(images: np.ndarray, plain: np.ndarray | None = None) -> np.ndarray:
+        plain = logits(images) if plain is None else plain
+        return (plain + logits(images[:, :, ::-1])) / 2
 
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    flip = mirrored(x)
+    plain = logits(x)
+    flip = mirrored(x, plain)
     shifted = flip / 2 + mirrored(padded[:, :32, :32]) / 4 + mirrored(padded[:, 2:, 2:]) / 4
     return {
         "variant": args.run_variant,
         "seed": args.run_seed,
         "accuracy": result.evaluation.accuracy,
-        "levels": [float((v.argmax(1) == y).mean()) for v in (logits(x), flip, shifted)],
+        "levels": [float((v.argmax(1) == y).mean()) for v in (plain, flip, shifted)],
         "epochs": len(result.history),
         "images_per_second": result.images_per_second,
         "seconds": time.perf_counter() - start,

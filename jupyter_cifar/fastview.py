@@ -25,6 +25,8 @@ from typing import Any
 
 import keras
 
+from .nets import gpu_visible
+
 # The matmul weight gradient pays where input channels x filters >= this x the map's pixels (below).
 CHANNELS_PER_PIXEL = 512
 
@@ -43,8 +45,6 @@ def for_training(
     if keras.backend.backend() != "tensorflow":
         return model
     if convolutions is None:
-        from .nets import gpu_visible
-
         convolutions = not gpu_visible()
 
     def faster(layer: keras.layers.Layer) -> keras.layers.Layer | None:

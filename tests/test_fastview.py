@@ -154,12 +154,12 @@ def test_training_through_the_view_trains_and_checkpoints_the_model(
     data = cifar10.subset(1024, 256)
     checkpoint, first = tmp_path / "run.keras", tmp_path / "epoch1.keras"
     views: list[keras.Model] = []  # what the trainer fits: seen through a spy on for_training
+    real = fastview.for_training
 
     def spy(model: keras.Model, **kwargs: object) -> keras.Model:
-        views.append(fastview_for_training(model, **kwargs))
+        views.append(real(model, **kwargs))
         return views[-1]
 
-    fastview_for_training = fastview.for_training
     monkeypatch.setattr(fastview, "for_training", spy)
 
     def keep_first(event: dict) -> None:
