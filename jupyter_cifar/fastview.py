@@ -57,6 +57,10 @@ def for_training(
     swaps = {id(layer): new for layer in model.layers if (new := faster(layer)) is not None}
     if not swaps:
         return model
+    if not model.compiled:
+        raise ValueError(
+            f"fastview.for_training: compile {model.name!r} first (its view trains with its optimizer)"
+        )
     view = keras.models.clone_model(model, clone_function=lambda layer: swaps.get(id(layer), layer))
     config = keras.saving.deserialize_keras_object(model.get_compile_config())
     view.compile(**{**config, "optimizer": model.optimizer})

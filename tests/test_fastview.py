@@ -49,6 +49,12 @@ def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset:
     assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
 
 
+def test_an_uncompiled_model_is_refused_by_name() -> None:
+    model = nets.build_model("fast")
+    with pytest.raises(ValueError, match="compile 'fast' first"):
+        fastview.for_training(model)
+
+
 def test_a_model_without_batchnorm_is_its_own_view() -> None:
     model = _compiled("tutorial")
     assert fastview.for_training(model) is model
