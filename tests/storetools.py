@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from jupyter_cifar.errors import NotFound
 from jupyter_cifar.store import ModelRecord, ModelStore, open_store
 
 
@@ -80,6 +83,21 @@ def save_many(uri: str, name: str, model_file: str, count: int) -> list[int]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with open_store(uri) as store:
         return [store.save(model_file, name).version for _ in range(count)]
+
+
+def delete_latest_until(uri: str, name: str, stop: Any) -> int:
+    """Runs in a child process: deletes the latest version of ``name`` until ``stop`` (an Event) is set;
+    how many it deleted."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    deleted = 0
+    with open_store(uri) as store:
+        while not stop.is_set():
+            try:
+                store.delete(name)
+                deleted += 1
+            except NotFound:
+                time.sleep(0.005)  # nothing saved yet, or another deleter was first
+    return deleted
 
 
 def save_forever(uri: str, name: str, model_file: str) -> None:

@@ -18,6 +18,7 @@ from storetools import (
     big_model,
     corrupt,
     dangle_alias,
+    delete_latest_until,
     lose_file,
     save_forever,
     save_many,
@@ -322,6 +323,26 @@ def test_8_processes_x_10_saves_get_versions_1_to_80(store_uri: str, model_file:
     with open_store(store_uri) as s:
         assert s.list(name="busy", limit=100).total == 80
         assert stored_items(s) == 80
+
+
+def test_saves_racing_deletes_never_give_one_number_to_two_models(store_uri: str, model_file: Path) -> None:
+    """4 processes save while 2 delete the latest version: every save gets a number of its own, never
+    one that another save got (MongoDB once gave a deleted version's number to a save in flight)."""
+    open_store(store_uri).close()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(6) as pool:
+        stop = manager.Event()
+        deleters = [pool.apply_async(delete_latest_until, (store_uri, "race", stop)) for _ in range(2)]
+        savers = [pool.apply_async(save_many, (store_uri, "race", str(model_file), 15)) for _ in range(4)]
+        versions = [v for saver in savers for v in saver.get(timeout=600)]
+        stop.set()
+        deleted = sum(d.get(timeout=60) for d in deleters)
+    assert len(versions) == 60 and len(set(versions)) == 60, sorted(versions)
+    assert deleted > 0, "no delete ran while the saves did: the test raced nothing"
+    with open_store(store_uri) as s:
+        left = s.list(name="race", limit=100).items
+        assert len(left) == 60 - deleted and {r.version for r in left} <= set(versions)
+        assert s.save(model_file, "race").version == max(versions) + 1  # no number comes back
 
 
 def test_a_client_killed_at_any_moment_leaves_whole_versions_or_none(

@@ -7,8 +7,10 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import quote_plus
 
 import gridfs
@@ -253,6 +255,47 @@ def test_an_insert_retried_after_it_landed_is_not_stored_twice(mongo_uri: str, m
         retry = {k: v for k, v in doc.items() if k not in ("_id", "version")}  # same file_id
         assert store._claim_version(retry)["version"] == 1
         assert store.versions.count_documents({"name": "once"}) == 1
+
+
+def test_a_save_paused_before_its_insert_never_takes_a_number_given_and_deleted_meanwhile(
+    mongo_uri: str, model_file: Path
+) -> None:
+    """The review's interleaving, made deterministic: B's save pauses just before its record is
+    inserted; meanwhile A saves and deletes its version. B must not land under A's number."""
+    with MongoModelStore(mongo_uri) as a, MongoModelStore(mongo_uri) as b:
+        a.save(model_file, "cnn")
+        paused, release = threading.Event(), threading.Event()
+        insert = b.versions.insert_one
+
+        def slow_insert(doc: dict, *args: object, **kwargs: object) -> object:
+            paused.set()
+            assert release.wait(30)
+            return insert(doc, *args, **kwargs)
+
+        b.versions = mock.Mock(wraps=b.versions, insert_one=slow_insert)  # B's insert pauses; nothing else
+        with ThreadPoolExecutor(1) as pool:
+            b_save = pool.submit(b.save, model_file, "cnn")
+            assert paused.wait(30)
+            a_record = a.save(model_file, "cnn", notes="A's model")
+            a.delete(a_record.ref)
+            release.set()
+            b_record = b_save.result(timeout=30)
+        assert b_record.version != a_record.version, f"cnn:{a_record.version} was given to A and to B"
+        assert sorted(r.version for r in a.list(name="cnn").items) == [1, b_record.version]
+        assert a.save(model_file, "cnn").version == max(a_record.version, b_record.version) + 1
+
+
+def test_a_store_from_before_the_counter_goes_on_from_its_records(mongo_uri: str, model_file: Path) -> None:
+    """Databases from before the counter hold versions and no ``issued``: numbering continues above
+    both the records and the highest deleted number."""
+    with MongoModelStore(mongo_uri) as store:
+        for _ in range(3):
+            store.save(model_file, "old")
+        store.delete("old:3")
+        store.counters.update_one({"_id": "old"}, {"$unset": {"issued": ""}})  # as an older version left it
+        assert store.save(model_file, "old").version == 4
+        store.counters.delete_one({"_id": "old"})
+        assert store.save(model_file, "old").version == 5
 
 
 # -- what others can read --------------------------------------------------------------------------

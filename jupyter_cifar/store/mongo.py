@@ -5,14 +5,16 @@ Layout, in the database the URI names (``jupyter_cifar`` when it names none)::
     model_versions       one document per version: name, version, created, sha256, size, file_id, tags,
                          notes, test_accuracy, metadata; unique on (name, version) and on file_id
     model_aliases        {name, alias, version}; unique on (name, alias)
-    model_counters       {_id: name, last}: the highest version ever deleted, so none is reused
+    model_counters       {_id: name, issued, last}: the highest version ever given out and the highest
+                         ever deleted, so no number is given twice
     model_files.files    GridFS: one document per stored file ...
     model_files.chunks   ... and its bytes, in 1 MiB chunks
 
-A save streams the file into GridFS (chunks first, the files document last), then inserts the record
-under the next free version: one more than the highest version the name has had (stored or deleted),
-retried on a duplicate key, so concurrent writers in any number of processes get distinct versions and
-a deleted version's number is never given to another model. Only the record makes a version visible: a
+A save streams the file into GridFS (chunks first, the files document last), claims the next version
+number from the name's counter in one atomic ``find_one_and_update`` (deletes only ever raise it), then
+inserts the record under that number, so concurrent writers in any number of processes get distinct
+versions and a deleted version's number is never given to another model, however saves and deletes
+interleave. Only the record makes a version visible: a
 killed save leaves a GridFS file (or chunks without a files document) that no record names, which
 :meth:`~jupyter_cifar.store.base.ModelStore.check` and :meth:`MongoModelStore.collect_garbage` remove
 once old enough to belong to no running save (MongoDB cannot tell a dead writer from a slow one: a
@@ -35,10 +37,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import random
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,17 +262,17 @@ class MongoModelStore(ModelStore):
         raise AssertionError("unreachable")
 
     def _claim_version(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Insert the record as the next version of its name; returns the stored document."""
+        """Insert the record under a version number claimed for it; returns the stored document.
+
+        The number comes from one atomic step on the name's counter document (:meth:`_next_version`), so
+        no two saves are ever given the same number, whatever deletes run meanwhile: a delete only ever
+        raises the counter. A save that fails after its claim leaves a gap, as a delete does.
+        """
+        version = self._next_version(doc["name"])
         retried = False
-        collisions = 0
         while True:
+            attempt = {**doc, "version": version}
             try:
-                latest = self.versions.find_one(
-                    {"name": doc["name"]}, {"version": 1}, sort=[("version", pymongo.DESCENDING)]
-                )
-                deleted = self.counters.find_one({"_id": doc["name"]})  # the highest ever deleted
-                highest = max(latest["version"] if latest else 0, deleted["last"] if deleted else 0)
-                attempt = {**doc, "version": highest + 1}
                 self.versions.insert_one(attempt)
                 return attempt
             except DuplicateKeyError as e:
@@ -280,11 +280,9 @@ class MongoModelStore(ModelStore):
                     landed = self.versions.find_one({"file_id": doc["file_id"]})
                     if landed is not None:  # an earlier attempt of ours was written after all
                         return landed
-                collisions += 1  # another writer took that version: take the next one
-                if collisions > 1000:
-                    raise Conflict(f"model {doc['name']!r}: no free version after 1000 tries") from None
-                if collisions > 3:
-                    time.sleep(random.uniform(0, 0.002 * min(collisions, 50)))
+                # Only a record written without the counter (by a version of this package before it
+                # kept one) can hold a claimed number: the claim above now counts it; claim again.
+                version = self._next_version(doc["name"])
             except PyMongoError as e:
                 if retried or not _transient(e) or _unreachable(e):
                     raise
@@ -293,6 +291,29 @@ class MongoModelStore(ModelStore):
                 landed = self.versions.find_one({"file_id": doc["file_id"]})
                 if landed is not None:
                     return landed
+                # not written: the number is still ours, try the same insert again
+
+    def _next_version(self, name: str) -> int:
+        """Claim the next version number of ``name`` in one atomic step.
+
+        The counter document ``{_id: name, issued, last}`` holds the highest number ever given out
+        (``issued``) and the highest ever deleted (``last``). The claim is one ``find_one_and_update``
+        that sets ``issued`` to one more than the greatest of the two and of the highest stored version,
+        read just before: a store written before the counter kept ``issued`` starts from its records,
+        and a stale read only ever lowers that floor, which the counter itself already covers.
+        """
+        by_version = [("version", pymongo.DESCENDING)]
+        latest = self.versions.find_one({"name": name}, {"version": 1}, sort=by_version)
+        floor = int(latest["version"]) if latest else 0
+        highest: dict[str, Any] = {"$max": [{"$ifNull": ["$issued", 0]}, {"$ifNull": ["$last", 0]}, floor]}
+        claimed = self.counters.find_one_and_update(
+            {"_id": name},
+            [{"$set": {"issued": {"$add": [highest, 1]}}}],
+            upsert=True,
+            return_document=pymongo.ReturnDocument.AFTER,
+        )
+        assert claimed is not None  # an upsert returning the document AFTER it always has one
+        return int(claimed["issued"])
 
     def _discard(self, file_id: ObjectId) -> None:
         """Remove a stored file if possible; what cannot be removed now is garbage for later."""
@@ -429,7 +450,8 @@ class MongoModelStore(ModelStore):
         return self.aliases.delete_one({"name": name, "alias": alias, "version": version}).deleted_count > 0
 
     def _counters(self) -> dict[str, int]:
-        return {d["_id"]: int(d["last"]) for d in self.counters.find({}, {"last": 1})}
+        docs = self.counters.find({}, {"issued": 1, "last": 1})
+        return {d["_id"]: max(int(d.get("issued", 0)), int(d.get("last", 0))) for d in docs}
 
     def _advance_counter(self, name: str, version: int) -> None:
         self.counters.update_one({"_id": name}, {"$max": {"last": version}}, upsert=True)
