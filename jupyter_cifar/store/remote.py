@@ -5,6 +5,11 @@ Kernels started by a server with the extension use it (the server sets ``JUPYTER
 ``open_store("http://127.0.0.1:8888/?token=…")`` (or the token in ``$JUPYTER_TOKEN``). Model files
 stream in both directions and are verified against their sha256 here, on arrival. Standard library
 only: a kernel needs no HTTP client package for this.
+
+The token goes to the configured origin (scheme, host and port) and nowhere else: urllib's own redirect
+handling copies every header, ``Authorization`` included, to whatever host a ``Location`` names (from
+https to http too), so a redirect is followed only within the origin and is otherwise an error naming
+where it pointed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 from ..errors import BadParameter, Conflict, IntegrityError, ModelFileError, NotFound, StoreUnavailable
 from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, ModelRecord, ModelStore, Page, Query, Ref
@@ -40,6 +45,7 @@ class RemoteModelStore(ModelStore):
         self.base = urlunsplit((parts.scheme, parts.netloc, base, "", ""))
         self.display = f"the Jupyter server at {self.base}"
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_SameOriginRedirects(self.display, parts))
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _url(self, path: str, params: list[tuple[str, str]] | None = None) -> str:
@@ -70,7 +76,7 @@ class RemoteModelStore(ModelStore):
             headers["Content-Length"] = str(size)
         request = urllib.request.Request(self._url(path, params), data=body, method=method, headers=headers)
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as e:
             raise self._error(e) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
@@ -216,3 +222,31 @@ class RemoteModelStore(ModelStore):
             f"{self.display}: a store is checked where its bytes are, not over HTTP; check the "
             "server's own store (its folder or mongodb:// URI)",
         )
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the configured origin: the token never leaves it."""
+
+    def __init__(self, display: str, configured: SplitResult) -> None:
+        self.display = display
+        self.origin = _origin(configured)
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        target = urlsplit(urljoin(req.full_url, newurl))
+        if _origin(target) != self.origin:
+            fp.close()
+            shown = urlunsplit((target.scheme, target.netloc.rpartition("@")[2], target.path, "", ""))
+            scheme, host, port = self.origin
+            raise StoreUnavailable(
+                f"{self.display} answered {code} redirecting to {shown}: not followed, because the "
+                f"token is only ever sent to {scheme}://{host}:{port} (give that address as the store "
+                "if it is the server)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
