@@ -182,15 +182,35 @@ def test_schemathesis_finds_no_server_error(jupyter_server: JupyterServer, model
 
 
 @pytest.mark.parametrize(
-    ("store_uri", "option", "setting"),
+    ("store_uri", "option", "reason"),
     [
-        ("ftp://example/models", None, "CifarExtension.store_uri"),
-        (None, "--CifarExtension.max_upload_bytes=0", "CifarExtension.max_upload_bytes"),
-        (None, "--CifarExtension.data_dir=/no/such/folder", "CifarExtension.data_dir"),
+        (
+            "ftp://example/models",
+            None,
+            "CifarExtension.store_uri: ftp://example/models: unknown kind of store",
+        ),
+        (None, "--CifarExtension.max_upload_bytes=0", "CifarExtension.max_upload_bytes: must be a positive"),
+        (None, "--CifarExtension.max_upload_bytes=lots", "CifarExtension.max_upload_bytes"),
+        (
+            None,
+            "--CifarExtension.max_widget_upload_bytes=-1",
+            "CifarExtension.max_widget_upload_bytes: must be",
+        ),
+        (
+            None,
+            "--CifarExtension.data_dir=/no/such/folder",
+            "CifarExtension.data_dir: /no/such/folder: no such",
+        ),
+        # a password written unescaped: the server stops (it went on without the API), naming no secret
+        (
+            "mongodb://cifar:TopSec?ret99@127.0.0.1:1/jc",
+            None,
+            "CifarExtension.store_uri: mongodb://cifar:***@",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_server_naming_it(
-    tmp_path: Path, store_uri: str | None, option: str | None, setting: str
+    tmp_path: Path, store_uri: str | None, option: str | None, reason: str
 ) -> None:
     server = JupyterServer(
         tmp_path, store_uri=store_uri or str(tmp_path / "models"), extra=(option,) if option else ()
@@ -198,4 +218,36 @@ def test_a_bad_setting_stops_the_server_naming_it(
     with pytest.raises(RuntimeError) as err:
         server.start(timeout=60)
     server.stop()
-    assert setting in str(err.value), str(err.value)[-2000:]
+    assert reason in str(err.value), str(err.value)[-2000:]
+    assert "TopSec" not in server.log() and "ret99" not in server.log()
+
+
+@pytest.mark.parametrize("where", ["command line", "config file"])
+def test_upload_limits_work_from_the_command_line_and_a_config_file(
+    tmp_path: Path, model_file_path: Path, where: str
+) -> None:
+    """The command line's values reach the extension as strings it reads later (traitlets' deferred
+    config): they must be read as numbers, not refused (the server stopped) or ignored."""
+    settings = {"max_upload_bytes": 1_000_000, "max_widget_upload_bytes": 30_000_000}
+    extra: tuple[str, ...] = ()
+    if where == "command line":
+        extra = tuple(f"--CifarExtension.{k}={v}" for k, v in settings.items())
+    else:
+        (tmp_path / "config").mkdir()
+        config = {"CifarExtension": settings}
+        (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+    server = JupyterServer(tmp_path, store_uri=str(tmp_path / "models"), extra=extra).start()
+    try:
+        assert "uploads of up to 1000000 bytes, kernel messages of up to 30000000" in server.log()
+        with RemoteModelStore(server.store_url) as store:
+            assert store.save(model_file_path, "small").version == 1  # under the limit: stored
+        too_big = urllib.request.Request(
+            server.url + "jupyter-cifar/api/uploads",
+            data=b"x" * 1_000_001,
+            headers={"Authorization": f"token {server.token}", "Content-Type": "application/octet-stream"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(too_big, timeout=30)
+        assert err.value.code == 413 and "1000000" in json.loads(err.value.read())["message"]
+    finally:
+        server.stop()

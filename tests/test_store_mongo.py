@@ -4,6 +4,7 @@ someone with plain pymongo and Keras can read. Real mongod processes throughout 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +94,26 @@ def test_a_uri_that_cannot_work_is_a_bad_parameter(uri: str) -> None:
     with pytest.raises(BadParameter, match="--store") as info:
         MongoModelStore(uri)
     assert "p@ss" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "password"),
+    [
+        ("mongodb://cifar:TopSec?ret99@127.0.0.1:1/jc", "TopSec?ret99"),  # the review's
+        ("mongodb://cifar:Top/Sec?99@127.0.0.1:1/jc?authSource=admin", "Top/Sec?99"),
+        ("mongodb://cifar:a#b?c@127.0.0.1:1/jc", "a#b?c"),
+        ("mongodb://cifar:x@y?z@127.0.0.1:1/jc", "x@y?z"),
+    ],
+)
+def test_a_password_written_unescaped_is_never_shown(uri: str, password: str) -> None:
+    """Whatever stands between :// and the last @ of the authority is the user's: its password never
+    appears, and the message says how to write it."""
+    with pytest.raises(BadParameter) as info:
+        MongoModelStore(uri).list()
+    message = str(info.value)
+    pieces = {piece for piece in re.split(r"[?/#@]", password) if len(piece) > 1}
+    assert not any(piece in message for piece in pieces), message
+    assert "mongodb://cifar:***@127.0.0.1:1/jc" in message and "escaped" in message
 
 
 def test_an_srv_name_that_cannot_be_resolved_is_a_clear_quick_error() -> None:

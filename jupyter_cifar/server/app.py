@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, TraitError, Type, Unicode, default, validate
+from traitlets.config.loader import DeferredConfig
 
 from ..store import ENV_STORE, default_store_uri, store_class
 from ..store.base import ModelStore
@@ -81,7 +82,7 @@ class CifarExtension(ExtensionApp):
         try:
             store_class(uri)
         except Exception as e:
-            raise TraitError(f"CifarExtension.store_uri: {e}") from None
+            raise TraitError(_store_problem(e)) from None
         return str(uri)
 
     @validate("data_dir")
@@ -91,10 +92,13 @@ class CifarExtension(ExtensionApp):
             raise TraitError(f"CifarExtension.data_dir: {value}: no such folder or file")
         return str(value)
 
-    @validate("max_upload_bytes")
+    @validate("max_upload_bytes", "max_widget_upload_bytes")
     def _check_max_upload(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
-            raise TraitError(f"CifarExtension.max_upload_bytes: must be positive (got {proposal['value']})")
+            name = proposal["trait"].name
+            raise TraitError(
+                f"CifarExtension.{name}: must be a positive number of bytes (got {proposal['value']})"
+            )
         return int(proposal["value"])
 
     def _check_configuration(self) -> None:
@@ -108,8 +112,11 @@ class CifarExtension(ExtensionApp):
         configured = {**self.serverapp.config.get(section, {}), **self.config.get(section, {})}  # type: ignore[union-attr]
         for name in ("store_uri", "data_dir", "max_upload_bytes", "max_widget_upload_bytes", "store_class"):
             if name in configured:
+                value = configured[name]
+                if isinstance(value, DeferredConfig):  # a command-line value, read as the trait reads it
+                    value = value.get_value(self.traits()[name])
                 try:
-                    setattr(self, name, configured[name])
+                    setattr(self, name, value)
                 except (TraitError, TypeError, ValueError) as e:
                     message = str(e) if f"{type(self).__name__}." in str(e) else f"CifarExtension.{name}: {e}"
                     self.log.critical("jupyter_cifar: bad setting: %s", message)
@@ -119,9 +126,14 @@ class CifarExtension(ExtensionApp):
         self._check_configuration()
         if not self.store_uri:
             raise SystemExit("jupyter_cifar: bad setting: CifarExtension.store_uri is empty")
-        klass, argument = store_class(self.store_uri)
-        chosen: Any = self.store_class or klass
-        self.store: ModelStore = chosen(argument)
+        try:
+            klass, argument = store_class(self.store_uri)
+            chosen: Any = self.store_class or klass
+            self.store: ModelStore = chosen(argument)
+        except Exception as e:  # jupyter_server would log it and go on serving without this API
+            message = _store_problem(e)
+            self.log.critical("jupyter_cifar: bad setting: %s", message)
+            raise SystemExit(f"jupyter_cifar: bad setting: {message}") from None
         self.kernel_token = secrets.token_urlsafe(32)
         self.settings.update(
             {
@@ -134,7 +146,12 @@ class CifarExtension(ExtensionApp):
         web_settings = self.serverapp.web_app.settings
         current = web_settings.get("websocket_max_message_size", 10 * 1024 * 1024)
         web_settings["websocket_max_message_size"] = max(current, self.max_widget_upload_bytes)
-        self.log.info("jupyter_cifar: models are kept in %s", self.store.display)
+        self.log.info(
+            "jupyter_cifar: models are kept in %s; uploads of up to %d bytes, kernel messages of up to %d",
+            self.store.display,
+            self.max_upload_bytes,
+            web_settings["websocket_max_message_size"],
+        )
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
@@ -156,6 +173,11 @@ class CifarExtension(ExtensionApp):
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+
+
+def _store_problem(error: Exception) -> str:
+    """A store's refusal of its URI, as the setting that gave it (the store names it ``--store``)."""
+    return f"CifarExtension.store_uri: {str(error).removeprefix('--store: ')}"
 
 
 def _loopback_url(serverapp: Any) -> str | None:

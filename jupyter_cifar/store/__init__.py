@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from ..errors import BadParameter
 from .base import ModelRecord, ModelStore, Page, Query, Ref
+from .uri import redacted
 
 ENV_STORE = "JUPYTER_CIFAR_STORE"
 
@@ -72,7 +73,9 @@ def store_class(uri: str) -> tuple[type[ModelStore], str]:
     target = SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
-        raise BadParameter("--store", f"{_safe(uri)}: unknown kind of store (use a folder path or {known})")
+        raise BadParameter(
+            "--store", f"{redacted(uri)}: unknown kind of store (use a folder path or {known})"
+        )
     module, cls = target.split(":")
     klass = getattr(importlib.import_module(module), cls)
     if scheme == "file" and "://" in uri:
@@ -87,12 +90,3 @@ def open_store(uri: str | os.PathLike[str] | None = None) -> ModelStore:
         raise BadParameter("--store", "is empty")
     klass, argument = store_class(text)
     return klass(argument)  # type: ignore[call-arg]
-
-
-def _safe(uri: str) -> str:
-    """A URI fit for a message: any password replaced."""
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return uri

@@ -39,6 +39,7 @@ import functools
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from pymongo.errors import (
 
 from ..errors import BadParameter, Conflict, IntegrityError, NotFound, StoreError, StoreUnavailable
 from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, Leftover, ModelRecord, ModelStore, Page, Query
+from .uri import split_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +117,24 @@ class MongoModelStore(ModelStore):
         options = {k: v for k, v in options.items() if k.lower() not in self.uri_parts.options}
         try:
             # connect=False: nothing (not even the SRV lookup) happens until the first operation.
-            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-                uri, tz_aware=True, connect=False, **options
-            )
+            # pymongo warns of options it does not know, quoting them: part of a password written
+            # unescaped may be among them, so its warnings are passed on scrubbed.
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                    uri, tz_aware=True, connect=False, **options
+                )
+            for warning in said:
+                log.warning("%s: %s", self.display, self._scrub(str(warning.message)))
             self.db = self.client.get_default_database(default=DEFAULT_DATABASE)
         except (PyMongoError, ValueError, TypeError) as e:  # a URI pymongo cannot use
-            raise BadParameter("--store", f"{self.display}: {self._scrub(_short(e))}") from None
+            hint, cause = "", self._scrub(_short(e))
+            if self.uri_parts.unescaped and "escaped" not in cause:
+                hint = (
+                    " (the user name and password must be percent-escaped: '?', '/', '#', '@' and ':' "
+                    "in them end the part they belong to; urllib.parse.quote_plus writes them so)"
+                )
+            raise BadParameter("--store", f"{self.display}: {cause}{hint}") from None
         self.bucket_name = BUCKET
         self.bucket = gridfs.GridFSBucket(self.db, BUCKET, chunk_size_bytes=CHUNK_BYTES)
         self.versions = self.db[VERSIONS]
@@ -558,14 +572,14 @@ class _UriParts:
     user: str
     options: set[str]  # the options it sets, lower-cased
     secrets: list[str]  # the password and secret options, as written and decoded
+    unescaped: bool  # the user information holds a character that should have been percent-escaped
 
     @classmethod
     def parse(cls, uri: str) -> _UriParts:
-        scheme, sep, rest = uri.partition("://")
-        if not sep:
+        head, userinfo, rest = split_userinfo(uri)
+        if not head:
             raise BadParameter("--store", "a MongoDB URI starts with mongodb:// or mongodb+srv://")
-        head, qmark, query = rest.partition("?")
-        userinfo, at, location = head.rpartition("@")  # user info cannot hold an unescaped '@'
+        location, qmark, query = rest.partition("?")
         hosts = location.split("/", 1)[0] or "localhost"
         user, colon, password = userinfo.partition(":")
         secrets = [s for s in {password, unquote(password)} if s] if colon else []
@@ -577,12 +591,14 @@ class _UriParts:
                 secrets += [s for s in {value, unquote(value)} if s]
                 value = "***"
             shown.append(f"{key}{eq}{value}")
-        redacted = f"{scheme}://"
-        if at:
+        redacted = head
+        if userinfo:
             redacted += f"{user}:***@" if colon else f"{user}@"
         redacted += location + (qmark + "&".join(shown) if qmark else "")
         # longest first, so that a secret containing another is replaced whole
-        return cls(redacted, hosts, unquote(user), options, sorted(secrets, key=len, reverse=True))
+        unescaped = bool(re.search(r"[/?#@\[\]]", userinfo)) or userinfo.count(":") > 1
+        secrets.sort(key=len, reverse=True)  # longest first: a secret containing another is replaced whole
+        return cls(redacted, hosts, unquote(user), options, secrets, unescaped)
 
 
 def _short(e: BaseException) -> str:
