@@ -7,6 +7,9 @@ The default when no MongoDB is configured (under Jupyter's data dir). Layout::
     ROOT/staging/<token>.part what a save is still writing
     ROOT/saves.lock           held (shared) by every save from its first write to its record
 
+The catalog's ``file`` column is trusted only as a plain name inside ``files/``: a row naming anything
+else (``..``, an absolute path, a link leading out) is never read or removed.
+
 A save writes and fsyncs the file in ``staging``, renames it into ``files``, and only then inserts the
 record in one ``BEGIN IMMEDIATE`` transaction that also picks the next version number, so concurrent
 writers in several processes get distinct versions (never one a deleted version had) and a killed save
@@ -287,8 +290,14 @@ class LocalModelStore(ModelStore):
         )
         if not rows:
             raise NotFound(f"model {record.ref} was deleted meanwhile")
+        path = self._stored_file(rows[0][0])
+        if path is None:
+            raise IntegrityError(
+                f"model {record.ref}: the catalog names {rows[0][0][:200]!r} as its file, which is not in "
+                f"{self.files}: refused (the catalog was changed by hand)"
+            )
         try:
-            return open(self.files / rows[0][0], "rb")
+            return open(path, "rb")
         except FileNotFoundError:
             raise IntegrityError(f"model {record.ref}: its stored file is missing") from None
 
@@ -330,8 +339,24 @@ class LocalModelStore(ModelStore):
                 return False
             _retire(db, name, version)
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
-        (self.files / row[0]).unlink(missing_ok=True)
+        path = self._stored_file(row[0])
+        if path is not None:  # a file named outside the store is never removed
+            path.unlink(missing_ok=True)
         return True
+
+    def _stored_file(self, file: str) -> Path | None:
+        """The path of a file the catalog names, or None where it is not a plain file name in
+        ``files/`` (``..``, an absolute path, a link leading out): someone with write access to the
+        store's folder must not make a download read, or a delete remove, anything else."""
+        path = self.files / file
+        if file in ("", ".", "..") or Path(file).name != file:
+            return None
+        try:
+            if path.resolve().parent != self.files.resolve():
+                return None
+        except (OSError, RuntimeError):  # a loop of links
+            return None
+        return path
 
     # -- primitives for check() and collect_garbage() -------------------------------------------
     def _catalogue(self) -> list[tuple[str, int]]:
@@ -395,7 +420,10 @@ class LocalModelStore(ModelStore):
         rows = self._query(
             "SELECT file FROM versions WHERE name = ? AND version = ?", (record.name, record.version)
         )
-        return self.files / rows[0][0]
+        path = self._stored_file(rows[0][0])
+        if path is None:
+            raise IntegrityError(f"model {record.ref}: its catalog entry names a file outside {self.files}")
+        return path
 
 
 def _retire(db: sqlite3.Connection, name: str, version: int) -> None:
