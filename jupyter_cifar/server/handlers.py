@@ -20,7 +20,9 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,13 +44,26 @@ from ..errors import (
     NotFound,
     StoreUnavailable,
 )
-from ..store.base import CHUNK, ModelStore, Ref, check_alias, check_name, check_notes, check_tags
+from ..store.base import (
+    CHUNK,
+    MAX_METADATA_DEPTH,
+    ModelStore,
+    Ref,
+    check_alias,
+    check_json_shape,
+    check_name,
+    check_notes,
+    check_tags,
+)
 
 API = "/jupyter-cifar/api"
 AUTH_RESOURCE = "jupyter_cifar"
 OPENAPI = Path(__file__).with_name("openapi.json")
 UPLOAD_TTL = 3600.0
 MAX_JSON_BODY = 8 << 20
+DRAIN_BYTES = 64 << 20  # read and dropped past a body's limit so that the client reads the 413
+MAX_JSON_DEPTH = MAX_METADATA_DEPTH + 1  # a body holds the metadata one level down
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 T = TypeVar("T")
 
@@ -124,12 +139,17 @@ class CifarHandler(ExtensionHandlerMixin, APIHandler):
 
     def read_json(self, body: bytes | None = None) -> dict[str, Any]:
         raw = self.request.body if body is None else body
+        if len(raw) > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"the JSON body is {len(raw)} bytes; the limit is {MAX_JSON_BODY} bytes")
         try:
             value = json.loads(raw or b"{}")
+        except RecursionError:
+            raise BadParameter("body", f"nests deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError as e:
             raise BadParameter("body", f"is not JSON ({e})") from None
         if not isinstance(value, dict):
             raise BadParameter("body", "must be a JSON object")
+        check_json_shape(value, "body", MAX_JSON_DEPTH)
         try:  # JSON may spell a lone surrogate ("\ud800"): not text any store can keep
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
@@ -328,39 +348,66 @@ class FileHandler(CifarHandler):
 
 
 class _StreamedBody(CifarHandler):
-    """Receives a request body into a staging file as it arrives, within the upload limit."""
+    """Receives a request body into a staging file as it arrives, within the upload limit.
+
+    A body over its limit (the upload limit for a file, :data:`MAX_JSON_BODY` for JSON) is answered 413
+    with the JSON error. Up to :data:`DRAIN_BYTES` past the limit, the rest of the body is read and
+    dropped first, so that the client, still sending, reads the answer (closing on unread bytes resets
+    the connection, and the client sees no answer at all); beyond that the answer is sent at once and
+    the connection closed, as nginx does. Tornado's own body limit would answer a chunked body with a
+    bare 400, so the count is kept here.
+    """
 
     staging: Path
     _file: Any = None
     _received = 0
+    _over = False  # past the limit: what arrives is dropped, and the answer is 413
 
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         if not self.current_user:  # authenticate before accepting any body
             raise web.HTTPError(403)
-        limit = self.settings["jupyter_cifar_max_upload_bytes"]
-        self.request.connection.set_max_body_size(limit + 1)  # type: ignore[union-attr]
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the upload is {int(declared)} bytes; the limit is {limit} bytes")
         self._json = self.request.headers.get("Content-Type", "").split(";")[0].strip() == "application/json"
+        self._limit = MAX_JSON_BODY if self._json else self.settings["jupyter_cifar_max_upload_bytes"]
+        self.request.connection.set_max_body_size(sys.maxsize)  # type: ignore[union-attr]
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self._limit:
+            self._over = True
+            if int(declared) > self._limit + DRAIN_BYTES:
+                raise self._too_large(int(declared))
         self._chunks: list[bytes] = []
-        if not self._json:
+        if not self._json and not self._over:
             self.staging = _staging_dir(self.settings)
             fd, name = tempfile.mkstemp(dir=self.staging, suffix=".upload")
             self._path = Path(name)
             self._file = os.fdopen(fd, "wb")
 
+    def _too_large(self, size: int | None = None) -> PayloadTooLarge:
+        what = "JSON body" if self._json else "upload"
+        size_text = f"{size} bytes" if size is not None else f"over {self._limit + DRAIN_BYTES} bytes"
+        return PayloadTooLarge(f"the {what} is {size_text}; the limit is {self._limit} bytes")
+
     async def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return  # answered already: the connection closes
         self._received += len(chunk)
-        limit = self.settings["jupyter_cifar_max_upload_bytes"]
-        if self._received > (MAX_JSON_BODY if self._json else limit):
+        if self._received > self._limit and not self._over:
+            self._over = True
             self._discard()
-            raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+        if self._over:
+            if self._received > self._limit + DRAIN_BYTES:  # answer now, and close
+                self.send_error(413, exc_info=(PayloadTooLarge, self._too_large(), None))
+            return
         if self._json:
             self._chunks.append(chunk)
         elif self._file is not None:
             await self.run(self._file.write, chunk)
+
+    def _body(self) -> Path | None:
+        """Once the body has arrived: the staging file (None: a JSON body); PayloadTooLarge if over."""
+        if self._over:
+            raise self._too_large(self._received)
+        return self._finish_body()
 
     def _finish_body(self) -> Path | None:
         if self._file is not None:
@@ -392,7 +439,9 @@ class UploadsHandler(_StreamedBody):
     @web.authenticated
     @authorized(action="write")
     async def post(self) -> None:
-        path = self._finish_body()
+        if self._finished:
+            return  # refused (413) while the body arrived
+        path = self._body()
         if path is None:
             raise BadParameter("body", "send the model file's bytes (Content-Type: application/octet-stream)")
         upload_id = secrets.token_urlsafe(16)
@@ -408,7 +457,9 @@ class VersionsHandler(_StreamedBody):
     @web.authenticated
     @authorized(action="write")
     async def post(self, name: str) -> None:
-        raw = self._finish_body()  # the file itself (tags, notes, aliases in the query); None: a JSON body
+        if self._finished:
+            return  # refused (413) while the body arrived
+        raw = self._body()  # the file itself (tags, notes, aliases in the query); None: a JSON body
         source: Path | None = None
         try:
             if raw is not None:
@@ -459,7 +510,7 @@ def _check_version_spec(name: str, spec: dict[str, Any], *, raw: bool) -> None:
         if unknown:
             raise BadParameter("body", f"unknown fields {sorted(unknown)}")
         upload_id = spec.get("upload_id")
-        if not isinstance(upload_id, str) or not upload_id.replace("-", "").replace("_", "").isalnum():
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
             raise BadParameter("upload_id", "give the upload_id that POST uploads returned")
     for key, kind in (("metadata", dict), ("tags", dict), ("notes", str), ("aliases", list)):
         if spec.get(key) is not None and not isinstance(spec[key], kind):

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import BadParameter, IntegrityError, NotFound
+from ..errors import BadParameter, Conflict, IntegrityError, NotFound
 
 if TYPE_CHECKING:
     import keras
@@ -51,6 +51,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TAG_VALUE = 1000
 MAX_NOTES = 100_000
 RESERVED_ALIASES = frozenset({"latest"})
+MAX_SEARCH = 1000
+MAX_METADATA_DEPTH = 32
 MAX_INT = 2**53 - 1  # versions and offsets stay exact in JSON and fit every backend's integers
 SORT_FIELDS = ("created", "name", "version", "test_accuracy", "size")
 # A half-written file younger than this may belong to a save still running in another process.
@@ -107,15 +109,41 @@ def check_tags(tags: Mapping[str, object]) -> dict[str, str | None]:
 
 
 def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata as the JSON every backend stores (other values become their text), or BadParameter."""
+    """Metadata as the JSON every backend stores (other values become their text), or BadParameter.
+
+    What one backend could keep and another not is refused on all of them: nesting deeper than
+    :data:`MAX_METADATA_DEPTH` (BSON allows 100 levels), integers beyond 64 bits, and a
+    ``test_accuracy`` that is not a number.
+    """
     try:
         text = json.dumps(dict(metadata), allow_nan=False, default=str, ensure_ascii=False)
+    except RecursionError:
+        raise BadParameter("metadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels") from None
     except (TypeError, ValueError) as e:
         raise BadParameter("metadata", f"metadata must be JSON data ({e})") from None
     if not _storable(text):
         raise BadParameter("metadata", "metadata must be text that UTF-8 can hold (no lone surrogates)")
     loaded: dict[str, Any] = json.loads(text)
+    check_json_shape(loaded, "metadata", MAX_METADATA_DEPTH)
+    accuracy = loaded.get("test_accuracy")
+    if accuracy is not None and (not isinstance(accuracy, int | float) or isinstance(accuracy, bool)):
+        raise BadParameter("metadata", f"test_accuracy must be a number (got {str(accuracy)[:40]!r})")
     return loaded
+
+
+def check_json_shape(value: Any, what: str, max_depth: int) -> None:
+    """Refuse JSON nested deeper than ``max_depth`` or holding an integer beyond 64 bits (iteratively:
+    a hostile document must not exhaust the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise BadParameter(what, f"nests deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+            digits = len(str(abs(item)))
+            raise BadParameter(what, f"holds a {digits}-digit integer; integers must fit in 64 bits")
 
 
 def check_notes(notes: object) -> str:
@@ -331,6 +359,13 @@ class Query:
             raise BadParameter("offset", f"must be a number from 0 (got {self.offset!r})")
         if self.name is not None:
             check_name(self.name)
+        if self.search is not None and (
+            not isinstance(self.search, str)
+            or len(self.search) > MAX_SEARCH
+            or "\x00" in self.search
+            or not _storable(self.search)
+        ):
+            raise BadParameter("search", f"must be text of at most {MAX_SEARCH} characters, without NUL")
         check_tags(self.tags)
         return self
 
@@ -439,7 +474,8 @@ class ModelStore(ABC):
 
     @abstractmethod
     def _set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``alias`` at ``version``, moving it from any other version of ``name``."""
+        """Point ``alias`` at ``version``, moving it from any other version of ``name``; NotFound
+        (and no alias) if that version is gone (deleted meanwhile)."""
 
     @abstractmethod
     def _remove_alias(self, name: str, alias: str) -> bool: ...
@@ -663,9 +699,17 @@ class ModelStore(ABC):
             "metadata": meta,
         }
         record = self._insert_version(name, path, sha256, size, fields)
-        for alias in aliases:
-            self._set_alias(name, alias, record.version)
-        return self.resolve(record.ref) if aliases else record
+        if not aliases:
+            return record
+        try:
+            for alias in aliases:
+                self._set_alias(name, alias, record.version)
+            return self.resolve(record.ref)
+        except NotFound:
+            raise Conflict(
+                f"model {record.ref} was saved, and deleted by another request while its aliases "
+                f"({', '.join(aliases)}) were being set"
+            ) from None
 
     @staticmethod
     def _check_save_arguments(

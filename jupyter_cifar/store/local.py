@@ -302,12 +302,15 @@ class LocalModelStore(ModelStore):
             raise IntegrityError(f"model {record.ref}: its stored file is missing") from None
 
     def _set_alias(self, name: str, alias: str, version: int) -> None:
-        with self._tx(immediate=True) as db:
-            db.execute(
-                "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
-                "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
-                (name, alias, version),
-            )
+        try:
+            with self._tx(immediate=True) as db:
+                db.execute(
+                    "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                    (name, alias, version),
+                )
+        except sqlite3.IntegrityError:  # the foreign key: the version was deleted meanwhile
+            raise NotFound(f"model {name}:{version} was deleted meanwhile") from None
 
     def _remove_alias(self, name: str, alias: str) -> bool:
         with self._tx(immediate=True) as db:

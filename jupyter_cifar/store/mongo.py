@@ -405,6 +405,11 @@ class MongoModelStore(ModelStore):
     @_operation
     def _set_alias(self, name: str, alias: str, version: int) -> None:
         self.aliases.update_one({"name": name, "alias": alias}, {"$set": {"version": version}}, upsert=True)
+        # No foreign key here: a delete that ran meanwhile (it removes the aliases, then the record)
+        # may have missed this alias. Its version is gone for good (numbers are never reused).
+        if not self.versions.count_documents({"name": name, "version": version}, limit=1):
+            self.aliases.delete_one({"name": name, "alias": alias, "version": version})
+            raise NotFound(f"model {name}:{version} was deleted meanwhile")
 
     @_operation
     def _remove_alias(self, name: str, alias: str) -> bool:
