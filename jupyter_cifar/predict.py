@@ -128,7 +128,8 @@ def evaluate_probabilities(
     }
     p_true = probs[np.arange(len(y)), y]
     wrong = np.flatnonzero(predicted != y)
-    worst_idx = wrong[np.argsort(p_true[wrong], kind="stable")[:worst]]
+    confidence = probs[wrong, predicted[wrong]]  # the most confidently wrong first: what is shown
+    worst_idx = wrong[np.argsort(-confidence, kind="stable")[:worst]]
     return Evaluation(
         accuracy=round(float((predicted == y).mean()), 6) if len(y) else 0.0,
         n=len(y),

@@ -6,11 +6,13 @@ prints, and nothing here knows about widgets, so the same trainer can later run 
 
 Events (``event["type"]``):
 
-- ``start``: ``epochs``, ``batches_per_epoch``, ``batch_size``, ``n_train``, ``n_test``, ``seed``, ...
+- ``start``: ``epochs`` (of this run), ``initial_epoch`` (history rows before it), ``epochs_done`` (the
+  training the model had before it, fractional: :mod:`jupyter_cifar.history`), ``batches_per_epoch``,
+  ``batch_size``, ``n_train``, ``n_test``, ``seed``, ...
 - ``batch``: ``epoch``, ``batch``, ``batches``, ``loss``, ``accuracy`` (running means over the epoch),
   ``images_per_second``, ``eta_seconds``
 - ``epoch``: one history row: ``epoch``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
-  ``seconds``, ``batches``, ``complete``
+  ``seconds``, ``batches``, ``batches_per_epoch``, ``complete``
 - ``evaluation``: ``accuracy``, ``n``, ``per_class``, ``confusion``, ``worst``
 - ``end``: ``status`` (``finished``, ``stopped`` or ``failed``), ``error``, ``seconds``,
   ``images_per_second``
@@ -35,6 +37,7 @@ import numpy as np
 from . import fastview
 from .data import Dataset
 from .errors import BadParameter
+from .history import epochs_done
 from .nets import (
     DEFAULT_PRESET,
     PRECISIONS,
@@ -120,8 +123,10 @@ class TrainResult:
     error: str | None = None
 
     @property
-    def epochs(self) -> int:
-        return len(self.history)
+    def epochs(self) -> int | float:
+        """Epochs of training the model has had, fractional where a run was stopped mid-epoch."""
+        done = epochs_done(self.history)
+        return int(done) if done.is_integer() else done
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready facts worth keeping with the saved model (what a registry records)."""
@@ -279,6 +284,7 @@ class Trainer:
                     "architecture": model.name,
                     "epochs": cfg.epochs,
                     "initial_epoch": initial,
+                    "epochs_done": epochs_done(self.history),  # before this run: where its curve starts
                     "batches_per_epoch": batches,
                     "batch_size": cfg.batch_size,
                     "learning_rate": cfg.learning_rate,
@@ -510,6 +516,8 @@ class _Progress:
         self.rate = now if self.done_batches <= 2 else 0.9 * self.rate + 0.1 * now
 
     def eta(self) -> float:
+        if self.done_batches < 3:  # the first batches trace the graph: their pace says nothing yet
+            return float("nan")
         left = self.batches * self.epochs - self.done_batches
         return left * self.batch_size / self.rate if self.rate > 0 else float("nan")
 
@@ -571,6 +579,7 @@ class _KerasHook(keras.callbacks.Callback):
             "val_accuracy": None,
             "seconds": round(time.perf_counter() - self.epoch_start, 3),
             "batches": self.epoch_batches,
+            "batches_per_epoch": p.batches,
             "complete": complete,
         }
         t.history.append(row)

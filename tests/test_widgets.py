@@ -53,6 +53,11 @@ def app(cifar10_dir: Path, tmp_path: Path, cifar10):
     app.close()
 
 
+def trained(panel) -> bool:
+    """A training was started and has ended, and the panel is ready for the next."""
+    return not panel.start_button.disabled and panel.trainer is not None and panel.trainer.state != "running"
+
+
 def train(app: App, *, epochs: int = 1, limit: int = 1000, preset: str = "tutorial") -> None:
     panel = app.train
     panel.preset.value = preset
@@ -255,11 +260,173 @@ def test_errors_appear_in_the_app(app: App) -> None:
     assert "select a version first" in app.models.errors.value
 
 
-def test_a_bad_save_name_is_reported(app: App) -> None:
+def test_a_bad_save_name_is_reported_with_the_rule_and_nothing_left_saving(app: App) -> None:
+    panel = app.train
     train(app, epochs=1, limit=500)
-    app.train.save_name.value = "../etc/passwd"
-    app.train.save().join(30)
-    assert "is not a valid name" in app.train.errors.value
+    panel.save_name.value = "my first cifar"
+    assert "is not a valid name" in panel.name_hint.value and "letters, digits" in panel.name_hint.value
+    click(panel.save_button)
+    assert "is not a valid name" in panel.errors.value and panel.saved.value == ""  # no "saving…"
+    panel.save_name.value = "my-first-cifar"
+    assert panel.name_hint.value == ""
+    panel.save_tags.value, panel.save_notes.value = "data=jpeg", "first"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as my-first-cifar:1", what="the save")
+    assert (panel.save_tags.value, panel.save_notes.value) == ("", "")  # not carried to the next run
+    assert panel.errors.value == ""
+
+
+# -- issue 19: what the app got wrong -------------------------------------------------------------------
+
+
+def test_a_double_click_on_start_starts_one_training(app: App) -> None:
+    panel = app.train
+    panel.preset.value, panel.epochs.value, panel.limit.value = "tutorial", 1, 1000
+    starts: list[dict] = []
+    on_start = panel._on_start
+    panel._on_start = lambda event: (starts.append(event), on_start(event))  # type: ignore[method-assign]
+    click(panel.start_button)
+    assert panel.start_button.disabled and panel.status.value == "loading CIFAR-10…"  # at once
+    click(panel.start_button)  # the second click of a double click, before the first one's work is done
+    wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
+    wait_for(lambda: not panel.start_button.disabled, what="the Start button")
+    time.sleep(1)  # a second training, had it started, would have reported by now
+    assert len(starts) == 1
+    xs = list(panel.loss_train.mark.x)
+    assert xs == sorted(xs)  # one run: no zig-zag of two into the same curve
+
+
+def test_continue_trains_the_model_in_hand_as_its_own_network_with_its_recipe(app: App) -> None:
+    panel = app.train
+    panel.preset.value = "tutorial"
+    panel.learning_rate.value = 0.002  # a recipe of its own: not the preset's 0.001
+    panel.epochs.value, panel.limit.value = 1, 1000
+    click(panel.start_button)
+    wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
+    wait_for(lambda: not panel.start_button.disabled, what="the Start button")
+    assert "Continue trains trained here: tutorial" in panel.continue_note.value
+    panel.preset.value = "fast"  # to look at another network: Continue must not take fast's settings
+    assert panel.continue_button.disabled
+    assert "as the tutorial network it is" in panel.continue_note.value
+    panel.preset.value = "tutorial"  # the form shows the model's own recipe again, not the preset's
+    assert (panel.batch_size.value, panel.learning_rate.value) == (32, 0.002)
+    assert not panel.continue_button.disabled and "far from" not in panel.continue_note.value
+    panel.learning_rate.value = 1.0
+    assert "far from its own recipe: learning rate 1 (it was trained with 0.002)" in panel.continue_note.value
+    panel.learning_rate.value = 0.002
+    panel.epochs.value = 1
+    click(panel.continue_button)
+    wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="continue")
+    wait_for(lambda: not panel.start_button.disabled, what="the Start button")
+    config = panel.trainer.config
+    assert (config.preset, config.batch_size, config.learning_rate) == ("tutorial", 32, 0.002)
+
+
+def test_a_loaded_version_brings_its_recipe_into_the_form(app: App) -> None:
+    panel = app.train
+    train(app, epochs=1, limit=1000)
+    panel.save_name.value = "tut"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as tut:1", what="the save")
+    panel.preset.value = "fast"
+    app.models.select(app.session.store().resolve("tut:1"))
+    app.models.load().join(60)
+    assert panel.preset.value == "tutorial" and panel.batch_size.value == 32
+    assert not panel.continue_button.disabled and "tut:1" in panel.continue_note.value
+
+
+def test_the_live_curve_keeps_the_first_epoch_after_ten(app: App) -> None:
+    """Events as a 10-epoch run of 391 batches sends them: the first epoch keeps as many points as the
+    last (it was one straight line once every other point had been dropped again and again)."""
+    panel = app.train
+    panel._on_event(
+        {"type": "start", "epochs": 10, "initial_epoch": 0, "epochs_done": 0.0, "batches_per_epoch": 391,
+         "architecture": "fast", "n_train": 50000, "seed": 0}
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for epoch in range(1, 11):
+        for batch in range(1, 392):
+            loss = 2.3 / epoch + (0.5 if epoch == 1 and batch < 40 else 0) + rng.normal(0, 0.05)
+            panel._on_event(
+                {"type": "batch", "epoch": epoch, "batch": batch, "batches": 391, "loss": loss,
+                 "accuracy": 0.5, "images_per_second": 1, "eta_seconds": 1}
+            )  # fmt: skip
+    panel._flush(force=True)
+    xs = np.asarray(panel.loss_train.mark.x)
+    assert len(xs) <= MAX_POINTS
+    per_epoch = np.histogram(xs, bins=10, range=(0, 10))[0]
+    assert per_epoch.min() >= 0.8 * per_epoch.max(), per_epoch  # evenly spread over the whole run
+    assert per_epoch[0] >= 20  # the first epoch is still drawn ...
+    ys = np.asarray(panel.loss_train.mark.y)
+    bump, after = ys[(xs > 0.03) & (xs < 0.09)], ys[(xs > 0.3) & (xs < 1)]
+    assert len(bump) and bump.mean() > after.mean() + 0.2  # ... with its early bump
+
+
+def test_lineage_is_where_training_started_and_a_result_is_saved_once(app: App) -> None:
+    panel, store = app.train, app.session.store
+    train(app, epochs=1, limit=500)
+    panel.save_name.value = "a"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as a:1", what="the save")
+    click(panel.save_button)  # the same model again
+    assert panel.saved.value.startswith("already saved as a:1")
+    assert store().list(name="a").total == 1 and store().resolve("a:1").metadata["parent"] is None
+
+    train(app, epochs=1, limit=500)  # a fresh network ...
+    app.classify.refresh_choices().join(30)
+    app.classify.chooser.value = "a:1"  # ... while another version is picked in Classify
+    wait_for(lambda: app.session.record is not None and app.session.record.ref == "a:1", what="a:1")
+    panel.save_name.value = "b"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as b:1", what="the save")
+    assert store().resolve("b:1").metadata["parent"] is None  # not a:1: training did not start there
+
+    app.models.select(store().resolve("a:1"))
+    app.models.load().join(60)
+    panel.epochs.value = 1
+    click(panel.continue_button)
+    wait_for(lambda: trained(panel), what="continue")
+    panel.save_name.value = "a"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as a:2", what="the save")
+    assert store().resolve("a:2").metadata["parent"] == "a:1"
+
+
+def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
+    panel = app.train
+    panel.preset.value, panel.epochs.value, panel.limit.value = "tutorial", 3, 2000  # 63 batches an epoch
+    click(panel.start_button)
+    wait_for(lambda: panel._batch is not None and panel._batch["epoch"] == 2 and panel._batch["batch"] >= 20)
+    click(panel.stop_button)
+    wait_for(lambda: trained(panel), what="the stop")
+    history = panel.result.history
+    done = 1 + history[-1]["batches"] / 63
+    assert not history[-1]["complete"] and 1.3 < done < 2
+    assert panel.status.value.startswith(f"stopped after {done:.2f} epochs")
+    assert app.session.model_label.startswith(f"trained here: tutorial, {done:.2f} epochs")
+    stopped_at = max(panel.loss_train.mark.x)
+    assert stopped_at == pytest.approx(done, abs=0.02)
+
+    statuses: set[str] = set()
+    panel.epochs.value = 1
+    click(panel.continue_button)
+    while not trained(panel):
+        statuses.add(panel.status.value)
+        time.sleep(0.02)
+    assert any(s.startswith(f"epoch 1/1 ({done:.2f} → {done + 1:.2f} epochs in all)") for s in statuses), (
+        statuses
+    )
+    assert panel.status.value.startswith(f"finished after 1 epoch ({done + 1:.2f} epochs in all)")
+    xs = list(panel.loss_train.mark.x)
+    assert xs == sorted(xs) and max(xs) == pytest.approx(done + 1, abs=0.02)
+    later = [x for x in xs if x > stopped_at]
+    assert later and later[0] - stopped_at < 0.1  # no gap where the stopped epoch's rest would have been
+    assert list(panel.acc_val.mark.x)[-1] == pytest.approx(done + 1, abs=0.01)
+    panel.save_name.value = "half"
+    click(panel.save_button)
+    wait_for(lambda: panel.saved.value == "saved as half:1", what="the save")
+    app.models.select(app.session.store().resolve("half:1"))
+    assert f"preset tutorial: {done + 1:.2f} epochs" in app.models.details.value
 
 
 def test_curves_stay_bounded() -> None:
@@ -361,11 +528,15 @@ def assert_shown_as_text(root, hostile: list[str]) -> None:
         def handle_starttag(self, tag, attrs) -> None:
             self.seen.append((tag, attrs))
 
+    from jupyter_cifar.widgets.common import STYLE
+
     for widget, markup in markup_under(root):
+        if markup == STYLE:
+            continue  # the app's own stylesheet: a constant, nobody's text
         parser = Tags()
         parser.feed(markup)
         for tag, attrs in parser.seen:
-            assert tag in ("div", "br", "a", "pre", "b"), (type(widget).__name__, markup[:300])
+            assert tag in ("div", "span", "br", "a", "pre", "b"), (type(widget).__name__, markup[:300])
             assert not any(name.startswith("on") for name, _ in attrs), markup[:300]
         assert not any(text in markup for text in hostile if html.escape(text) != text), markup[:300]
         if markup:  # what a user gave is inside an element MathJax skips (a <pre> it skips anyway)
@@ -439,7 +610,8 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
     models = bare_app.models
     models.select(record)
     assert models.errors.value == ""
-    assert [list(m.x) for m in models.curves.marks] == [[1.0]]  # the one well-formed point
+    # the points whose values are numbers, each where its row ends (row 3 of 4 holds "two" as its epoch)
+    assert [list(m.x) for m in models.curves.marks] == [[1.0, 3.0]]
     assert "preset fast: 4 epochs" in models.details.value
     bare_app.session.set_model(store.load(record.ref), record=record)
     assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
@@ -466,3 +638,119 @@ def test_thumbnails_get_the_decoders_protections(tmp_path: Path) -> None:
     Image.new("L", (1, 70_000)).save(tall, "PNG")  # over 65,535 pixels on a side
     for hostile in (eps.getvalue(), tall.getvalue(), b"not an image"):
         assert _thumbnail(hostile) is None
+
+
+def test_classify_cards_follow_the_model_in_hand(app: App, cifar10_dir: Path) -> None:
+    """Cards are never shown under another model's name: a model coming into hand classifies them again."""
+    store = app.session.store()
+    first, second = (
+        store.save(tiny_model(name="first"), "first"),
+        store.save(tiny_model(name="second"), "second"),
+    )
+    classify = app.classify
+    app.session.set_model(store.load(first.ref), record=first)
+    cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
+    classify.classify([cat, b"not an image"], ["cat.jpg", "broken.png"]).join(60)
+    assert classify.results_by.value == "classified by first:1"
+    before = classify.results.children
+    app.session.set_model(store.load(second.ref), record=second)
+    wait_for(lambda: classify.results_by.value == "classified by second:1", what="the cards made again")
+    assert classify.results.children is not before and len(classify.results.children) == 2
+    good, broken = classify.results.children
+    assert (
+        "jc-classify-error-card" in broken._dom_classes and "jc-classify-error-card" not in good._dom_classes
+    )
+    assert broken.layout.border.endswith("#d9534f")  # an error card looks like one
+
+
+def test_example_cards_say_whether_the_model_was_right(app: App) -> None:
+    train(app, epochs=1, limit=500)
+    app.classify.classify_examples(count=8).join(30)
+    wait_for(lambda: app.classify.results_by.value.startswith("classified by"), what="the examples")
+    verdicts = [t for card in app.classify.results.children for t in texts(card) if t[:1] in "✓✗"]
+    assert len(verdicts) == 8
+    for card in app.classify.results.children:
+        lines = texts(card)
+        verdict = next(t for t in lines if t[:1] in "✓✗")
+        top = lines[lines.index(verdict) + 1].rsplit(" ", 1)[0]  # the first label, without its share
+        truth = verdict.split("it is a ")[1]
+        assert verdict.startswith("✓ right") == (top == truth), lines
+
+
+def test_models_search_as_you_type_by_tag_and_say_what_did_not_match(bare_app: App, tmp_path: Path) -> None:
+    store = bare_app.session.store()
+    for name, tags in (("cats", {"data": "jpeg"}), ("dogs", {"data": "png"}), ("birds", {"data": "jpeg"})):
+        store.save(tiny_model(), name, tags=tags)
+    models = bare_app.models
+    models.refresh().join(30)
+    assert models.page is not None and models.page.total == 3
+    models.search.value = "do"  # no Enter: typing alone searches, once typing pauses
+    wait_for(lambda: models.page.total == 1, timeout=10, what="search as you type")
+    assert models.page.items[0].name == "dogs"
+    models.search.value = "zebra"
+    wait_for(lambda: models.page.total == 0, timeout=10, what="no match")
+    assert models.page_label.value == "no version matches “zebra”"  # not "no models in the store yet"
+    models.search.value = ""
+    models.tag_filter.value = "data=jpeg"
+    wait_for(lambda: models.page.total == 2, timeout=10, what="the tag filter")
+    assert sorted(r.name for r in models.page.items) == ["birds", "cats"]
+    models.tag_filter.value = "data=gif"
+    wait_for(lambda: models.page.total == 0, timeout=10, what="no match")
+    assert models.page_label.value == "no version matches data=gif"
+
+
+def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: App, tmp_path: Path) -> None:
+    store = bare_app.session.store()
+    history = [
+        {"epoch": 1, "loss": 1.5, "accuracy": 0.45, "val_loss": 1.3, "val_accuracy": 0.52, "complete": True},
+        {"epoch": 2, "loss": 1.1, "accuracy": 0.61, "val_loss": 1.2, "val_accuracy": 0.58, "complete": True},
+    ]
+    meta = {
+        "preset": "tutorial",
+        "history": history,
+        "hyperparameters": {"batch_size": 32, "learning_rate": 0.001},
+    }
+    a = store.save(tiny_model(), "a", notes="the notes", metadata={**meta, "test_accuracy": 0.58})
+    b = store.save(
+        tiny_model(), "a", metadata={**meta, "hyperparameters": {"batch_size": 64, "learning_rate": 0.001}}
+    )
+    models = bare_app.models
+    models.refresh().join(30)
+    models.select(a)
+    models.alias.value = "prod"
+    models.select(b)
+    assert models.alias.value == ""  # one click cannot move "prod" onto another version unseen
+    assert models.detail_box.children.count(models.notes) == 1 and "the notes" not in models.details.value
+    assert [m.labels[0] for m in models.loss_curves.marks] == ["a:2 loss", "a:2 val loss"]
+    assert models.curves.axes[1].tick_format == ".0%" and models.curves.axes[1].scale.max == 1
+    assert "a:2 training" in models.legend.value and "a:2 validation" in models.legend.value
+    models.compare_with.value = "a:1"
+    wait_for(lambda: models.compare is not None, what="the comparison")
+    rows = [c.value for c in models.comparison.children]
+    assert rows[:3] == ["", "a:2", "a:1"]
+    at = rows.index("batch size")
+    assert rows[at : at + 3] == ["batch size", "64", "32"]
+    bold = {c.value for c in models.comparison.children if c.style.font_weight == "bold"}
+    assert {"64", "32"} <= bold and "tutorial" not in bold  # what differs stands out
+    assert rows[rows.index("test accuracy") + 2] == "0.5800"
+    assert len(models.curves.marks) == 4 and len(models.loss_curves.marks) == 4
+
+
+def test_without_a_download_route_the_file_comes_through_the_kernel(bare_app: App, monkeypatch) -> None:
+    """Voilà (or any kernel not started by a server with the extension): no link to the API can work,
+    so the page says why and offers the file through the kernel."""
+    import base64
+
+    monkeypatch.delenv("JUPYTER_CIFAR_SERVER_URL", raising=False)
+    store = bare_app.session.store()
+    record = store.save(tiny_model(), "dl")
+    models = bare_app.models
+    models.select(record)
+    assert "not served by the Jupyter server" in models.download.value
+    assert models.prepare_download.layout.display is None
+    models.fetch_download().join(30)
+    value = models.download.value
+    assert 'download="dl-v1.keras"' in value and "data:application/octet-stream;base64," in value
+    data = base64.b64decode(value.split("base64,")[1].split('"')[0])
+    with store.open("dl:1") as reader:
+        assert data == reader.read()

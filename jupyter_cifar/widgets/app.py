@@ -7,6 +7,7 @@ from typing import Any
 import ipywidgets as w
 
 from .classify import ClassifyPanel
+from .common import STYLE
 from .models import ModelsPanel
 from .session import Session
 
@@ -40,7 +41,8 @@ class App(w.VBox):
         self.tabs.selected_index = TABS.index(tab)
         self.tabs.observe(self._on_tab, names="selected_index")
         title = w.HTML("<b>jupyter_cifar</b>: train, test and keep CIFAR-10 classifiers")
-        self.children = [title, self.tabs]
+        self.style = w.HTML(STYLE, layout=w.Layout(height="0px", margin="0px"))  # static: no one's text
+        self.children = [self.style, title, self.tabs]
         self.add_class("jc-app")
         if tab == "models":
             self.models.refresh()

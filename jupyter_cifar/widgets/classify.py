@@ -45,14 +45,28 @@ def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
     return out.getvalue()
 
 
-def result_card(name: str, picture: bytes | None, top: Sequence[dict[str, Any]], error: str | None) -> w.VBox:
-    """One file: its picture, then its top labels as probability bars, or its error."""
+def result_card(
+    name: str,
+    picture: bytes | None,
+    top: Sequence[dict[str, Any]],
+    error: str | None,
+    truth: str | None = None,
+) -> w.VBox:
+    """One file: its picture, then its top labels as probability bars, or its error (wrapped, in red).
+
+    ``truth``, where the right answer is known (an example from the test set), adds whether the top
+    label is right.
+    """
     children: list[w.Widget] = []
     if picture is not None:
         children.append(w.Image(value=picture, format="png", layout=w.Layout(width=f"{THUMBNAIL}px")))
-    children.append(label(name, "jc-classify-file", max_width="220px"))
+    children.append(label(name, "jc-classify-file", max_width="250px"))
     if error is not None:
-        children.append(label(error, "jc-classify-error", max_width="220px"))
+        children.append(label(error, "jc-classify-error", max_width="250px"))
+    if truth is not None and top:
+        right = top[0]["label"] == truth
+        verdict = f"✓ right: it is a {truth}" if right else f"✗ wrong: it is a {truth}"
+        children.append(label(verdict, "jc-classify-right" if right else "jc-classify-wrong"))
     for item in top:
         bar = w.FloatProgress(
             value=item["probability"], min=0, max=1, layout=w.Layout(width="120px"), bar_style="info"
@@ -63,6 +77,9 @@ def result_card(name: str, picture: bytes | None, top: Sequence[dict[str, Any]],
         children, layout=w.Layout(margin="6px", padding="6px", border="1px solid #ddd", width="270px")
     )
     card.add_class("jc-classify-item")
+    if error is not None:
+        card.layout.border = "1px solid #d9534f"
+        card.add_class("jc-classify-error-card")
     return card
 
 
@@ -92,14 +109,17 @@ class ClassifyPanel(w.VBox):
         self.top = w.BoundedIntText(3, min=1, max=10, description="Top", layout=w.Layout(width="140px"))
         self.results = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self.results.add_class("jc-classify-results")
+        self.results_by = label("", "jc-classify-by")
+        self._shown: tuple[Any, ...] | None = None  # what the cards show, to classify again
         self.examples.on_click(guarded(self.errors)(lambda _: self.classify_examples()))
+        self._quiet = False
         session.observe(self._on_model, names="model_changed")
         self._on_model({})
-        self._quiet = False
         self.children = [
             self.model_label,
             self.chooser,
-            w.HBox([self.upload, self.examples, self.top]),
+            w.HBox([self.upload, self.examples, self.top], layout=w.Layout(flex_flow="row wrap")),
+            self.results_by,
             self.results,
             self.errors,
         ]
@@ -119,6 +139,8 @@ class ClassifyPanel(w.VBox):
             if self.session.model is not None
             else "no model yet: train one in the Train tab, or load one in the Models tab"
         )
+        if self._shown is not None and self.session.model is not None:
+            self.classify(*self._shown)  # the cards always show what the model in hand says
 
     def refresh_choices(self) -> threading.Thread:
         """List the store's newest versions in the chooser (in the background)."""
@@ -163,19 +185,27 @@ class ClassifyPanel(w.VBox):
         self.classify([f.content or b"" for f in files], [f.name for f in files], refused=refused)
 
     def classify(
-        self, sources: Sequence[Any], names: Sequence[str], refused: dict[int, str | None] | None = None
+        self,
+        sources: Sequence[Any],
+        names: Sequence[str],
+        refused: dict[int, str | None] | None = None,
+        truths: Sequence[str] | None = None,
     ) -> threading.Thread:
-        """Classify in the background and show one card per source, in order.
+        """Classify in the background and show one card per source, in order, under the name of the
+        model that classified them; a model coming into hand later classifies them again.
 
         ``refused`` gives, by position, the sources that never arrived and why: they get an error card.
+        ``truths`` gives the right labels where they are known (examples from the test set).
         """
         model = self.session.model
         if model is None:
             raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")
         from ..predict import classify
 
-        top, class_names = self.top.value, self._class_names()
-        self.results.children = [label(f"classifying {len(sources)} image(s)…")]
+        top, class_names, by = self.top.value, self._class_names(), self.session.model_label
+        self._shown = (sources, names, refused, truths)
+        self.results_by.value = f"classifying {len(sources)} image(s) with {by}…"
+        self.results.children = []
 
         missing = refused or {}
         kept = [i for i in range(len(sources)) if i not in missing]
@@ -189,7 +219,13 @@ class ClassifyPanel(w.VBox):
                 class_names=class_names,
             )
             cards = {
-                i: result_card(r.file, None if r.error else _thumbnail(sources[i]), r.top, r.error)
+                i: result_card(
+                    r.file,
+                    None if r.error else _thumbnail(sources[i]),
+                    r.top,
+                    r.error,
+                    truths[i] if truths is not None else None,
+                )
                 for i, r in zip(kept, results, strict=True)
             }
             for i, error in missing.items():
@@ -197,22 +233,27 @@ class ClassifyPanel(w.VBox):
             return [cards[i] for i in range(len(sources))]
 
         def done(cards: list[w.VBox]) -> None:
+            if self.session.model is not model:
+                return  # another model came into hand meanwhile: its own run draws the cards
             self.results.children = cards
+            self.results_by.value = f"classified by {by}"
 
         return in_background(work, done=done, errors=self.errors, busy=[self.examples])
 
     def classify_examples(self, count: int = 8) -> threading.Thread:
         session = self.session
 
-        def pick() -> tuple[list[np.ndarray], list[str]]:
+        def pick() -> tuple[list[np.ndarray], list[str], list[str]]:
             data = session.data()
             rng = random.Random()
             chosen = rng.sample(range(len(data.x_test)), count)
-            names = [f"test #{i}: {data.class_names[data.y_test[i]]}" for i in chosen]
-            return [data.x_test[i] for i in chosen], names
+            names = [f"test image #{i}" for i in chosen]
+            truths = [data.class_names[data.y_test[i]] for i in chosen]
+            return [data.x_test[i] for i in chosen], names, truths
 
-        def go(picked: tuple[list[np.ndarray], list[str]]) -> None:
-            self.classify(*picked)
+        def go(picked: tuple[list[np.ndarray], list[str], list[str]]) -> None:
+            sources, names, truths = picked
+            self.classify(sources, names, truths=truths)
 
         if session.model is None:
             raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")

@@ -26,6 +26,22 @@ log = logging.getLogger(__name__)
 #: Classes that make MathJax leave an element's text alone.
 NO_MATH = ("mathjax_ignore", "tex2jax_ignore")
 
+#: The app's own styles, scoped to it: text that must wrap rather than be cut at its box (an error, a
+#: file name, a status line), and errors and verdicts in colour. Labels stay text (see above); only their
+#: box changes.
+STYLE = """<style>
+.jc-app .widget-label.jc-wrap, .jc-app .widget-label.jc-classify-error,
+.jc-app .widget-label.jc-classify-file, .jc-app .widget-label.jc-train-status,
+.jc-app .widget-label.jc-train-name-hint, .jc-app .widget-label.jc-classify-model,
+.jc-app .widget-label.jc-classify-by, .jc-app .widget-label.jc-models-page {
+  white-space: normal; overflow-wrap: anywhere; height: auto; line-height: 1.4;
+}
+.jc-app .jc-classify-error, .jc-app .jc-train-name-hint, .jc-app .jc-classify-wrong { color: #b00020; }
+.jc-app .jc-classify-right { color: #1b7e1b; }
+.jc-app .jc-train-continue-note, .jc-app .jc-train-preset-info { font-size: 12px; line-height: 1.4; }
+.jc-app .jc-models-curves, .jc-app .jc-models-loss { box-sizing: border-box; }
+</style>"""
+
 
 def text_html(*lines: str) -> str:
     """``HTML`` widget markup that shows each line as escaped text, untouched by MathJax."""

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 import bqplot as bq
 import ipywidgets as w
 
+from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
 from .common import NO_MATH, ErrorArea, button, guarded, in_background, label, parse_tags, text_html
 from .session import Session
@@ -57,10 +58,10 @@ def _facts(record: ModelRecord) -> list[str]:
         f"architecture {meta.get('architecture', '?')}",
     ]
     if meta.get("preset"):
-        epochs = len(history) if isinstance(history, list) else 0
-        facts.append(f"preset {meta['preset']}: {epochs} epochs")
+        epochs = epochs_done(history) if isinstance(history, list) else 0
+        facts.append(f"preset {meta['preset']}: {epochs_text(epochs)} of training")
     if isinstance(hyper, dict):
-        facts.append(", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None))
+        facts.append("last run: " + ", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None))
     elif hyper:
         facts.append(f"hyperparameters {hyper}")
     if record.test_accuracy is not None:
@@ -72,15 +73,14 @@ def _facts(record: ModelRecord) -> list[str]:
 
 
 def _points(history: Any, key: str) -> list[tuple[float, float]]:
-    """(epoch, value) of a stored history, skipping any entry that is not numbers."""
+    """(epochs of training, value) of a stored history, skipping any entry that is not numbers; each
+    row is drawn where it ended (a stopped run's last row at 1.53, say), as the Train tab draws it."""
     if not isinstance(history, list):
         return []
     points = []
-    for entry in history:
-        if not isinstance(entry, dict):
-            continue
-        x, y = _number(entry.get("epoch")), _number(entry.get(key))
-        if x is not None and y is not None:
+    for x, entry in zip(epoch_ends(history), history, strict=True):
+        y = _number(entry.get(key)) if isinstance(entry, dict) else None
+        if y is not None:
             points.append((x, y))
     return points
 
@@ -113,13 +113,18 @@ class ModelsPanel(w.VBox):
         self.selected: ModelRecord | None = None
         self.compare: ModelRecord | None = None
         self._refresh_lock = threading.Lock()
+        self._debounce: threading.Timer | None = None
 
         self.search = w.Text(
-            placeholder="search names and notes", continuous_update=False, description="Search"
+            placeholder="names and notes", description="Search", layout=w.Layout(width="260px")
         )
         self.search.add_class("jc-models-search")
+        self.tag_filter = w.Text(
+            placeholder="key=value, …", description="Tags", layout=w.Layout(width="220px")
+        )
+        self.tag_filter.add_class("jc-models-tag-filter")
         self.sort = w.Dropdown(
-            options=SORTS, value="-created", description="Sort", layout=w.Layout(width="260px")
+            options=SORTS, value="-created", description="Sort", layout=w.Layout(width="240px")
         )
         self.refresh_button = button("Refresh", "jc-models-refresh", icon="refresh")
         self.prev_button = button("<", "jc-models-prev", tooltip="previous page")
@@ -130,7 +135,8 @@ class ModelsPanel(w.VBox):
         )
         self.table.add_class("jc-models-table")
         guard = guarded(self.errors)
-        self.search.observe(guard(lambda _: self.refresh(reset=True)), names="value")
+        for box in (self.search, self.tag_filter):  # search as you type, once typing pauses
+            box.observe(guard(lambda _: self._refresh_soon()), names="value")
         self.sort.observe(guard(lambda _: self.refresh(reset=True)), names="value")
         self.refresh_button.on_click(guard(lambda _: self.refresh()))
         self.prev_button.on_click(guard(lambda _: self.turn(-1)))
@@ -140,8 +146,16 @@ class ModelsPanel(w.VBox):
         self.selected_label = label("select a version above", "jc-models-selected")
         self.details = w.HTML()  # text_html: escaped text, one fact a line
         self.details.add_class("jc-models-details")
-        self.notes_view = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="60px"))
         self.download = w.HTML()
+        self.download.add_class("jc-models-download")
+        self.prepare_download = button(
+            "Download",
+            "jc-models-prepare-download",
+            icon="download",
+            tooltip="fetch the file through the kernel",
+        )
+        self.prepare_download.layout.display = "none"
+        self.prepare_download.on_click(guard(lambda _: self.fetch_download()))
         self.load_button = button("Load into this kernel", "jc-models-load", style="primary", icon="upload")
         self.load_button.layout.width = "auto"
         self.alias = w.Text(placeholder="alias, e.g. prod", layout=w.Layout(width="180px"))
@@ -150,6 +164,7 @@ class ModelsPanel(w.VBox):
             placeholder="key=value, key=value", description="Tags", layout=w.Layout(width="360px")
         )
         self.notes = w.Textarea(placeholder="notes", description="Notes", layout=w.Layout(width="460px"))
+        self.notes.add_class("jc-models-notes")
         self.edit_button = button("Save tags and notes", "jc-models-edit")
         self.edit_button.layout.width = "auto"
         self.delete_button = button("Delete version", "jc-models-delete", style="danger", icon="trash")
@@ -172,53 +187,58 @@ class ModelsPanel(w.VBox):
         self.cancel_button.on_click(guard(lambda _: self._cancel_delete()))
         self.compare_with.observe(guard(self._on_compare), names="value")
         self.status = label("", "jc-models-status")
-
-        x_scale, y_scale = bq.LinearScale(), bq.LinearScale()
-        self._scales = {"x": x_scale, "y": y_scale}
-        self.curves = bq.Figure(
-            title="Stored history",
-            marks=[],
-            axes=[
-                bq.Axis(scale=x_scale, label="epoch", grid_lines="dashed"),
-                bq.Axis(scale=y_scale, orientation="vertical", label="accuracy", grid_lines="dashed"),
-            ],
-            legend_location="bottom-right",
-            layout=w.Layout(width="100%", height="280px"),
-            fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
-            animation_duration=0,
+        self.comparison = w.GridBox(
+            layout=w.Layout(grid_template_columns="auto auto auto", grid_gap="2px 16px", margin="6px 0")
         )
-        self.curves.add_class("jc-models-curves")
+        self.comparison.add_class("jc-models-comparison")
+
+        self.loss_curves, self._loss_scales = _history_figure("loss", "jc-models-loss")
+        self.curves, self._scales = _history_figure("accuracy", "jc-models-curves")
+        self.legend = w.HTML()
+        self.legend.add_class("jc-models-legend")
         self.detail_box = w.VBox(
             [
                 self.details,
-                self.notes_view,
-                self.download,
-                w.HBox([self.load_button, self.alias, self.alias_button]),
-                w.HBox([self.tags, self.edit_button]),
+                w.HBox([self.download, self.prepare_download], layout=w.Layout(align_items="center")),
+                w.HBox([self.load_button, self.alias, self.alias_button], layout=_wrap()),
+                w.HBox([self.tags, self.edit_button], layout=_wrap()),
                 self.notes,
-                w.HBox([self.delete_button, self.confirm_box]),
+                w.HBox([self.delete_button, self.confirm_box], layout=_wrap()),
+                self.status,
                 self.compare_with,
-                self.curves,
+                self.comparison,
+                w.HBox([self.loss_curves, self.curves], layout=w.Layout(width="100%", overflow="hidden")),
+                self.legend,
             ],
             layout=w.Layout(display="none"),
         )
         session.observe(lambda _: self.refresh(), names="store_changed")
         self.children = [
-            w.HBox([self.search, self.sort, self.refresh_button]),
+            w.HBox([self.search, self.tag_filter, self.sort, self.refresh_button], layout=_wrap()),
             self.table,
             w.HBox([self.prev_button, self.page_label, self.next_button]),
             self.selected_label,
             self.detail_box,
-            self.status,
             self.errors,
         ]
         self.add_class("jc-models")
 
     # -- the list --------------------------------------------------------------------------------
+    def _filters(self) -> dict[str, Any]:
+        return {"search": self.search.value or None, "tags": parse_tags(self.tag_filter.value)}
+
+    def _refresh_soon(self, delay: float = 0.3) -> None:
+        """Search as you type: refresh once typing pauses for ``delay`` seconds."""
+        if self._debounce is not None:
+            self._debounce.cancel()
+        self._debounce = threading.Timer(delay, guarded(self.errors)(lambda: self.refresh(reset=True)))
+        self._debounce.daemon = True
+        self._debounce.start()
+
     def refresh(self, reset: bool = False) -> threading.Thread:
         if reset:
             self.offset = 0
-        query = {"search": self.search.value or None, "sort": self.sort.value, "limit": PAGE_SIZE}
+        query = {**self._filters(), "sort": self.sort.value, "limit": PAGE_SIZE}
         session = self.session
         offset = self.offset
         self.page_label.value = "loading…"
@@ -245,8 +265,13 @@ class ModelsPanel(w.VBox):
             cells.append(row)
             cells.extend(label(text) for text in _row_cells(record))
         self.table.children = cells
+        filters = self._filters()
         if page.total:
             self.page_label.value = f"{page.offset + 1}-{page.offset + len(page.items)} of {page.total}"
+        elif filters["search"] or filters["tags"]:
+            wanted = [f"“{filters['search']}”"] if filters["search"] else []
+            wanted += [f"{k}={v}" for k, v in filters["tags"].items()]
+            self.page_label.value = f"no version matches {' and '.join(wanted)}"
         else:
             self.page_label.value = "no models in the store yet: train one and save it"
         self.prev_button.disabled = page.offset == 0
@@ -258,19 +283,54 @@ class ModelsPanel(w.VBox):
         self.selected = record
         self.selected_label.value = f"selected: {record.ref}"
         self.details.value = text_html(*_facts(record))
-        self.notes_view.value = record.notes or "(no notes)"
         self.tags.value = ", ".join(f"{k}={v}" for k, v in record.tags.items())
         self.notes.value = record.notes
-        href = download_href(record.ref)
-        self.download.value = (
-            f'<a href="{html.escape(href)}" download class="{" ".join(NO_MATH)}">'
-            f"Download {html.escape(record.ref)}.keras</a>"
-            if href
-            else ""
-        )
+        self.alias.value = ""  # an alias typed for another version must not move with one click
+        self.status.value = ""
+        self._show_download(record)
         self._cancel_delete()
         self.detail_box.layout.display = None
         self._draw_curves()
+
+    @property
+    def notes_view(self) -> w.Textarea:
+        """The version's notes (shown once, where they are edited)."""
+        return self.notes
+
+    def _show_download(self, record: ModelRecord) -> None:
+        href = download_href(record.ref)
+        if href:
+            self.download.value = _link(href, f"Download {record.ref}.keras")
+            self.prepare_download.layout.display = "none"
+        else:  # Voilà, a plain kernel: no route of this extension to link to
+            self.download.value = text_html(
+                "This page is not served by the Jupyter server that keeps the models, so there is no "
+                "link to the file: fetch it through the kernel instead."
+            )
+            self.prepare_download.description = f"Download {record.ref}.keras"
+            self.prepare_download.layout.display = None
+
+    def fetch_download(self) -> threading.Thread:
+        """Read the selected version's file through the kernel and offer it as a link (a ``data:`` URL)
+        to save: where no download route can be linked to (Voilà)."""
+        import base64
+
+        record = self._require_selected()
+        session = self.session
+        self.status.value = f"fetching {record.ref}…"
+
+        def work() -> str:
+            with session.store().open(record.ref) as reader:
+                data = reader.read()
+            return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+
+        def done(url: str) -> None:
+            if self.selected is record:
+                self.download.value = _link(url, f"Save {record.ref}.keras", filename=_filename(record))
+                self.prepare_download.layout.display = "none"
+                self.status.value = f"{record.ref} is ready: click the link to save it"
+
+        return in_background(work, done=done, errors=self.errors, busy=[self.prepare_download])
 
     def _on_compare(self, change: dict[str, Any]) -> None:
         ref = change["new"]
@@ -286,31 +346,63 @@ class ModelsPanel(w.VBox):
         self._draw_curves()
 
     def _draw_curves(self) -> None:
-        marks = []
+        """Loss and accuracy of the selected version (and the one compared with), per epoch of training,
+        on the Train tab's scales; a legend below; and the two side by side as a table."""
         records = [r for r in (self.selected, self.compare) if r is not None]
-        for i, record in enumerate(records):
-            for j, (key, dashed) in enumerate((("accuracy", False), ("val_accuracy", True))):
-                points = _points(record.metadata.get("history"), key)
-                if not points:
-                    continue
-                xs, ys = zip(*points, strict=True)
-                marks.append(
-                    bq.Lines(
-                        x=list(xs),
-                        y=list(ys),
-                        scales=self._scales,
-                        colors=[COLORS[(2 * i + j) % len(COLORS)]],
-                        line_style="dashed" if dashed else "solid",
-                        marker="circle",
-                        marker_size=16,
-                        labels=[f"{record.ref} {key.replace('_', ' ')}"],
-                        display_legend=True,
+        legend: list[str] = []
+        for figure, scales, metric in (
+            (self.loss_curves, self._loss_scales, "loss"),
+            (self.curves, self._scales, "accuracy"),
+        ):
+            marks = []
+            for i, record in enumerate(records):
+                for key, dashed in ((metric, False), (f"val_{metric}", True)):
+                    points = _points(record.metadata.get("history"), key)
+                    if not points:
+                        continue
+                    xs, ys = zip(*points, strict=True)
+                    colour = COLORS[i % len(COLORS)]
+                    name = f"{record.ref} {key.replace('_', ' ')}"
+                    marks.append(
+                        bq.Lines(
+                            x=list(xs),
+                            y=list(ys),
+                            scales=scales,
+                            colors=[colour],
+                            line_style="dashed" if dashed else "solid",
+                            marker="circle",
+                            marker_size=16,
+                            labels=[name],
+                        )
                     )
-                )
-        self.curves.marks = marks
-        self.curves.title = (
-            "Stored history (accuracy per epoch)" if marks else "no stored history for this version"
-        )
+                    if metric == "accuracy":
+                        legend.append(
+                            _legend_item(
+                                colour, dashed, f"{record.ref} {'validation' if dashed else 'training'}"
+                            )
+                        )
+            figure.marks = marks
+            figure.title = f"Stored history: {metric}" if marks else f"no stored {metric} history"
+        self.legend.value = f'<div class="{" ".join(NO_MATH)}">{"&emsp;".join(legend)}</div>'
+        self._compare_table(records)
+
+    def _compare_table(self, records: list[ModelRecord]) -> None:
+        if len(records) < 2:
+            self.comparison.children = []
+            return
+        summaries = [_summary(r) for r in records]
+        cells: list[w.Widget] = [label(""), *(label(r.ref, "jc-models-compare-head") for r in records)]
+        for header in cells:
+            header.style.font_weight = "bold"
+        for key in summaries[0]:
+            values = [s[key] for s in summaries]
+            cells.append(label(key))
+            for value in values:
+                cell = label(value)
+                if len(set(values)) > 1:
+                    cell.style.font_weight = "bold"  # where the two differ
+                cells.append(cell)
+        self.comparison.children = cells
 
     def _require_selected(self) -> ModelRecord:
         if self.selected is None:
@@ -384,3 +476,94 @@ class ModelsPanel(w.VBox):
             errors=self.errors,
             busy=[self.confirm_button],
         )
+
+
+def _history_figure(metric: str, cls: str) -> tuple[bq.Figure, dict[str, Any]]:
+    """A stored history's figure, on the Train tab's scales (accuracy from 0 to 100 %)."""
+    accuracy = metric == "accuracy"
+    x_scale = bq.LinearScale()
+    y_scale = bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
+    figure = bq.Figure(
+        title=f"Stored history: {metric}",
+        marks=[],
+        axes=[
+            bq.Axis(scale=x_scale, label="epochs of training", grid_lines="dashed", tick_format=".1f"),
+            bq.Axis(
+                scale=y_scale,
+                orientation="vertical",
+                label=metric,
+                grid_lines="dashed",
+                tick_format=".0%" if accuracy else ".2f",
+            ),
+        ],
+        layout=w.Layout(width="50%", height="260px", min_width="280px"),
+        fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
+        animation_duration=0,
+    )
+    figure.add_class(cls)
+    return figure, {"x": x_scale, "y": y_scale}
+
+
+def _legend_item(colour: str, dashed: bool, text: str) -> str:
+    line = f"border-top:2px {'dashed' if dashed else 'solid'} {colour};width:24px;display:inline-block"
+    sample = f'<span style="{line};vertical-align:middle"></span>'
+    return f'<span style="white-space:nowrap">{sample} {html.escape(text)}</span>'
+
+
+def _link(href: str, text: str, filename: str = "") -> str:
+    """A download link drawn as a button (it is one to press)."""
+    style = (
+        "display:inline-block;padding:4px 12px;border:1px solid #888;border-radius:3px;"
+        "text-decoration:none;color:inherit;background:#f3f3f3"
+    )
+    download = f'download="{html.escape(filename)}"' if filename else "download"
+    return (
+        f'<a href="{html.escape(href)}" {download} class="{" ".join(NO_MATH)}" style="{style}">'
+        f"⬇ {html.escape(text)}</a>"
+    )
+
+
+def _filename(record: ModelRecord) -> str:
+    return f"{record.name}-v{record.version}.keras"
+
+
+def _summary(record: ModelRecord) -> dict[str, str]:
+    """A version's settings and results as text, for comparing two side by side (as MLflow does)."""
+    meta = record.metadata
+    hyper: dict[str, Any] = _of(meta.get("hyperparameters"), dict) or {}
+    dataset: dict[str, Any] = _of(meta.get("dataset"), dict) or {}
+    history: list[Any] = _of(meta.get("history"), list) or []
+    val = [y for _, y in _points(history, "val_accuracy")]
+
+    def text(value: Any, fmt: str = "") -> str:
+        if value is None or value == "":
+            return "-"
+        if fmt and isinstance(value, int | float) and not isinstance(value, bool):
+            return format(value, fmt)
+        return str(value)
+
+    return {
+        "preset": text(meta.get("preset")),
+        "epochs of training": epochs_text(epochs_done(history)) if history else "-",
+        "batch size": text(hyper.get("batch_size")),
+        "learning rate": text(hyper.get("learning_rate"), "g"),
+        "seed": text(hyper.get("seed")),
+        "precision": text(hyper.get("precision")),
+        "training images": text(dataset.get("n_train"), ","),
+        "test accuracy": text(record.test_accuracy, ".4f"),
+        "best validation accuracy": text(max(val) if val else None, ".4f"),
+        "training time": text(meta.get("seconds"), ".0f") + (" s" if meta.get("seconds") is not None else ""),
+        "images/s": text(meta.get("images_per_second"), ",.0f"),
+        "continued from": text(meta.get("parent")),
+        "created (UTC)": record.created[:19].replace("T", " "),
+        "size": f"{record.size / 1e6:.1f} MB",
+    }
+
+
+def _of(value: Any, kind: type) -> Any:
+    """``value`` if it is of ``kind`` (metadata is whatever JSON its saver sent), else None."""
+    return value if isinstance(value, kind) else None
+
+
+def _wrap() -> w.Layout:
+    return w.Layout(flex_flow="row wrap", align_items="center")

@@ -36,8 +36,13 @@ class Session(HasTraits):
         self.store_uri = store_uri
         self.data_source = data
         self.model: keras.Model | None = None
-        self.record: ModelRecord | None = None  # the stored version the model came from, if any
+        self.record: ModelRecord | None = None  # the stored version the model is, if any
         self.history: list[dict[str, Any]] = []  # its per-epoch history (for Continue)
+        #: What the model was trained with, as far as known: preset, batch_size, learning_rate.
+        self.recipe: dict[str, Any] = {}
+        #: The stored version a training from this model continues: the record's own ref, or, for a
+        #: model trained here and not saved yet, the version its training started from (None: none).
+        self.origin: str | None = None
         self.class_names: list[str] | None = None
         self._store: ModelStore | None = None
         self._data: Dataset | None = None
@@ -73,12 +78,18 @@ class Session(HasTraits):
         history: list[dict[str, Any]] | None = None,
         label: str | None = None,
         class_names: list[str] | None = None,
+        recipe: dict[str, Any] | None = None,
+        origin: str | None = None,
     ) -> None:
+        """Put a model in hand: a stored version (``record``), or one trained here (``recipe`` and
+        ``origin``, the version its training started from, say where it came from)."""
         meta = record.metadata if record is not None else {}
         self.model = model
         self.record = record
         self.history = list(history or _stored_history(meta.get("history")))
         self.class_names = class_names or _stored_class_names(meta.get("class_names"))
+        self.recipe = dict(recipe) if recipe is not None else _stored_recipe(meta)
+        self.origin = record.ref if record is not None else origin
         if label is None:
             label = record.ref if record is not None else model.name
             accuracy = record.test_accuracy if record is not None else None
@@ -116,3 +127,21 @@ def _stored_class_names(value: Any) -> list[str] | None:
     if isinstance(value, list) and value and all(isinstance(name, str) for name in value):
         return value
     return None
+
+
+def _stored_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    """The preset, batch size and learning rate a stored version was trained with, where its metadata
+    says so in the shapes the trainer writes (an imported model has none)."""
+    from ..nets import PRESETS
+
+    recipe: dict[str, Any] = {}
+    if isinstance(meta.get("preset"), str) and meta["preset"] in PRESETS:
+        recipe["preset"] = meta["preset"]
+    hyper = meta.get("hyperparameters")
+    if isinstance(hyper, dict):
+        batch, rate = hyper.get("batch_size"), hyper.get("learning_rate")
+        if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+            recipe["batch_size"] = batch
+        if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+            recipe["learning_rate"] = float(rate)
+    return recipe
