@@ -220,7 +220,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="tutorial",
-            description="The TensorFlow CNN tutorial network the seed project trained",
+            description="the CNN of TensorFlow's image classification tutorial (about 0.70 after 10 epochs)",
             build=_tutorial,
             epochs=10,
             batch_size=32,

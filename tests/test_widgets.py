@@ -110,7 +110,7 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
         assert true.value.endswith(" →") and true.value[:-2] in CLASS_NAMES
         assert predicted.value.split(" (")[0] in CLASS_NAMES and predicted.value.endswith("%)")
     assert not panel.save_button.disabled and not panel.continue_button.disabled
-    assert app.classify.model_label.value.startswith("model: trained here: tutorial, 2 epochs")
+    assert app.classify.model_label.value.startswith("model: tutorial trained here, 2 epochs, test accuracy")
     assert panel.errors.value == ""
 
 
@@ -304,7 +304,8 @@ def test_continue_trains_the_model_in_hand_as_its_own_network_with_its_recipe(ap
     click(panel.start_button)
     wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
     wait_for(lambda: not panel.start_button.disabled, what="the Start button")
-    assert "Continue trains trained here: tutorial" in panel.continue_note.value
+    assert "Continue trains the current model for 1 epoch more" in panel.continue_note.value
+    assert "(it has had 1 epoch: tutorial trained here, 1 epoch, test accuracy" in panel.continue_note.value
     panel.preset.value = "fast"  # to look at another network: Continue must not take fast's settings
     assert panel.continue_button.disabled
     assert "as the tutorial network it is" in panel.continue_note.value
@@ -403,7 +404,7 @@ def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
     done = 1 + history[-1]["batches"] / 63
     assert not history[-1]["complete"] and 1.3 < done < 2
     assert panel.status.value.startswith(f"stopped after {done:.2f} epochs")
-    assert app.session.model_label.startswith(f"trained here: tutorial, {done:.2f} epochs")
+    assert app.session.model_label.startswith(f"tutorial trained here, {done:.2f} epochs")
     stopped_at = max(panel.loss_train.mark.x)
     assert stopped_at == pytest.approx(done, abs=0.02)
 

@@ -23,6 +23,7 @@ from .session import Session
 from .upload import ImageUpload, Uploaded
 
 THUMBNAIL = 96
+CURRENT = "the current model (trained or loaded here)"
 
 
 def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
@@ -93,7 +94,7 @@ class ClassifyPanel(w.VBox):
         self.model_label = label("", "jc-classify-model")
         # Which model classifies: the one in hand (trained here or loaded), or any version in the store.
         self.chooser = w.Dropdown(
-            options=[("the model in hand", "")],
+            options=[(CURRENT, "")],
             value="",
             description="Model",
             layout=w.Layout(width="420px"),
@@ -147,7 +148,7 @@ class ClassifyPanel(w.VBox):
         session = self.session
 
         def done(page: Any) -> None:
-            choices = [("the model in hand", "")]
+            choices = [(CURRENT, "")]
             for r in page.items:
                 accuracy = "" if r.test_accuracy is None else f" (test accuracy {r.test_accuracy:.4f})"
                 choices.append((f"{r.ref}{accuracy}", r.ref))

@@ -49,6 +49,32 @@ def text_html(*lines: str) -> str:
     return f'<div class="{" ".join(NO_MATH)}">{body}</div>'
 
 
+def legend_html(items: list[tuple[str, str, str]]) -> str:
+    """A legend drawn below a figure (bqplot's own sits on the data): ``(colour, line, text)`` items,
+    ``line`` one of ``solid``, ``dashed`` or ``dot`` (a marker)."""
+    shown = []
+    for colour, line, text in items:
+        if line == "dot":
+            sample = f'<span style="color:{colour}">●</span>'
+        else:
+            style = f"border-top:2px {line} {colour};width:24px;display:inline-block;vertical-align:middle"
+            sample = f'<span style="{style}"></span>'
+        shown.append(f'<span style="white-space:nowrap">{sample} {html.escape(text)}</span>')
+    return f'<div class="{" ".join(NO_MATH)}" style="font-size:12px">{"&emsp;".join(shown)}</div>'
+
+
+def gradient_html(low: str, high: str, left: str, right: str) -> str:
+    """A colour scale drawn as a bar from ``low`` to ``high`` with a word at each end."""
+    bar = (
+        f"display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 6px;"
+        f"background:linear-gradient(to right,{low},{high});border:1px solid #ccc"
+    )
+    return (
+        f'<div class="{" ".join(NO_MATH)}" style="font-size:12px">{html.escape(left)}'
+        f'<span style="{bar}"></span>{html.escape(right)}</div>'
+    )
+
+
 class ErrorArea(w.HTML):
     """Where a tab shows what went wrong, as text (never as HTML from the message)."""
 

@@ -18,7 +18,17 @@ import ipywidgets as w
 
 from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
-from .common import NO_MATH, ErrorArea, button, guarded, in_background, label, parse_tags, text_html
+from .common import (
+    NO_MATH,
+    ErrorArea,
+    button,
+    guarded,
+    in_background,
+    label,
+    legend_html,
+    parse_tags,
+    text_html,
+)
 from .session import Session
 
 PAGE_SIZE = 15
@@ -68,7 +78,7 @@ def _facts(record: ModelRecord) -> list[str]:
         facts.append(f"test accuracy {record.test_accuracy:.4f}")
     if meta.get("parent"):
         facts.append(f"continued from {meta['parent']}")
-    facts.append(f"sha256 {record.sha256[:16]}…, {record.size / 1e6:.1f} MB")
+    facts.append(f"sha256 {record.sha256[:16]}…, {size_text(record.size)}")
     return facts
 
 
@@ -97,7 +107,7 @@ def _row_cells(record: ModelRecord) -> list[str]:
         ", ".join(f"{k}={v}" for k, v in record.tags.items()),
         "" if record.test_accuracy is None else f"{record.test_accuracy:.4f}",
         record.created[:19].replace("T", " "),
-        f"{record.size / 1e6:.1f} MB",
+        size_text(record.size),
     ]
 
 
@@ -194,6 +204,9 @@ class ModelsPanel(w.VBox):
 
         self.loss_curves, self._loss_scales = _history_figure("loss", "jc-models-loss")
         self.curves, self._scales = _history_figure("accuracy", "jc-models-curves")
+        self.figures = w.HBox(
+            [self.loss_curves, self.curves], layout=w.Layout(width="100%", overflow="hidden")
+        )
         self.legend = w.HTML()
         self.legend.add_class("jc-models-legend")
         self.detail_box = w.VBox(
@@ -207,7 +220,7 @@ class ModelsPanel(w.VBox):
                 self.status,
                 self.compare_with,
                 self.comparison,
-                w.HBox([self.loss_curves, self.curves], layout=w.Layout(width="100%", overflow="hidden")),
+                self.figures,
                 self.legend,
             ],
             layout=w.Layout(display="none"),
@@ -254,7 +267,6 @@ class ModelsPanel(w.VBox):
         self.refresh()
 
     def _show_page(self, page: Page) -> None:
-        self.page = page
         cells: list[w.Widget] = [label(title, "jc-models-head") for title in COLUMNS]
         for header in cells:
             header.style.font_weight = "bold"
@@ -277,6 +289,7 @@ class ModelsPanel(w.VBox):
         self.prev_button.disabled = page.offset == 0
         self.next_button.disabled = page.offset + len(page.items) >= page.total
         self.compare_with.options = [("-", ""), *((r.ref, r.ref) for r in page.items)]
+        self.page = page  # last: the page is shown whole once this is set
 
     # -- one version -----------------------------------------------------------------------------
     def select(self, record: ModelRecord) -> None:
@@ -349,7 +362,7 @@ class ModelsPanel(w.VBox):
         """Loss and accuracy of the selected version (and the one compared with), per epoch of training,
         on the Train tab's scales; a legend below; and the two side by side as a table."""
         records = [r for r in (self.selected, self.compare) if r is not None]
-        legend: list[str] = []
+        legend: list[tuple[str, str, str]] = []
         for figure, scales, metric in (
             (self.loss_curves, self._loss_scales, "loss"),
             (self.curves, self._scales, "accuracy"),
@@ -376,14 +389,12 @@ class ModelsPanel(w.VBox):
                         )
                     )
                     if metric == "accuracy":
-                        legend.append(
-                            _legend_item(
-                                colour, dashed, f"{record.ref} {'validation' if dashed else 'training'}"
-                            )
-                        )
+                        which = "validation" if dashed else "training"
+                        legend.append((colour, "dashed" if dashed else "solid", f"{record.ref} {which}"))
             figure.marks = marks
-            figure.title = f"Stored history: {metric}" if marks else f"no stored {metric} history"
-        self.legend.value = f'<div class="{" ".join(NO_MATH)}">{"&emsp;".join(legend)}</div>'
+            figure.title = f"Stored history: {metric}"
+        self.figures.layout.display = None if legend else "none"  # no empty axes for a history it lacks
+        self.legend.value = legend_html(legend) if legend else text_html("no training history stored with it")
         self._compare_table(records)
 
     def _compare_table(self, records: list[ModelRecord]) -> None:
@@ -490,7 +501,7 @@ def _history_figure(metric: str, cls: str) -> tuple[bq.Figure, dict[str, Any]]:
             bq.Axis(scale=x_scale, label="epochs of training", grid_lines="dashed", tick_format=".1f"),
             bq.Axis(
                 scale=y_scale,
-                orientation="vertical",
+                side="left",
                 label=metric,
                 grid_lines="dashed",
                 tick_format=".0%" if accuracy else ".2f",
@@ -504,12 +515,6 @@ def _history_figure(metric: str, cls: str) -> tuple[bq.Figure, dict[str, Any]]:
     return figure, {"x": x_scale, "y": y_scale}
 
 
-def _legend_item(colour: str, dashed: bool, text: str) -> str:
-    line = f"border-top:2px {'dashed' if dashed else 'solid'} {colour};width:24px;display:inline-block"
-    sample = f'<span style="{line};vertical-align:middle"></span>'
-    return f'<span style="white-space:nowrap">{sample} {html.escape(text)}</span>'
-
-
 def _link(href: str, text: str, filename: str = "") -> str:
     """A download link drawn as a button (it is one to press)."""
     style = (
@@ -521,6 +526,13 @@ def _link(href: str, text: str, filename: str = "") -> str:
         f'<a href="{html.escape(href)}" {download} class="{" ".join(NO_MATH)}" style="{style}">'
         f"⬇ {html.escape(text)}</a>"
     )
+
+
+def size_text(size: int) -> str:
+    """1.5 MB, 24 KB, 800 bytes."""
+    if size >= 1e6:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e3:.0f} KB" if size >= 1e3 else f"{size} bytes"
 
 
 def _filename(record: ModelRecord) -> str:
@@ -556,7 +568,7 @@ def _summary(record: ModelRecord) -> dict[str, str]:
         "images/s": text(meta.get("images_per_second"), ",.0f"),
         "continued from": text(meta.get("parent")),
         "created (UTC)": record.created[:19].replace("T", " "),
-        "size": f"{record.size / 1e6:.1f} MB",
+        "size": size_text(record.size),
     }
 
 

@@ -25,7 +25,17 @@ import numpy as np
 
 from ..history import epoch_fractions, epochs_done, epochs_text
 from ..nets import DEFAULT_PRESET, PRESETS
-from .common import ErrorArea, button, guarded, in_background, label, parse_tags, text_html
+from .common import (
+    ErrorArea,
+    button,
+    gradient_html,
+    guarded,
+    in_background,
+    label,
+    legend_html,
+    parse_tags,
+    text_html,
+)
 from .session import Session
 
 if TYPE_CHECKING:
@@ -36,6 +46,7 @@ FLUSH_SECONDS = 0.3  # at most ~3 updates a second reach the browser
 MAX_POINTS = 400  # per curve: the whole run, averaged in buckets of equal width
 SMOOTHING = 0.9  # TensorBoard-style exponential moving average of per-batch values
 FAR = {"batch_size": 4.0, "learning_rate": 3.0}  # a value this many times off its recipe's is "far"
+TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"
 
 
 class Curve:
@@ -92,11 +103,10 @@ def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve
     # Accuracy on fixed bounds (0 to 1), as fastai draws it: the curve's rise is honest from the start.
     x_scale, y_scale = bq.LinearScale(), bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
     scales = {"x": x_scale, "y": y_scale}
-    train = bq.Lines(x=[], y=[], scales=scales, colors=["#1f77b4"], labels=["training"], display_legend=True)
+    train = bq.Lines(x=[], y=[], scales=scales, colors=[TRAIN_COLOUR], labels=["training"])
     val = bq.Lines(
-        x=[], y=[], scales=scales, colors=["#ff7f0e"], labels=["validation"], display_legend=True,
-        marker="circle", marker_size=24,
-    )  # fmt: skip
+        x=[], y=[], scales=scales, colors=[VAL_COLOUR], labels=["validation"], marker="circle", marker_size=24
+    )
     fig = bq.Figure(
         title=title,
         marks=[train, val],
@@ -104,13 +114,12 @@ def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve
             bq.Axis(scale=x_scale, label="epochs of training", grid_lines="dashed", tick_format=".1f"),
             bq.Axis(
                 scale=y_scale,
-                orientation="vertical",
+                side="left",
                 label=y_label,
                 grid_lines="dashed",
                 tick_format=".0%" if accuracy else ".2f",
             ),
         ],
-        legend_location="top-left" if accuracy else "top-right",  # where each curve leaves room
         layout=w.Layout(width="50%", height="280px", min_width="300px"),
         fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
         animation_duration=0,
@@ -219,7 +228,7 @@ class TrainPanel(w.VBox):
         self.saved = label("", "jc-train-saved")
 
         self.preset.observe(self._on_preset, names="value")
-        for box in (self.batch_size, self.learning_rate):
+        for box in (self.epochs, self.batch_size, self.learning_rate):
             box.observe(lambda _: self._update_continue(), names="value")
         self.save_name.observe(self._on_name, names="value")
         session.observe(self._on_model_changed, names="model_changed")
@@ -233,6 +242,14 @@ class TrainPanel(w.VBox):
             w.HBox([self.epoch_bar, self.batch_bar], layout=_wrap()),
             self.status,
             w.HBox([self.loss_fig, self.acc_fig], layout=w.Layout(width="100%")),
+            w.HTML(
+                legend_html(
+                    [
+                        (TRAIN_COLOUR, "solid", "training (per batch, smoothed)"),
+                        (VAL_COLOUR, "dot", "validation on the test images (after each epoch)"),
+                    ]
+                )
+            ),
             self.result_label,
             self.result_box,
             w.HBox([self.save_name, self.save_tags, self.save_button], layout=_wrap()),
@@ -282,12 +299,15 @@ class TrainPanel(w.VBox):
             note = ""
         elif not allowed:
             note = (
-                f"Continue trains {session.model_label} as the {network} network it is: choose {network} "
-                "in Network to continue it (the Network menu you chose applies to Start)."
+                f"Continue trains the current model ({session.model_label}) as the {network} network it "
+                f"is: choose {network} in Network to continue it (the network you chose is for Start)."
             )
         else:
             done = epochs_text(epochs_done(session.history))
-            note = f"Continue trains {session.model_label} further ({done} so far) with the values above"
+            note = (
+                f"Continue trains the current model for {epochs_text(self.epochs.value)} more with the "
+                f"values above (it has had {done}: {session.model_label})"
+            )
             if network is None:
                 note += f"; its recipe is not known: it trains with {self.preset.value}'s optimizer"
             far = self._far_from_recipe()
@@ -543,7 +563,7 @@ class TrainPanel(w.VBox):
         self.session.set_model(
             result.model,
             history=result.history,
-            label=f"trained here: {cfg.preset}, {epochs_text(total)} ({accuracy})",
+            label=f"{cfg.preset} trained here, {epochs_text(total)}, {accuracy}",
             class_names=list(evaluation.class_names),
             recipe={"preset": cfg.preset, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate},
             origin=result.parent,
@@ -563,7 +583,7 @@ class TrainPanel(w.VBox):
             marks=[bars],
             axes=[
                 bq.Axis(scale=x_scale, tick_rotate=-40, tick_style={"text-anchor": "end"}),
-                bq.Axis(scale=y_scale, orientation="vertical", tick_format=".0%"),
+                bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
             ],
             layout=w.Layout(width="50%", height="320px", min_width="300px"),
             fig_margin={"top": 40, "bottom": 80, "left": 50, "right": 10},
@@ -584,15 +604,25 @@ class TrainPanel(w.VBox):
             title="Confusion matrix (share of each true class)",
             marks=[heat],
             axes=[
-                bq.Axis(scale=col, label="predicted", tick_rotate=-40, tick_style={"text-anchor": "end"}),
-                bq.Axis(scale=row, orientation="vertical", label="true", label_offset="70px"),
-                bq.ColorAxis(scale=colour, orientation="vertical", side="right", tick_format=".0%"),
+                bq.Axis(
+                    scale=col,
+                    label="predicted",
+                    label_offset="62px",
+                    tick_rotate=-40,
+                    tick_style={"text-anchor": "end"},
+                ),
+                bq.Axis(scale=row, side="left", label="true", label_offset="70px"),
             ],
-            layout=w.Layout(width="50%", height="320px", min_width="300px"),
-            fig_margin={"top": 40, "bottom": 80, "left": 90, "right": 60},
+            layout=w.Layout(width="100%", height="320px"),
+            fig_margin={"top": 40, "bottom": 90, "left": 90, "right": 10},
             title_style={"font-size": "14px"},
         )
         matrix.add_class("jc-train-confusion")
+        scale = gradient_html("#f7fbff", "#08306b", "0%", "100% of the true class")
+        matrix_box = w.VBox(
+            [matrix, w.HTML(scale, layout=w.Layout(margin="0 0 0 90px"))],
+            layout=w.Layout(width="50%", min_width="300px"),
+        )
         worst = []
         for item in evaluation.worst[:8]:
             pixels = trainer.data.x_test[item["index"]]
@@ -604,7 +634,7 @@ class TrainPanel(w.VBox):
         gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
         gallery.add_class("jc-train-worst")
         self.result_box.children = [
-            w.HBox([per_class, matrix], layout=w.Layout(width="100%")),
+            w.HBox([per_class, matrix_box], layout=w.Layout(width="100%")),
             label("Most confidently wrong test images (true → predicted):"),
             gallery,
         ]

@@ -520,10 +520,29 @@ class AppPage:
         )
 
     def upload(self, cls: str, *paths: Path | str, timeout: float = 30) -> None:
-        """Give files to an ipywidgets 8 FileUpload (its file input is not in the page: use the chooser)."""
+        """Give files to an upload control through its button (its file input is hidden: use the
+        chooser); the control's own button where it has one beside a drop zone."""
+        button = f"{self.sel(cls)} button" if self.locator(f"{self.sel(cls)} button").count() else cls
         with self.page.expect_file_chooser(timeout=timeout * 1000) as chooser:
-            self.click(cls, timeout)
+            self.click(button, timeout)
         chooser.value.set_files([str(p) for p in paths])
+
+    def drop(self, cls: str, *paths: Path, mime: str = "image/jpeg") -> None:
+        """Drop files onto an element, as a person dragging them from a file manager does."""
+        files = [{"name": p.name, "data": list(p.read_bytes()), "type": mime} for p in paths]
+        self.page.evaluate(
+            """([selector, files]) => {
+                const dt = new DataTransfer();
+                for (const f of files) {
+                    dt.items.add(new File([new Uint8Array(f.data)], f.name, {type: f.type}));
+                }
+                const zone = document.querySelector(selector);
+                const how = {dataTransfer: dt, bubbles: true, cancelable: true};
+                zone.dispatchEvent(new DragEvent("dragover", how));
+                zone.dispatchEvent(new DragEvent("drop", how));
+            }""",
+            [self.sel(cls), files],
+        )
 
     def wait_text(self, cls: str, pattern: str, timeout: float = 60, flags: str = "i") -> str:
         """Wait (every animation frame) until an element with this class has text matching ``pattern``."""
