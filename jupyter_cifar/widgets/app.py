@@ -32,7 +32,7 @@ class App(w.VBox):
 
             raise BadParameter("--tab", f"{tab!r} is not a tab (choose from {', '.join(TABS)})")
         self.session = Session(store_uri=store, data=data)
-        self.train = TrainPanel(self.session)
+        self.train = TrainPanel(self.session, shown=tab == "train")
         self.classify = ClassifyPanel(self.session)
         self.models = ModelsPanel(self.session)
         self.tabs = w.Tab(children=[self.train, self.classify, self.models])
@@ -50,6 +50,10 @@ class App(w.VBox):
             self.classify.refresh_choices()
 
     def _on_tab(self, change: dict[str, Any]) -> None:
+        if change["new"] == TABS.index("train"):
+            self.train.show()
+        else:
+            self.train.hide()
         if change["new"] == TABS.index("models") and self.models.page is None:
             self.models.refresh()
         if change["new"] == TABS.index("classify"):

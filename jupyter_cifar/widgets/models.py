@@ -204,9 +204,8 @@ class ModelsPanel(w.VBox):
 
         self.loss_curves, self._loss_scales = _history_figure("loss", "jc-models-loss")
         self.curves, self._scales = _history_figure("accuracy", "jc-models-curves")
-        self.figures = w.HBox(
-            [self.loss_curves, self.curves], layout=w.Layout(width="100%", overflow="hidden")
-        )
+        # Added on the first selection, once the details are visible (see TrainPanel.show).
+        self.figures = w.HBox([], layout=w.Layout(width="100%", overflow="hidden"))
         self.legend = w.HTML()
         self.legend.add_class("jc-models-legend")
         self.detail_box = w.VBox(
@@ -394,6 +393,8 @@ class ModelsPanel(w.VBox):
             figure.marks = marks
             figure.title = f"Stored history: {metric}"
         self.figures.layout.display = None if legend else "none"  # no empty axes for a history it lacks
+        if legend and not self.figures.children:
+            self.figures.children = [self.loss_curves, self.curves]
         self.legend.value = legend_html(legend) if legend else text_html("no training history stored with it")
         self._compare_table(records)
 

@@ -150,9 +150,13 @@ def _duration(seconds: float | None) -> str:
 class TrainPanel(w.VBox):
     """Training control with live curves (see the module's doc)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, shown: bool = True) -> None:
         super().__init__()
         self.session = session
+        # Figures reach the page only while the tab is shown: bqplot sizes a figure drawn in a hidden
+        # box at zero, less its margins (the browser's "negative width" errors), and draws it wrong.
+        self.showing = shown
+        self._pending: list[w.Widget] | None = None  # a result's figures, kept until the tab is shown
         self.trainer: Trainer | None = None
         self.result: TrainResult | None = None
         self.saved_record: ModelRecord | None = None  # the version self.result was saved as, if it was
@@ -208,9 +212,12 @@ class TrainPanel(w.VBox):
         self.loss_fig, self.loss_train, self.loss_val = _figure("Loss", "jc-train-loss", "loss")
         self.acc_fig, self.acc_train, self.acc_val = _figure("Accuracy", "jc-train-accuracy", "accuracy")
         self.curves = [self.loss_train, self.loss_val, self.acc_train, self.acc_val]
+        self.figure_row = w.HBox(
+            [self.loss_fig, self.acc_fig] if shown else [], layout=w.Layout(width="100%", overflow="hidden")
+        )
 
         self.result_label = label("", "jc-train-result")
-        self.result_box = w.VBox(layout=w.Layout(display="none"))
+        self.result_box = w.VBox(layout=w.Layout(display="none", overflow="hidden"))
         self.save_name = w.Text(
             placeholder="e.g. my-cifar (letters, digits, . _ -)",
             description="Save as",
@@ -241,7 +248,7 @@ class TrainPanel(w.VBox):
             self.continue_note,
             w.HBox([self.epoch_bar, self.batch_bar], layout=_wrap()),
             self.status,
-            w.HBox([self.loss_fig, self.acc_fig], layout=w.Layout(width="100%")),
+            self.figure_row,
             w.HTML(
                 legend_html(
                     [
@@ -621,7 +628,7 @@ class TrainPanel(w.VBox):
         scale = gradient_html("#f7fbff", "#08306b", "0%", "100% of the true class")
         matrix_box = w.VBox(
             [matrix, w.HTML(scale, layout=w.Layout(margin="0 0 0 90px"))],
-            layout=w.Layout(width="50%", min_width="300px"),
+            layout=w.Layout(width="50%", min_width="300px", overflow="hidden"),
         )
         worst = []
         for item in evaluation.worst[:8]:
@@ -633,12 +640,28 @@ class TrainPanel(w.VBox):
             worst.append(w.VBox([picture, *caption], layout=w.Layout(width="150px", align_items="center")))
         gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
         gallery.add_class("jc-train-worst")
-        self.result_box.children = [
-            w.HBox([per_class, matrix_box], layout=w.Layout(width="100%")),
+        self._pending = [
+            w.HBox([per_class, matrix_box], layout=w.Layout(width="100%", overflow="hidden")),
             label("Most confidently wrong test images (true → predicted):"),
             gallery,
         ]
-        self.result_box.layout.display = None
+        if self.showing:
+            self._place_result()
+
+    def _place_result(self) -> None:
+        if self._pending is not None:
+            self.result_box.layout.display = None  # visible first: its figures are then drawn at their size
+            self.result_box.children, self._pending = self._pending, None
+
+    def show(self) -> None:
+        """The tab is shown: its figures can be drawn now."""
+        self.showing = True
+        if not self.figure_row.children:
+            self.figure_row.children = [self.loss_fig, self.acc_fig]
+        self._place_result()
+
+    def hide(self) -> None:
+        self.showing = False
 
     # -- saving ----------------------------------------------------------------------------------
     def save(self) -> threading.Thread | None:

@@ -527,21 +527,26 @@ class AppPage:
             self.click(button, timeout)
         chooser.value.set_files([str(p) for p in paths])
 
-    def drop(self, cls: str, *paths: Path, mime: str = "image/jpeg") -> None:
-        """Drop files onto an element, as a person dragging them from a file manager does."""
+    def drop(self, cls: str, *paths: Path, mime: str = "image/jpeg", event: str = "drop") -> None:
+        """Drop files onto an element, as a person dragging them from a file manager does (or, with
+        ``event="paste"``, paste them into it, as after copying an image)."""
         files = [{"name": p.name, "data": list(p.read_bytes()), "type": mime} for p in paths]
         self.page.evaluate(
-            """([selector, files]) => {
+            """([selector, files, event]) => {
                 const dt = new DataTransfer();
                 for (const f of files) {
                     dt.items.add(new File([new Uint8Array(f.data)], f.name, {type: f.type}));
                 }
                 const zone = document.querySelector(selector);
+                if (event === "paste") {
+                    zone.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true}));
+                    return;
+                }
                 const how = {dataTransfer: dt, bubbles: true, cancelable: true};
                 zone.dispatchEvent(new DragEvent("dragover", how));
                 zone.dispatchEvent(new DragEvent("drop", how));
             }""",
-            [self.sel(cls), files],
+            [self.sel(cls), files, event],
         )
 
     def wait_text(self, cls: str, pattern: str, timeout: float = 60, flags: str = "i") -> str:

@@ -15,7 +15,7 @@ from harness import (
     APP_CELLS,
     APP_OBJECT_CELLS,
     AppPage,
-    assert_app_clean,
+    app_errors,
     classify_upload,
     save_model,
     select_model,
@@ -61,6 +61,25 @@ CLIPPED_JS = """() => {
 }"""
 
 
+# Every box from the app up to the page that scrolls sideways: a few pixels too wide make a scrollbar.
+SCROLLS_JS = """() => {
+    const out = [];
+    for (let e = document.querySelector('.jc-app'); e && e !== document.body; e = e.parentElement) {
+        const s = getComputedStyle(e);
+        if (['auto', 'scroll'].includes(s.overflowX) && e.clientWidth && e.scrollWidth > e.clientWidth) {
+            out.push(e.className + ': ' + (e.scrollWidth - e.clientWidth) + ' px');
+        }
+    }
+    for (const e of document.querySelectorAll('.jc-app *')) {
+        const s = getComputedStyle(e);
+        if (['auto', 'scroll'].includes(s.overflowX) && e.clientWidth && e.scrollWidth > e.clientWidth) {
+            out.push(e.className + ': ' + (e.scrollWidth - e.clientWidth) + ' px');
+        }
+    }
+    return out;
+}"""
+
+
 def loss_xs(page: AppPage) -> list[float]:
     """The x pixel of every point of the Train tab's live training curve, in drawing order."""
     d = page.page.evaluate(
@@ -70,9 +89,29 @@ def loss_xs(page: AppPage) -> list[float]:
     return [float(x) for x in re.findall(r"[ML]\s*(-?[\d.]+(?:e-?\d+)?)[ ,]", d or "")]
 
 
+def new_cards(page: AppPage, act: Any) -> list[str]:
+    """Do ``act``; the file names of the Classify cards it made, once each has its labels."""
+    page.page.evaluate("() => document.querySelectorAll('.jc-classify-item').forEach(e => e.dataset.old = 1)")
+    act()
+    page.page.wait_for_function(
+        """() => {
+            const cards = Array.from(document.querySelectorAll('.jc-classify-item'))
+                .filter(e => !e.dataset.old);
+            return cards.length && cards.every(e => e.querySelectorAll('.jc-classify-label').length === 3);
+        }""",
+        timeout=60_000,
+    )
+    return page.page.evaluate(
+        """() => Array.from(document.querySelectorAll('.jc-classify-item')).filter(e => !e.dataset.old)
+            .map(e => e.querySelector('.jc-classify-file').textContent.trim())"""
+    )
+
+
 def assert_nothing_clipped(page: AppPage, where: str) -> None:
     clipped = page.page.evaluate(CLIPPED_JS)
     assert not clipped, f"{where}: text wider than its box at 1280 px: {clipped}"
+    scrolls = page.page.evaluate(SCROLLS_JS)
+    assert not scrolls, f"{where}: a sideways scrollbar at 1280 px: {scrolls}"
 
 
 def test_newcomer_in_lab(
@@ -125,19 +164,16 @@ def test_newcomer_in_lab(
     assert_nothing_clipped(page, "Classify")
 
     # A photo dropped on the upload zone is classified like a chosen one.
-    page.page.evaluate("() => document.querySelectorAll('.jc-classify-item').forEach(e => e.remove())")
-    page.drop("jc-upload-zone", cat_jpeg)
-    page.page.wait_for_function(
-        "() => document.querySelectorAll('.jc-classify-item .jc-classify-label').length === 3",
-        timeout=60_000,
-    )
-    assert page.text("jc-classify-file").strip() == cat_jpeg.name
+    assert new_cards(page, lambda: page.drop("jc-upload-zone", cat_jpeg)) == [cat_jpeg.name]
+    pasted = new_cards(page, lambda: page.drop("jc-upload-zone", cat_jpeg, event="paste"))
+    assert pasted == [cat_jpeg.name]  # pasted: classified like a chosen file
 
     select_model(page, "newcomer:1")
     page.page.wait_for_timeout(500)
     page.screenshot("newcomer-models", "jc-app")
     assert_nothing_clipped(page, "Models")
-    assert_app_clean(page)
+    assert not app_errors(page), app_errors(page)
+    page.assert_clean(allow_console=())  # bqplot in hidden tabs logged "negative width" errors once
 
 
 def test_a_download_in_voila_comes_through_the_kernel(
@@ -167,4 +203,5 @@ def test_a_download_in_voila_comes_through_the_kernel(
     assert Path(download.value.path()).read_bytes() == stored
     page.screenshot("voila-download", "jc-app")
     assert_nothing_clipped(page, "Models in Voilà")
-    assert_app_clean(page)
+    assert not app_errors(page), app_errors(page)
+    page.assert_clean(allow_console=())
