@@ -1,0 +1,201 @@
+"""What a job is: its spec (what to train), its record (where it stands), and the states it moves through.
+
+A job is a training run the Jupyter server owns. Its record lives in the store beside the models
+(:class:`~jupyter_cifar.jobs.store.JobStore`), the one source of truth; an executor only runs it. A spec
+never carries credentials: whoever runs a job reads the store from its own configuration.
+
+States::
+
+    queued ──> running ──> finished
+      │           │ ╲────> failed
+      │           ├──> stopping ──> stopped
+      │           ╰──> interrupted (its process stopped heartbeating) ──resume──> queued
+      ╰──> stopped (a stop before it ran)
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import BadParameter
+from ..store.base import MAX_NOTES, Ref, check_name, check_notes, check_tags
+
+STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
+ACTIVE = ("queued", "running", "stopping")  # not ended: a process runs it, or will
+ENDED = ("finished", "stopped", "failed", "interrupted")
+RESUMABLE = ("interrupted", "stopped", "failed")
+MAX_EPOCHS = 1000
+
+_SPEC_FIELDS = (
+    "preset",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "train_limit",
+    "test_limit",
+    "seed",
+    "data",
+    "save",
+    "tags",
+    "notes",
+    "parent",
+)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to train: a preset's network (or ``parent``, a stored version to continue) and how, and the
+    name to save the result under. ``None``: the preset's own value (or, for ``save``, ``job-<id>``)."""
+
+    preset: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    seed: int | None = None
+    data: str | None = None  # the worker's CIFAR-10 folder; None: its own configuration
+    save: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+    parent: str | None = None  # a REF to continue training from
+
+    @classmethod
+    def from_json(cls, value: Any) -> JobSpec:
+        """A spec from untrusted JSON: every field checked, ``BadParameter`` naming the first bad one."""
+        from ..nets import PRESETS
+
+        if not isinstance(value, dict):
+            raise BadParameter("spec", "must be a JSON object")
+        unknown = sorted(set(value) - set(_SPEC_FIELDS))
+        if unknown:
+            raise BadParameter("spec", f"unknown fields {unknown} (known: {', '.join(_SPEC_FIELDS)})")
+        preset = value.get("preset")
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+            raise BadParameter("preset", f"{str(preset)[:40]!r} is not a preset ({', '.join(PRESETS)})")
+        for name, low, high in (
+            ("epochs", 1, MAX_EPOCHS),
+            ("batch_size", 1, 65536),
+            ("train_limit", 1, 10**9),
+            ("test_limit", 1, 10**9),
+            ("seed", 0, 2**31 - 1),
+        ):
+            number = value.get(name)
+            if number is not None and (
+                not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high
+            ):
+                raise BadParameter(
+                    name, f"must be a whole number from {low} to {high} (got {str(number)[:40]!r})"
+                )
+        rate = value.get("learning_rate")
+        if rate is not None and (
+            not isinstance(rate, int | float)
+            or isinstance(rate, bool)
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise BadParameter("learning_rate", f"must be a positive number (got {str(rate)[:40]!r})")
+        data = value.get("data")
+        if data is not None and (not isinstance(data, str) or not data or len(data) > 4096 or "\x00" in data):
+            raise BadParameter("data", "must be the path of a CIFAR-10 folder as the worker sees it")
+        save = value.get("save")
+        if save is not None:
+            check_name(save, "save")
+        tags = value.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise BadParameter("tags", "must be an object of KEY: VALUE")
+        clean_tags = {k: v for k, v in check_tags(tags).items() if v is not None}
+        notes = value.get("notes") or ""
+        if not isinstance(notes, str) or len(notes) > MAX_NOTES:
+            raise BadParameter("notes", f"notes must be text of at most {MAX_NOTES} characters")
+        check_notes(notes)
+        parent = value.get("parent")
+        if parent is not None:
+            parent = str(Ref.parse(parent))  # BadParameter("REF", …) for a bad one
+        if preset is None and parent is None:
+            preset = None  # the default preset, decided by the trainer
+        return cls(
+            preset=preset,
+            epochs=value.get("epochs"),
+            batch_size=value.get("batch_size"),
+            learning_rate=float(rate) if rate is not None else None,
+            train_limit=value.get("train_limit"),
+            test_limit=value.get("test_limit"),
+            seed=value.get("seed"),
+            data=data,
+            save=save,
+            tags=clean_tags,
+            notes=notes,
+            parent=parent,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class JobRecord:
+    """Where a job stands: the JSON of the API and the CLI (``to_json``), plus what only runners use."""
+
+    id: str
+    state: str
+    spec: JobSpec
+    created: str
+    started: str | None = None
+    ended: str | None = None
+    executor: str = "local"
+    worker: dict[str, Any] | None = None  # {"host", "pid", "address"}; address None on the local executor
+    progress: dict[str, Any] = field(default_factory=dict)  # epoch, epochs, batch, batches, images/s, ETA
+    model: str | None = None  # the saved version's REF
+    test_accuracy: float | None = None
+    error: str | None = None
+    events: int = 0  # how many events it has published (numbered 1..events)
+    owner: str | None = None  # the token of the process that runs it now
+    heartbeat: float | None = None  # when that process last said it runs (epoch seconds)
+    stop_requested: bool = False
+    attempt: int = 0  # how many times a process has claimed it (a resume claims it again)
+
+    def to_json(self) -> dict[str, Any]:
+        progress = self.progress
+        return {
+            "id": self.id,
+            "state": self.state,
+            "spec": self.spec.to_json(),
+            "epoch": progress.get("epoch"),
+            "epochs": progress.get("epochs", self.spec.epochs),
+            "progress": progress.get("fraction", 1.0 if self.state == "finished" else 0.0),
+            "images_per_second": progress.get("images_per_second"),
+            "eta_seconds": progress.get("eta_seconds"),
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "executor": self.executor,
+            "worker": self.worker,
+            "model": self.model,
+            "test_accuracy": self.test_accuracy,
+            "error": self.error,
+            "events": self.events,
+        }
+
+    def to_doc(self) -> dict[str, Any]:
+        """Everything, as stored."""
+        return {**asdict(self), "spec": self.spec.to_json()}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> JobRecord:
+        fields = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        spec = doc.get("spec") or {}
+        return cls(**{**fields, "spec": JobSpec(**{k: v for k, v in spec.items() if k in _SPEC_FIELDS})})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def check_job_id(value: object) -> str:
+    if not isinstance(value, str) or len(value) != 16 or any(c not in "0123456789abcdef" for c in value):
+        raise BadParameter("job", f"{str(value)[:40]!r} is not a job id (16 hexadecimal digits)")
+    return value
