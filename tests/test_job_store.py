@@ -184,12 +184,14 @@ def test_delete_removes_the_record_its_events_and_checkpoint(jobs: JobStore, tmp
     first, second = tmp_path / "a.keras", tmp_path / "b.keras"
     first.write_bytes(b"epoch one")
     second.write_bytes(b"epoch two, replacing one")
-    jobs.save_checkpoint(record.id, "owner-1", first)
-    jobs.save_checkpoint(record.id, "owner-1", second)
-    with jobs.checkpoint(record.id) as reader:
-        assert reader is not None and reader.read() == b"epoch two, replacing one"
+    jobs.save_checkpoint(record.id, "owner-1", first, 1)
+    jobs.save_checkpoint(record.id, "owner-1", second, 2)
+    with jobs.checkpoint(record.id) as found:
+        assert found is not None
+        reader, epochs = found
+        assert reader.read() == b"epoch two, replacing one" and epochs == 2  # the rows it holds
     with pytest.raises(Conflict):
-        jobs.save_checkpoint(record.id, "someone-else", first)
+        jobs.save_checkpoint(record.id, "someone-else", first, 3)
     with pytest.raises(Conflict, match="stop it first"):
         jobs.delete(record.id)
     jobs.finish(record.id, "owner-1", "finished")
@@ -199,5 +201,5 @@ def test_delete_removes_the_record_its_events_and_checkpoint(jobs: JobStore, tmp
     assert jobs.events(record.id) == []
     with pytest.raises(NotFound), jobs.checkpoint(record.id):
         pass
-    with jobs.checkpoint(running(jobs).id) as reader:
-        assert reader is None  # a job before its first epoch has none
+    with jobs.checkpoint(running(jobs).id) as found:
+        assert found is None  # a job before its first epoch has none

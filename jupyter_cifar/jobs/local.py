@@ -1,4 +1,4 @@
-"""Jobs of the embedded store: ``jobs.sqlite`` and ``checkpoints/<id>.keras`` in the store's folder.
+"""Jobs of the embedded store: ``jobs.sqlite`` and ``checkpoints/<id>.<epochs>.keras`` in its folder.
 
 Each change is one ``BEGIN IMMEDIATE`` transaction that reads the record, checks what the caller
 expects of it and writes it back, so processes on one machine change a job one at a time (SQLite's
@@ -142,25 +142,42 @@ class LocalJobStore(JobStore):
         with self._tx() as db:
             gone = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
             db.execute("DELETE FROM job_events WHERE job = ?", (job_id,))
-        (self.checkpoints / f"{job_id}.keras").unlink(missing_ok=True)
+        for path in self._checkpoint_files(job_id):
+            path.unlink(missing_ok=True)
         return gone
 
-    def _put_checkpoint(self, job_id: str, path: Path) -> None:
+    def _put_checkpoint(self, job_id: str, path: Path, epochs: int) -> None:
+        # ``<id>.<epochs>.keras``: the file says what it holds, so no second write can disagree with it
+        final = self.checkpoints / f"{job_id}.{epochs}.keras"
         part = self.checkpoints / f"{job_id}.{uuid.uuid4().hex}.part"
         try:
             with open(path, "rb") as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()
                 os.fsync(dst.fileno())
-            os.replace(part, self.checkpoints / f"{job_id}.keras")  # the old one goes in the same step
+            os.replace(part, final)
         finally:
             part.unlink(missing_ok=True)
+        for old in self._checkpoint_files(job_id):
+            if old != final:
+                old.unlink(missing_ok=True)
 
-    def _open_checkpoint(self, job_id: str) -> IO[bytes] | None:
-        try:
-            return open(self.checkpoints / f"{job_id}.keras", "rb")
-        except FileNotFoundError:
-            return None
+    def _checkpoint_files(self, job_id: str) -> builtins.list[Path]:
+        """The job's checkpoint files, the newest (most epochs) last."""
+        found = []
+        for path in self.checkpoints.glob(f"{job_id}.*.keras"):
+            epochs = path.name.split(".")[1]
+            if epochs.isdigit():
+                found.append((int(epochs), path))
+        return [path for _, path in sorted(found)]
+
+    def _open_checkpoint(self, job_id: str) -> tuple[IO[bytes], int] | None:
+        for path in reversed(self._checkpoint_files(job_id)):
+            try:
+                return open(path, "rb"), int(path.name.split(".")[1])
+            except FileNotFoundError:
+                continue  # replaced meanwhile: the next newest
+        return None
 
 
 def _matches(doc: dict[str, Any], expect: Expect) -> bool:

@@ -105,20 +105,20 @@ class MongoJobStore(JobStore):
                 with contextlib.suppress(NoFile):  # another process removed it meanwhile
                     self._call(self.bucket.delete, old._id)
 
-    def _put_checkpoint(self, job_id: str, path: Path) -> None:
+    def _put_checkpoint(self, job_id: str, path: Path, epochs: int) -> None:
         with open(path, "rb") as src:
-            new_id = self._call(self.bucket.upload_from_stream, job_id, src)
+            new_id = self._call(self.bucket.upload_from_stream, job_id, src, metadata={"epochs": epochs})
         self._drop_checkpoints(job_id, keep=new_id)  # the new one is whole before the old one goes
 
-    def _open_checkpoint(self, job_id: str) -> IO[bytes] | None:
-        def newest() -> IO[bytes] | None:
+    def _open_checkpoint(self, job_id: str) -> tuple[IO[bytes], int] | None:
+        def newest() -> tuple[IO[bytes], int] | None:
             try:
-                stream: IO[bytes] = self.bucket.open_download_stream_by_name(job_id)  # the latest revision
+                stream = self.bucket.open_download_stream_by_name(job_id)  # the latest revision
             except NoFile:
                 return None
-            return stream
+            return stream, int((stream.metadata or {}).get("epochs", 0))
 
-        found: IO[bytes] | None = self._call(newest)
+        found: tuple[IO[bytes], int] | None = self._call(newest)
         return found
 
 

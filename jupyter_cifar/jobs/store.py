@@ -69,10 +69,13 @@ class JobStore(ABC):
         """Remove the record, its events and its checkpoint; whether the record was there."""
 
     @abstractmethod
-    def _put_checkpoint(self, job_id: str, path: Path) -> None: ...
+    def _put_checkpoint(self, job_id: str, path: Path, epochs: int) -> None:
+        """Keep ``path`` as the job's checkpoint, holding ``epochs`` history rows, in place of any other
+        (the new one whole before the old one goes)."""
 
     @abstractmethod
-    def _open_checkpoint(self, job_id: str) -> IO[bytes] | None: ...
+    def _open_checkpoint(self, job_id: str) -> tuple[IO[bytes], int] | None:
+        """The newest checkpoint and the history rows it holds, or None."""
 
     def close(self) -> None:  # noqa: B027 (optional)
         pass
@@ -244,21 +247,23 @@ class JobStore(ABC):
             raise NotFound(f"no job {job_id}")
         return record
 
-    def save_checkpoint(self, job_id: str, owner: str, path: Path) -> None:
+    def save_checkpoint(self, job_id: str, owner: str, path: Path, epochs: int) -> None:
+        """The model at the end of history row ``epochs``: what a resume goes on from."""
         if self.get(job_id).owner != owner:
             raise Conflict(f"job {job_id} is no longer run by this process")
-        self._put_checkpoint(job_id, path)
+        self._put_checkpoint(job_id, path, epochs)
 
     @contextmanager
-    def checkpoint(self, job_id: str) -> Iterator[IO[bytes] | None]:
-        """The job's last checkpoint (a ``.keras`` file's bytes), or None if it has none yet."""
+    def checkpoint(self, job_id: str) -> Iterator[tuple[IO[bytes], int] | None]:
+        """The job's last checkpoint (a ``.keras`` file's bytes) and the history rows it holds, or None
+        if it has none yet."""
         self.get(job_id)
-        reader = self._open_checkpoint(job_id)
+        found = self._open_checkpoint(job_id)
         try:
-            yield reader
+            yield found
         finally:
-            if reader is not None:
-                reader.close()
+            if found is not None:
+                found[0].close()
 
 
 def open_job_store(store: ModelStore) -> JobStore:
