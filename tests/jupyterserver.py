@@ -27,6 +27,7 @@ class JupyterServer:
     port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     extra: tuple[str, ...] = ()
+    max_jobs: int = 0  # jobs only queue unless a test wants them run (each is a process training)
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "jupyter-cifar/api/status"  # answered once the server (and extension) is up
     proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +59,7 @@ class JupyterServer:
             *(f"--ServerApp.base_url={BASE_URL}", f"--IdentityProvider.token={self.token}"),
             f"--ServerApp.root_dir={self.root / 'work'}",
             f"--CifarExtension.store_uri={self.store_uri}",
+            f"--CifarExtension.max_jobs={self.max_jobs}",
             *self.extra,
         ]
         self.proc = subprocess.Popen(

@@ -37,6 +37,10 @@ WRITES: list[tuple[str, str, Any]] = [
     ("DELETE", "models/{name}/aliases/prod", None),
     ("PATCH", "versions/{name}:1", {"notes": "changed", "tags": {"k": "changed"}}),
     ("DELETE", "versions/{name}:1", None),
+    ("POST", "jobs", {"preset": "tutorial", "epochs": 1, "train_limit": 500}),
+    ("POST", "jobs/{job}/stop", None),
+    ("POST", "jobs/{job}/resume", None),  # a stopped job (see make_job)
+    ("DELETE", "jobs/{job}", None),
 ]
 
 
@@ -95,11 +99,24 @@ def make_model(server: JupyterServer, name: str, model_bytes: bytes) -> None:
     assert response.status_code == 200, response.text
 
 
+def make_job(server: JupyterServer, stopped: bool) -> str:
+    """A job that waits in the queue (this server runs none), or one stopped before it ran."""
+    client = with_token(server)
+    response = client.post(api(server, "jobs"), json={"preset": "tutorial", "epochs": 1})
+    assert response.status_code == 201, response.text
+    job = str(response.json()["id"])
+    if stopped:
+        assert client.post(api(server, f"jobs/{job}/stop")).json()["state"] == "stopped"
+    return job
+
+
 def snapshot(server: JupyterServer) -> dict[str, Any]:
-    """Everything a write could change: every record, every stored file, every staged upload."""
+    """Everything a write could change: every record and job, every stored file, every staged upload."""
+    jobs = with_token(server).get(api(server, "jobs"), params={"limit": 1000}).json()["items"]
     page = with_token(server).get(api(server, "models"), params={"limit": 1000}).json()
     files = sorted(str(p.relative_to(server.root)) for p in server.root.rglob("*") if p.is_file())
     return {
+        "jobs": sorted(jobs, key=lambda j: j["id"]),
         "records": sorted(page["items"], key=lambda r: (r["name"], r["version"])),
         "stored": [f for f in files if f.startswith("models/")],
         "staged": [f for f in files if f.startswith("tmp/")],
@@ -141,7 +158,7 @@ def test_every_writing_route_is_tried() -> None:
         if method.lower() in handler.__dict__
     }
     tried = {
-        (method, path.replace("{name}:1", "(?P<ref>[^/]+)")
+        (method, path.replace("{name}:1", "(?P<ref>[^/]+)").replace("{job}", "(?P<job>[^/]+)")
          .replace("{name}", "(?P<name>[^/]+)").replace("/prod", "/(?P<alias>[^/]+)"))
         for method, path, _ in WRITES
     }  # fmt: skip
@@ -154,7 +171,8 @@ def test_a_cross_site_request_cannot_write(
 ) -> None:
     name = "xsrf-" + "-".join(filter(str.isalpha, path.replace("{name}", "").split("/"))) + method.lower()
     make_model(server, name, model_bytes)
-    url = api(server, path.format(name=name))
+    job = make_job(server, stopped=path.endswith("/resume")) if "{job}" in path else ""
+    url = api(server, path.format(name=name, job=job))
     browser, xsrf = browser_login(server)
     before = snapshot(server)
     real_body = model_bytes if body is MODEL else body

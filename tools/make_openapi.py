@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
+
 REF = {
     "name": "ref",
     "in": "path",
@@ -37,10 +39,166 @@ def errors(*codes):
     return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in sorted({403, 503, *codes})}
 
 
+JOB = {
+    "name": "job",
+    "in": "path",
+    "required": True,
+    "description": "a job's id",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+}
+JOB_PATHS = {
+    "/jupyter-cifar/api/jobs": {
+        "get": {
+            "summary": "Training jobs, newest first",
+            "operationId": "listJobs",
+            "parameters": [
+                {
+                    "name": "state",
+                    "in": "query",
+                    "schema": {"type": "array", "items": {"type": "string", "enum": list(STATES)}},
+                    "style": "form",
+                    "explode": True,
+                    "description": "only jobs in these states (repeatable, or comma-separated)",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                },
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            ],
+            "responses": {"200": json_response("One page of jobs", ref("JobPage")), **errors(400)},
+        },
+        "post": {
+            "summary": "Queue a training job: the server runs it, it outlives the kernel",
+            "operationId": "createJob",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("JobSpec")}}},
+            "responses": {"201": json_response("The queued job", ref("Job")), **errors(400, 413)},
+        },
+    },
+    "/jupyter-cifar/api/jobs/{job}": {
+        "get": {
+            "summary": "One job",
+            "operationId": "getJob",
+            "parameters": [JOB],
+            "responses": {"200": json_response("The job", ref("Job")), **errors(400, 404)},
+        },
+        "delete": {
+            "summary": "Delete a job that is not running: its record, events and checkpoint (never a model)",
+            "operationId": "deleteJob",
+            "parameters": [JOB],
+            "responses": {"200": json_response("What was deleted", ref("Job")), **errors(400, 404, 409)},
+        },
+    },
+    "/jupyter-cifar/api/jobs/{job}/events": {
+        "get": {
+            "summary": "A job's events after N, in order; waits up to S seconds for one (long poll)",
+            "operationId": "jobEvents",
+            "parameters": [
+                JOB,
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 60, "default": 0},
+                },
+            ],
+            "responses": {"200": json_response("Events", ref("JobEvents")), **errors(400, 404)},
+        }
+    },
+    "/jupyter-cifar/api/jobs/{job}/stop": {
+        "post": {
+            "summary": "Stop a job: a queued one at once, a running one after its current batch",
+            "operationId": "stopJob",
+            "parameters": [JOB],
+            "responses": {"200": json_response("The job", ref("Job")), **errors(400, 404, 409)},
+        }
+    },
+    "/jupyter-cifar/api/jobs/{job}/resume": {
+        "post": {
+            "summary": "Queue an interrupted, stopped or failed job again, from its last checkpoint",
+            "operationId": "resumeJob",
+            "parameters": [JOB],
+            "responses": {"200": json_response("The job", ref("Job")), **errors(400, 404, 409)},
+        }
+    },
+}
+NULLABLE_INT = {"type": "integer", "nullable": True}
+JOB_SCHEMAS = {
+    "JobSpec": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "preset": {"type": "string", "enum": ["fast", "accurate", "tutorial"], "nullable": True},
+            "epochs": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": True},
+            "batch_size": {"type": "integer", "minimum": 1, "maximum": 65536, "nullable": True},
+            "learning_rate": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True},
+            "train_limit": {"type": "integer", "minimum": 1, "nullable": True},
+            "test_limit": {"type": "integer", "minimum": 1, "nullable": True},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2147483647, "nullable": True},
+            "data": {"type": "string", "nullable": True, "description": "the worker's CIFAR-10 folder"},
+            "save": {"type": "string", "nullable": True, "description": "the name to save the model as"},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "notes": {"type": "string"},
+            "parent": {"type": "string", "nullable": True, "description": "a REF to continue from"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "state", "spec", "progress", "created", "executor"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": list(STATES)},
+            "spec": ref("JobSpec"),
+            "epoch": NULLABLE_INT,
+            "epochs": NULLABLE_INT,
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "images_per_second": {"type": "number", "nullable": True},
+            "eta_seconds": {"type": "number", "nullable": True},
+            "created": {"type": "string", "format": "date-time"},
+            "started": {"type": "string", "format": "date-time", "nullable": True},
+            "ended": {"type": "string", "format": "date-time", "nullable": True},
+            "executor": {"type": "string"},
+            "worker": {"type": "object", "nullable": True},
+            "model": {"type": "string", "nullable": True},
+            "test_accuracy": {"type": "number", "nullable": True},
+            "error": {"type": "string", "nullable": True},
+            "events": {"type": "integer"},
+        },
+    },
+    "JobPage": {
+        "type": "object",
+        "required": ["items", "total", "offset", "limit"],
+        "properties": {
+            "items": {"type": "array", "items": ref("Job")},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+        },
+    },
+    "JobEvents": {
+        "type": "object",
+        "required": ["job", "state", "last", "events"],
+        "properties": {
+            "job": {"type": "string"},
+            "state": {"type": "string", "enum": list(STATES)},
+            "last": {"type": "integer", "description": "the number of the last event given (after, if none)"},
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["seq", "type"],
+                    "properties": {"seq": {"type": "integer", "description": "its number, from 1"}},
+                },
+            },
+        },
+    },
+}
+
 spec = {
     "openapi": "3.0.3",
     "info": {
-        "title": "jupyter_cifar model store API",
+        "title": "jupyter_cifar model store and training jobs API",
         "version": "1",
         "description": "Served by the jupyter_cifar jupyter-server extension under "
         "<base_url>jupyter-cifar/api/. "
@@ -78,8 +236,9 @@ spec = {
                     {
                         "name": "search",
                         "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "case-insensitive text in the name or the notes",
+                        "schema": {"type": "string", "maxLength": 1000},
+                        "description": "case-insensitive text in the name or the notes (at most 1000 "
+                        "characters, no NUL)",
                     },
                     {
                         "name": "tag",
@@ -185,7 +344,7 @@ spec = {
                 },
                 "responses": {
                     "201": json_response("The new version", ref("ModelRecord")),
-                    **errors(400, 404, 413),
+                    **errors(400, 404, 409, 413),
                 },
             }
         },
@@ -209,7 +368,7 @@ spec = {
                 },
                 "responses": {
                     "200": json_response("The version, with its aliases", ref("ModelRecord")),
-                    **errors(400, 404),
+                    **errors(400, 404, 413),
                 },
             },
             "delete": {
@@ -248,7 +407,10 @@ spec = {
                         }
                     },
                 },
-                "responses": {"200": json_response("The record", ref("ModelRecord")), **errors(400, 404)},
+                "responses": {
+                    "200": json_response("The record", ref("ModelRecord")),
+                    **errors(400, 404, 413),
+                },
             },
             "delete": {
                 "summary": "Delete one version (NAME alone: its latest), file bytes included",
@@ -279,6 +441,7 @@ spec = {
                 },
             }
         },
+        **JOB_PATHS,
     },
     "components": {
         "securitySchemes": {
@@ -342,13 +505,18 @@ spec = {
                 "required": ["upload_id"],
                 "additionalProperties": False,
                 "properties": {
-                    "upload_id": {"type": "string"},
-                    "metadata": {"type": "object"},
+                    "upload_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    "metadata": {
+                        "type": "object",
+                        "description": "JSON nested at most 32 levels, integers within 64 bits; "
+                        "test_accuracy, if given, a number",
+                    },
                     "tags": {"type": "object", "additionalProperties": {"type": "string"}},
                     "notes": {"type": "string"},
                     "aliases": {"type": "array", "items": {"type": "string"}},
                 },
             },
+            **JOB_SCHEMAS,
             "Status": {
                 "type": "object",
                 "required": ["version", "store", "backend"],
@@ -374,9 +542,10 @@ spec = {
                 400: "Bad parameter",
                 403: "Not authenticated, or a cross-site request (a browser session without the XSRF token, "
                 "or from another origin)",
-                404: "No such model, version or alias",
-                409: "Conflict, or a stored file failed its integrity check",
-                413: "Upload over the limit",
+                404: "No such model, version, alias, upload or job",
+                409: "Conflict (a version saved with aliases and deleted meanwhile by another request; a "
+                "job in a state that does not allow it), or a stored file failed its integrity check",
+                413: "Upload over the limit (CifarExtension.max_upload_bytes), or a JSON body over 8 MiB",
                 503: "The store cannot be reached",
             }.items()
         },

@@ -211,6 +211,13 @@ class JobStore(ABC):
             raise Conflict(f"job {job_id} is no longer run by this process")
         return self.get(job_id)
 
+    def fail_queued(self, job_id: str, error: str) -> bool:
+        """A queued job that cannot run (its process could not start): failed, saying why. False if it is
+        no longer queued (its process claimed it after all)."""
+        return self._update(
+            job_id, {"state": "queued"}, {"state": "failed", "ended": now_iso(), "error": error}
+        )
+
     def mark_interrupted(self, stale: float = STALE_SECONDS) -> builtins.list[str]:
         """Jobs whose process stopped heartbeating ``stale`` seconds ago become ``interrupted``."""
         marked = []

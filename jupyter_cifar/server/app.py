@@ -18,6 +18,9 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, TraitError, Type, Unicode, default, validate
 from traitlets.config.loader import DeferredConfig
 
+from ..errors import BadParameter
+from ..jobs.executors import Executor
+from ..jobs.store import JobStore
 from ..store import ENV_STORE, default_store_uri, store_class
 from ..store.base import ModelStore
 from ..store.remote import ENV_SERVER_TOKEN, ENV_SERVER_URL
@@ -57,6 +60,12 @@ class CifarExtension(ExtensionApp):
         2 << 30,
         config=True,
         help="The largest model file that may be uploaded through the REST API, in bytes (larger: 413).",
+    )
+    max_jobs = Int(
+        1,
+        config=True,
+        help="How many training jobs run at once on this machine (each in a process of its own, which "
+        "outlives the server); the others wait in the queue in order. 0: jobs only queue.",
     )
     max_widget_upload_bytes = Int(
         512 << 20,
@@ -101,6 +110,12 @@ class CifarExtension(ExtensionApp):
             )
         return int(proposal["value"])
 
+    @validate("max_jobs")
+    def _check_max_jobs(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"CifarExtension.max_jobs: must be 0 or more (got {proposal['value']})")
+        return int(proposal["value"])
+
     def _check_configuration(self) -> None:
         """Stop the server on a bad setting, naming it.
 
@@ -110,7 +125,15 @@ class CifarExtension(ExtensionApp):
         """
         section = type(self).__name__
         configured = {**self.serverapp.config.get(section, {}), **self.config.get(section, {})}  # type: ignore[union-attr]
-        for name in ("store_uri", "data_dir", "max_upload_bytes", "max_widget_upload_bytes", "store_class"):
+        names = (
+            "store_uri",
+            "data_dir",
+            "max_upload_bytes",
+            "max_widget_upload_bytes",
+            "max_jobs",
+            "store_class",
+        )
+        for name in names:
             if name in configured:
                 value = configured[name]
                 if isinstance(value, DeferredConfig):  # a command-line value, read as the trait reads it
@@ -135,9 +158,12 @@ class CifarExtension(ExtensionApp):
             self.log.critical("jupyter_cifar: bad setting: %s", message)
             raise SystemExit(f"jupyter_cifar: bad setting: {message}") from None
         self.kernel_token = secrets.token_urlsafe(32)
+        self.jobs = self._open_jobs()
+        self.executor: Executor | None = None
         self.settings.update(
             {
                 "jupyter_cifar_store": self.store,
+                "jupyter_cifar_jobs": self.jobs,
                 "jupyter_cifar_kernel_token": self.kernel_token,
                 "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
             }
@@ -153,6 +179,16 @@ class CifarExtension(ExtensionApp):
             web_settings["websocket_max_message_size"],
         )
 
+    def _open_jobs(self) -> JobStore | None:
+        """The jobs beside the models (None where the store keeps none: a custom store class)."""
+        from ..jobs.store import open_job_store
+
+        try:
+            return open_job_store(self.store)
+        except BadParameter as e:
+            self.log.info("jupyter_cifar: no training jobs: %s", e)
+            return None
+
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
 
@@ -166,10 +202,21 @@ class CifarExtension(ExtensionApp):
         os.environ.pop(ENV_STORE, None)  # kernels use the server's store, not a URI of their own
         if self.data_dir:
             os.environ[ENV_DATA] = str(Path(self.data_dir).absolute())
+        if self.jobs is not None:
+            from ..jobs.executors import LocalExecutor
+
+            data = str(Path(self.data_dir).absolute()) if self.data_dir else None
+            self.executor = LocalExecutor(self.jobs, self.store_uri, max_jobs=self.max_jobs, data_dir=data)
+            self.executor.start()
 
     async def stop_extension(self) -> None:
         for name in (ENV_SERVER_URL, ENV_SERVER_TOKEN):
             os.environ.pop(name, None)
+        executor, jobs = getattr(self, "executor", None), getattr(self, "jobs", None)
+        if executor is not None:
+            executor.close()  # the jobs it started go on: they are not the server's children
+        if jobs is not None:
+            jobs.close()
         store = getattr(self, "store", None)
         if store is not None:
             store.close()

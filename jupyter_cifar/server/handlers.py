@@ -543,6 +543,8 @@ _NAME = r"(?P<name>[^/]+)"
 
 
 def handlers() -> list[tuple[str, type[CifarHandler]]]:
+    from .jobs_handlers import job_handlers  # it builds on this module's CifarHandler
+
     return [
         (f"{API}/status", StatusHandler),
         (f"{API}/openapi.json", OpenAPIHandler),
@@ -553,4 +555,5 @@ def handlers() -> list[tuple[str, type[CifarHandler]]]:
         (f"{API}/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
         (f"{API}/versions/{_REF}", VersionHandler),
         (f"{API}/versions/{_REF}/file", FileHandler),
+        *job_handlers(),
     ]
