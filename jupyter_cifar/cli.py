@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="with --save NAME")
     train.add_argument("--notes", default="", help="with --save NAME")
+    train.add_argument(
+        "--detach",
+        action="store_true",
+        help="queue it as a job on the Jupyter server (--store http(s)://…) and return: it runs there, "
+        "outliving this command; follow it with `jupyter cifar jobs watch ID`",
+    )
     data_arg(train)
     store_arg(train)
     common(train)
@@ -201,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("delete", "delete a version, or with --all every version of a model (bytes included)")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
     p.add_argument("--all", action="store_true", help="REF is a model name: delete all its versions")
+
+    from .jobs import cli as jobs_cli
+
+    jobs_cli.add_parser(sub, common, store_arg)
     return parser
 
 
@@ -209,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace, out: _Output) -> int:
     tags = _parse_tags(args.tag)
+    if args.detach:
+        from .jobs.cli import detach
+
+        return detach(args, out, tags)
     store = None
     if args.save is not None and not _is_file_ref(args.save):
         from .store.base import check_name
@@ -678,7 +692,13 @@ def _import_keras_quietly() -> None:
             os.close(saved)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify, "models": _models}
+def _jobs(args: argparse.Namespace, out: _Output) -> int:
+    from .jobs.cli import run
+
+    return run(args, out)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify, "models": _models, "jobs": _jobs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,12 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = PROG
     try:
         args = build_parser().parse_args(argv)
-        prog = " ".join([PROG, args.command, *([args.verb] if args.command == "models" else [])])
+        prog = " ".join([PROG, args.command, *([args.verb] if args.command in ("models", "jobs") else [])])
         return COMMANDS[args.command](args, _Output(args.json))
     except UsageError as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
-    except (BadParameter, NotFound) as e:
+    except (BadParameter, NotFound) as e:  # NotFound: a REF or job id that names nothing
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnavailable as e:
