@@ -58,6 +58,12 @@ class Api:
                 return events
         raise AssertionError(f"job {job} did not end in {timeout} s: {self.job(job)}")
 
+    def wait_event(self, job: str, kind: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e["type"] == kind for e in self("GET", f"jobs/{job}/events").json()["events"]):
+            assert time.monotonic() < deadline, f"no {kind} event in {timeout} s: {self.job(job)}"
+            time.sleep(0.2)
+
     def wait_state(self, job: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while (record := self.job(job))["state"] not in states:
@@ -99,8 +105,7 @@ def test_the_queue_runs_one_job_at_a_time_in_order_and_stop_ends_one(server: Jup
     api.wait_state(first, ("running",))
     time.sleep(3)  # ticks pass: max_jobs 1 keeps the second one waiting
     assert api.job(second)["state"] == "queued"
-    while not any(e["type"] == "batch" for e in api("GET", f"jobs/{first}/events").json()["events"]):
-        time.sleep(0.2)
+    api.wait_event(first, "batch")
     assert api("POST", f"jobs/{first}/resume").status_code == 409  # running: nothing to resume
     assert api("DELETE", f"jobs/{first}").status_code == 409  # running: stop it first
     asked = time.monotonic()
@@ -135,8 +140,7 @@ def test_a_job_outlives_its_server_killed_with_9(tmp_path: Path, cifar10_dir: Pa
     try:
         api = Api(first)
         job = api.submit(**{**TINY, "epochs": 4, "train_limit": 2000}, save="survivor")
-        while not any(e["type"] == "batch" for e in api("GET", f"jobs/{job}/events").json()["events"]):
-            time.sleep(0.2)
+        api.wait_event(job, "batch")
         seen = api.job(job)["events"]
     finally:
         assert first.proc is not None

@@ -43,6 +43,9 @@ class Executor(ABC):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    def check(self) -> None:  # noqa: B027 (an executor that can be unreachable says so)
+        """StoreUnavailable if jobs sent now could not reach where they run."""
+
     @abstractmethod
     def tick(self) -> None:
         """Look at the store once: mark silent jobs interrupted, start what may start."""

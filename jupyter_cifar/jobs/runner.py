@@ -60,21 +60,26 @@ class _Run:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.lost = False  # the job was taken from this process (interrupted and resumed elsewhere)
+        self.stop_asked = threading.Event()
         self.trainer: Any = None
         self.progress: dict[str, Any] = {}
         self.initial = 0  # history rows before this run
 
     def run(self) -> str:
         job = self.record
+        # Heartbeats from the claim on: loading the data and Keras takes seconds, and a job silent
+        # for the stale time is taken for dead.
+        helpers = [threading.Thread(target=self._heartbeat, daemon=True)]
+        helpers.append(threading.Thread(target=self._publisher, daemon=True))
+        for thread in helpers:
+            thread.start()
         try:
             with tempfile.TemporaryDirectory(prefix=f"jupyter-cifar-job-{job.id}-") as tmp:
                 trainer = self._trainer(Path(tmp) / "checkpoint.keras")
-                self.trainer = trainer
                 trainer.subscribe(self._on_event)
-                helpers = [threading.Thread(target=self._publisher, daemon=True)]
-                helpers.append(threading.Thread(target=self._heartbeat, daemon=True))
-                for thread in helpers:
-                    thread.start()
+                self.trainer = trainer
+                if self.stop_asked.is_set() or self.lost:
+                    trainer.stop()  # asked before it began: it evaluates the model as it is, and ends
                 result = trainer.run()  # here, in this thread: the process exists for it
                 self.done.set()
                 for thread in helpers:
@@ -94,6 +99,8 @@ class _Run:
                 return self._finish(result.status, model=record.ref, test_accuracy=result.evaluation.accuracy)
         except BaseException as e:  # a bad spec, data that cannot be read, a parent that is gone: say so
             self.done.set()
+            for thread in helpers:
+                thread.join()
             log.debug("job %s failed", job.id, exc_info=True)
             message = str(e) if isinstance(e, JupyterCifarError) else f"{type(e).__name__}: {e}"
             try:
@@ -186,7 +193,9 @@ class _Run:
         while not self.done.wait(HEARTBEAT_SECONDS):
             try:
                 if self.jobs.beat(self.record.id, self.owner, self.progress):
-                    self.trainer.stop()
+                    self.stop_asked.set()
+                    if self.trainer is not None:
+                        self.trainer.stop()
             except Conflict:
                 self._lose()
             except JupyterCifarError as e:  # the store is down a moment: the next beat tries again

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Int, TraitError, Type, Unicode, default, validate
+from traitlets import Enum, Float, Int, TraitError, Type, Unicode, default, validate
 from traitlets.config.loader import DeferredConfig
 
 from ..errors import BadParameter
@@ -67,6 +67,23 @@ class CifarExtension(ExtensionApp):
         help="How many training jobs run at once on this machine (each in a process of its own, which "
         "outlives the server); the others wait in the queue in order. 0: jobs only queue.",
     )
+    job_executor = Enum(
+        ["local", "dask"],
+        "local",
+        config=True,
+        help="Where training jobs run: 'local', a process per job on this machine (see max_jobs); "
+        "'dask', an existing Dask distributed cluster (see dask_scheduler) whose workers have "
+        "jupyter_cifar installed and $JUPYTER_CIFAR_STORE set to this server's MongoDB store.",
+    )
+    dask_scheduler = Unicode(
+        "", config=True, help="The Dask scheduler's address for job_executor='dask', e.g. tcp://host:8786."
+    )
+    job_stale_seconds = Float(
+        30.0,
+        config=True,
+        help="A running job whose process has not been heard from for this long is marked interrupted "
+        "(its process or machine died); resume continues it from its last epoch.",
+    )
     max_widget_upload_bytes = Int(
         512 << 20,
         config=True,
@@ -109,6 +126,12 @@ class CifarExtension(ExtensionApp):
                 f"CifarExtension.{name}: must be a positive number of bytes (got {proposal['value']})"
             )
         return int(proposal["value"])
+
+    @validate("job_stale_seconds")
+    def _check_stale(self, proposal: dict[str, Any]) -> float:
+        if not proposal["value"] >= 2:
+            raise TraitError(f"CifarExtension.job_stale_seconds: must be 2 or more (got {proposal['value']})")
+        return float(proposal["value"])
 
     @validate("max_jobs")
     def _check_max_jobs(self, proposal: dict[str, Any]) -> int:
@@ -159,11 +182,12 @@ class CifarExtension(ExtensionApp):
             raise SystemExit(f"jupyter_cifar: bad setting: {message}") from None
         self.kernel_token = secrets.token_urlsafe(32)
         self.jobs = self._open_jobs()
-        self.executor: Executor | None = None
+        self.executor: Executor | None = self._executor(self.jobs) if self.jobs is not None else None
         self.settings.update(
             {
                 "jupyter_cifar_store": self.store,
                 "jupyter_cifar_jobs": self.jobs,
+                "jupyter_cifar_executor": self.executor,  # started once the server listens
                 "jupyter_cifar_kernel_token": self.kernel_token,
                 "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
             }
@@ -189,6 +213,22 @@ class CifarExtension(ExtensionApp):
             self.log.info("jupyter_cifar: no training jobs: %s", e)
             return None
 
+    def _executor(self, jobs: JobStore) -> Executor:
+        if self.job_executor == "dask":
+            from ..jobs.dask import DaskExecutor
+
+            if not self.dask_scheduler:
+                raise SystemExit("jupyter_cifar: bad setting: CifarExtension.dask_scheduler is empty")
+            return DaskExecutor(
+                jobs, self.store_uri, scheduler=self.dask_scheduler, stale=self.job_stale_seconds
+            )
+        from ..jobs.executors import LocalExecutor
+
+        data = str(Path(self.data_dir).absolute()) if self.data_dir else None
+        return LocalExecutor(
+            jobs, self.store_uri, max_jobs=self.max_jobs, data_dir=data, stale=self.job_stale_seconds
+        )
+
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
 
@@ -202,11 +242,7 @@ class CifarExtension(ExtensionApp):
         os.environ.pop(ENV_STORE, None)  # kernels use the server's store, not a URI of their own
         if self.data_dir:
             os.environ[ENV_DATA] = str(Path(self.data_dir).absolute())
-        if self.jobs is not None:
-            from ..jobs.executors import LocalExecutor
-
-            data = str(Path(self.data_dir).absolute()) if self.data_dir else None
-            self.executor = LocalExecutor(self.jobs, self.store_uri, max_jobs=self.max_jobs, data_dir=data)
+        if self.executor is not None:
             self.executor.start()
 
     async def stop_extension(self) -> None:

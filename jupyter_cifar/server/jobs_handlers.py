@@ -47,7 +47,10 @@ class JobsHandler(JobsBase):
     @authorized(action="write")
     async def post(self) -> None:
         spec = JobSpec.from_json(self.read_json())
-        record = await self.run(self.jobs.create, spec)
+        executor = self.settings.get("jupyter_cifar_executor")
+        if executor is not None:
+            await self.run(executor.check)  # 503 naming the Dask scheduler that cannot be reached
+        record = await self.run(self.jobs.create, spec, executor.name if executor is not None else "local")
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{record.id}")
         self.send_json(record.to_json(), 201)
 
