@@ -14,12 +14,13 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import StoreUnavailable
+from ..store.local import transaction
 from .records import JobRecord
 from .store import Expect, JobStore
 
@@ -61,19 +62,8 @@ class LocalJobStore(JobStore):
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                raise StoreUnavailable(f"the job store at {self.root}: {e}") from None
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock, f"the job store at {self.root}")
 
     def _insert(self, record: JobRecord) -> None:
         with self._tx() as db:

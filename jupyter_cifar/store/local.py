@@ -116,19 +116,8 @@ class LocalModelStore(ModelStore):
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _tx(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                raise StoreUnavailable(f"the model store at {self.root}: {e}") from None
+    def _tx(self, immediate: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock, f"the model store at {self.root}", immediate)
 
     @contextmanager
     def _save_lock(self) -> Iterator[None]:
@@ -427,6 +416,26 @@ class LocalModelStore(ModelStore):
         if path is None:
             raise IntegrityError(f"model {record.ref}: its catalog entry names a file outside {self.files}")
         return path
+
+
+@contextmanager
+def transaction(
+    db: sqlite3.Connection, lock: threading.RLock, what: str, immediate: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """One transaction on a connection this process's threads share (``BEGIN IMMEDIATE``: the write
+    lock from the start, so a read-check-write inside it is atomic across processes); rolled back on
+    any error; SQLite's own errors (a locked or unreadable database) are StoreUnavailable naming ``what``."""
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"{what}: {e}") from None
 
 
 def _retire(db: sqlite3.Connection, name: str, version: int) -> None:

@@ -49,6 +49,45 @@ def text_html(*lines: str) -> str:
     return f'<div class="{" ".join(NO_MATH)}">{body}</div>'
 
 
+def epochs_figure(
+    title: str, metric: str, cls: str, marks: list[Any], scales: dict[str, Any], height: str, min_width: str
+) -> Any:
+    """A figure of a metric per epoch of training, on the scales every tab uses (accuracy 0-100 %)."""
+    import bqplot as bq
+
+    accuracy = metric == "accuracy"
+    figure = bq.Figure(
+        title=title,
+        marks=marks,
+        axes=[
+            bq.Axis(scale=scales["x"], label="epochs of training", grid_lines="dashed", tick_format=".1f"),
+            bq.Axis(
+                scale=scales["y"],
+                side="left",
+                label=metric,
+                grid_lines="dashed",
+                tick_format=".0%" if accuracy else ".2f",
+            ),
+        ],
+        layout=w.Layout(width="50%", height=height, min_width=min_width),
+        fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
+        animation_duration=0,
+    )
+    figure.add_class(cls)
+    return figure
+
+
+def epochs_scales(metric: str) -> dict[str, Any]:
+    """x: epochs; y: the metric, accuracy on fixed bounds (0 to 1), as fastai draws it: a curve's rise is
+    honest from the start."""
+    import bqplot as bq
+
+    return {
+        "x": bq.LinearScale(),
+        "y": bq.LinearScale(min=0, max=1) if metric == "accuracy" else bq.LinearScale(),
+    }
+
+
 def legend_html(items: list[tuple[str, str, str]]) -> str:
     """A legend drawn below a figure (bqplot's own sits on the data): ``(colour, line, text)`` items,
     ``line`` one of ``solid``, ``dashed`` or ``dot`` (a marker)."""

@@ -22,6 +22,8 @@ from .common import (
     NO_MATH,
     ErrorArea,
     button,
+    epochs_figure,
+    epochs_scales,
     guarded,
     in_background,
     label,
@@ -492,28 +494,9 @@ class ModelsPanel(w.VBox):
 
 def _history_figure(metric: str, cls: str) -> tuple[bq.Figure, dict[str, Any]]:
     """A stored history's figure, on the Train tab's scales (accuracy from 0 to 100 %)."""
-    accuracy = metric == "accuracy"
-    x_scale = bq.LinearScale()
-    y_scale = bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
-    figure = bq.Figure(
-        title=f"Stored history: {metric}",
-        marks=[],
-        axes=[
-            bq.Axis(scale=x_scale, label="epochs of training", grid_lines="dashed", tick_format=".1f"),
-            bq.Axis(
-                scale=y_scale,
-                side="left",
-                label=metric,
-                grid_lines="dashed",
-                tick_format=".0%" if accuracy else ".2f",
-            ),
-        ],
-        layout=w.Layout(width="50%", height="260px", min_width="280px"),
-        fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
-        animation_duration=0,
-    )
-    figure.add_class(cls)
-    return figure, {"x": x_scale, "y": y_scale}
+    scales = epochs_scales(metric)
+    title = f"Stored history: {metric}"
+    return epochs_figure(title, metric, cls, [], scales, height="260px", min_width="280px"), scales
 
 
 def _link(href: str, text: str, filename: str = "") -> str:

@@ -28,6 +28,8 @@ from ..nets import DEFAULT_PRESET, PRESETS
 from .common import (
     ErrorArea,
     button,
+    epochs_figure,
+    epochs_scales,
     gradient_html,
     guarded,
     in_background,
@@ -98,33 +100,13 @@ class Curve:
                 self.mark.y = np.asarray(self.y, dtype=float)
 
 
-def _figure(title: str, cls: str, y_label: str) -> tuple[bq.Figure, Curve, Curve]:
-    accuracy = y_label == "accuracy"
-    # Accuracy on fixed bounds (0 to 1), as fastai draws it: the curve's rise is honest from the start.
-    x_scale, y_scale = bq.LinearScale(), bq.LinearScale(min=0, max=1) if accuracy else bq.LinearScale()
-    scales = {"x": x_scale, "y": y_scale}
+def _figure(title: str, cls: str, metric: str) -> tuple[bq.Figure, Curve, Curve]:
+    scales = epochs_scales(metric)
     train = bq.Lines(x=[], y=[], scales=scales, colors=[TRAIN_COLOUR], labels=["training"])
     val = bq.Lines(
         x=[], y=[], scales=scales, colors=[VAL_COLOUR], labels=["validation"], marker="circle", marker_size=24
     )
-    fig = bq.Figure(
-        title=title,
-        marks=[train, val],
-        axes=[
-            bq.Axis(scale=x_scale, label="epochs of training", grid_lines="dashed", tick_format=".1f"),
-            bq.Axis(
-                scale=y_scale,
-                side="left",
-                label=y_label,
-                grid_lines="dashed",
-                tick_format=".0%" if accuracy else ".2f",
-            ),
-        ],
-        layout=w.Layout(width="50%", height="280px", min_width="300px"),
-        fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
-        animation_duration=0,
-    )
-    fig.add_class(cls)
+    fig = epochs_figure(title, metric, cls, [train, val], scales, height="280px", min_width="300px")
     return fig, Curve(train), Curve(val)
 
 
