@@ -150,7 +150,10 @@ def test_stop_reaches_the_owner_through_its_heartbeat(jobs: JobStore) -> None:
     assert jobs.get(record.id).to_json()["progress"] == 0.5
     assert jobs.request_stop(record.id).state == "stopping"
     assert jobs.beat(record.id, "owner-1") is True
-    done = jobs.finish(record.id, "owner-1", "stopped", model="cnn:1", test_accuracy=0.5)
+    done = jobs.finish(
+        record.id, "owner-1", "stopped", model="cnn:1", test_accuracy=0.5, progress={"fraction": 0.6}
+    )
+    assert done.to_json()["progress"] == 0.6  # how far it got, said by its owner at the end
     assert (done.state, done.model, done.test_accuracy, done.owner) == ("stopped", "cnn:1", 0.5, None)
     with pytest.raises(Conflict, match="nothing to stop"):
         jobs.request_stop(record.id)
@@ -194,7 +197,7 @@ def test_delete_removes_the_record_its_events_and_checkpoint(jobs: JobStore, tmp
         jobs.save_checkpoint(record.id, "someone-else", first, 3)
     with pytest.raises(Conflict, match="stop it first"):
         jobs.delete(record.id)
-    jobs.finish(record.id, "owner-1", "finished")
+    assert jobs.finish(record.id, "owner-1", "finished").to_json()["progress"] == 1.0  # all the way
     jobs.delete(record.id)
     with pytest.raises(NotFound):
         jobs.get(record.id)

@@ -217,7 +217,7 @@ class _Run:
             self.trainer.stop()
 
     def _finish(self, state: str, **result: Any) -> str:
-        self.jobs.finish(self.record.id, self.owner, state, **result)
+        self.jobs.finish(self.record.id, self.owner, state, progress=self.progress, **result)
         return state
 
 

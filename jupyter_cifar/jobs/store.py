@@ -196,10 +196,17 @@ class JobStore(ABC):
         model: str | None = None,
         test_accuracy: float | None = None,
         error: str | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> JobRecord:
+        """The owner's last word: how it ended, its model, and how far it got (the last heartbeat may be
+        older than its last batch; a finished job got all the way)."""
         if state not in ("finished", "stopped", "failed"):
             raise ValueError(f"a job finishes as finished, stopped or failed, not {state!r}")
+        final = dict(progress if progress is not None else self.get(job_id).progress)
+        if state == "finished":
+            final["fraction"] = 1.0
         changes = {
+            "progress": final,
             "state": state,
             "ended": now_iso(),
             "model": model,
