@@ -136,11 +136,11 @@ def test_events_are_numbered_in_order_for_the_owner_only(jobs: JobStore) -> None
 def test_a_watcher_waits_for_the_next_event(jobs: JobStore) -> None:
     record = running(jobs)
     started = time.monotonic()
-    assert jobs.wait_events(record.id, after=0, wait=0.5) == []  # none: it waited, then said so
+    assert jobs.wait_events(record.id, after=0, wait=0.5) == ([], "running")  # none: it waited, then said so
     assert time.monotonic() - started >= 0.45
     threading.Timer(0.3, lambda: jobs.publish(record.id, "owner-1", [{"type": "start"}])).start()
     started = time.monotonic()
-    found = jobs.wait_events(record.id, after=0, wait=10)
+    found, _ = jobs.wait_events(record.id, after=0, wait=10)
     assert found == [(1, {"type": "start"})] and time.monotonic() - started < 5  # at once when it came
 
 

@@ -39,9 +39,9 @@ class JobClient:
         self, job: str, after: int = 0, wait: float = 0
     ) -> tuple[builtins.list[dict[str, Any]], int, str]:
         """Events after ``after`` (each with its ``seq``), the last number given, and the job's state."""
-        found = self.jobs.wait_events(check_job_id(job), after, wait)
+        found, state = self.jobs.wait_events(check_job_id(job), after, wait)
         last = found[-1][0] if found else after
-        return [{**event, "seq": n} for n, event in found], last, self.jobs.get(job).state
+        return [{**event, "seq": n} for n, event in found], last, state
 
     def stop(self, job: str) -> dict[str, Any]:
         return self.jobs.request_stop(check_job_id(job)).to_json()

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BadParameter
-from ..store.base import MAX_NOTES, Ref, check_name, check_notes, check_tags
+from ..store.base import Ref, check_name, check_notes, check_tags
 
 STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running", "stopping")  # not ended: a process runs it, or will
@@ -108,15 +108,10 @@ class JobSpec:
         if not isinstance(tags, dict):
             raise BadParameter("tags", "must be an object of KEY: VALUE")
         clean_tags = {k: v for k, v in check_tags(tags).items() if v is not None}
-        notes = value.get("notes") or ""
-        if not isinstance(notes, str) or len(notes) > MAX_NOTES:
-            raise BadParameter("notes", f"notes must be text of at most {MAX_NOTES} characters")
-        check_notes(notes)
+        notes = check_notes(value.get("notes") or "")
         parent = value.get("parent")
         if parent is not None:
             parent = str(Ref.parse(parent))  # BadParameter("REF", …) for a bad one
-        if preset is None and parent is None:
-            preset = None  # the default preset, decided by the trainer
         return cls(
             preset=preset,
             epochs=value.get("epochs"),

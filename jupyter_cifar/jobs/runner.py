@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -133,7 +134,8 @@ class _Run:
             if saved is not None:  # resumed: go on from the last checkpoint, with the rows it holds
                 reader, held = saved
                 resumed = checkpoint.with_name("resumed.keras")
-                resumed.write_bytes(reader.read())
+                with open(resumed, "wb") as out:
+                    shutil.copyfileobj(reader, out, 1 << 20)
                 model = load_model(resumed)
                 rows = {}  # this job's history rows by number: a re-run epoch's newest row wins
                 for _, event in self.jobs.events(self.record.id):

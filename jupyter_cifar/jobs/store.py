@@ -161,14 +161,16 @@ class JobStore(ABC):
 
     def wait_events(
         self, job_id: str, after: int = 0, wait: float = 0.0, poll: float = 0.2
-    ) -> builtins.list[tuple[int, dict[str, Any]]]:
+    ) -> tuple[builtins.list[tuple[int, dict[str, Any]]], str]:
         """Like :meth:`events`, waiting up to ``wait`` seconds for one when there is none yet (and the job
-        has not ended)."""
+        has not ended); with the job's state, read before the events (a job publishes all its events
+        before it ends, so an ended state means nothing comes after them)."""
         deadline = time.monotonic() + max(0.0, min(wait, 60.0))
         while True:
+            state = self.get(job_id).state
             found = self.events(job_id, after)
-            if found or time.monotonic() >= deadline or self.get(job_id).state not in ACTIVE:
-                return found
+            if found or time.monotonic() >= deadline or state not in ACTIVE:
+                return found, state
             time.sleep(poll)
 
     def request_stop(self, job_id: str) -> JobRecord:

@@ -15,7 +15,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import StoreUnavailable
+from ..errors import BadParameter, StoreUnavailable
 from ..jobs.records import ACTIVE, JobSpec, check_job_id
 from ..jobs.store import JobStore
 from .handlers import API, CifarHandler, _int_arg
@@ -75,11 +75,15 @@ class JobEventsHandler(JobsBase):
     async def get(self, job: str) -> None:
         job = check_job_id(job)
         after = _int_arg(self, "after", 0)
+        if after < 0:  # refused before anything is looked up
+            raise BadParameter("after", f"must be a number from 0 (got {after})")
         wait = min(max(float(_int_arg(self, "wait", 0)), 0.0), MAX_WAIT)
         deadline = time.monotonic() + wait
         while True:
-            found = await self.run(self.jobs.events, job, after)
+            # The state first: a job publishes all its events before it ends, so an ended state read
+            # before the events means no event can come after them.
             record = await self.run(self.jobs.get, job)
+            found = await self.run(self.jobs.events, job, after)
             if found or time.monotonic() >= deadline or record.state not in ACTIVE:
                 break
             await asyncio.sleep(POLL)

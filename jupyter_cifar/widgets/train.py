@@ -23,7 +23,7 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
-from ..history import epoch_fractions, epochs_done, epochs_text
+from ..history import epoch_ends, epoch_fractions, epochs_done, epochs_text
 from ..nets import DEFAULT_PRESET, PRESETS
 from .common import (
     ErrorArea,
@@ -441,7 +441,7 @@ class TrainPanel(w.VBox):
 
     def _draw_history(self, history: list[dict[str, Any]]) -> None:
         """The epochs a continued model had before this run, one point each, where they ended."""
-        for x, row in zip(_ends(history), history, strict=True):
+        for x, row in zip(epoch_ends(history), history, strict=True):
             for curve, key in (
                 (self.loss_train, "loss"),
                 (self.acc_train, "accuracy"),
@@ -699,12 +699,6 @@ def _narrow() -> dict[str, Any]:
 def _wrap() -> w.Layout:
     """A row that wraps onto a second line rather than being cut at a narrow notebook's edge."""
     return w.Layout(flex_flow="row wrap")
-
-
-def _ends(history: list[dict[str, Any]]) -> list[float]:
-    from ..history import epoch_ends
-
-    return epoch_ends(history)
 
 
 def _number(value: float) -> str:
