@@ -30,6 +30,20 @@ def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def page_of(item):
+    """One page of a list: its items, how many match in all, and where the page starts."""
+    return {
+        "type": "object",
+        "required": ["items", "total", "offset", "limit"],
+        "properties": {
+            "items": {"type": "array", "items": ref(item)},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+        },
+    }
+
+
 def json_response(description, schema):
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -166,16 +180,7 @@ JOB_SCHEMAS = {
             "events": {"type": "integer"},
         },
     },
-    "JobPage": {
-        "type": "object",
-        "required": ["items", "total", "offset", "limit"],
-        "properties": {
-            "items": {"type": "array", "items": ref("Job")},
-            "total": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-        },
-    },
+    "JobPage": page_of("Job"),
     "JobEvents": {
         "type": "object",
         "required": ["job", "state", "last", "events"],
@@ -485,16 +490,7 @@ spec = {
                     },
                 },
             },
-            "Page": {
-                "type": "object",
-                "required": ["items", "total", "offset", "limit"],
-                "properties": {
-                    "items": {"type": "array", "items": ref("ModelRecord")},
-                    "total": {"type": "integer"},
-                    "offset": {"type": "integer"},
-                    "limit": {"type": "integer"},
-                },
-            },
+            "Page": page_of("ModelRecord"),
             "Upload": {
                 "type": "object",
                 "required": ["upload_id", "size"],
