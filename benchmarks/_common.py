@@ -16,15 +16,20 @@ DEFAULT_DATA = Path(os.environ.get("JUPYTER_CIFAR_SHARED", REPO.parent / "shared
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """The CPU (model and the features our kernels care about), cores and Python, for every report."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+    features = ", ".join(f for f in wanted if f in flags) or "no AVX2/AVX-512/AMX"
+    return f"{cpu} ({features}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

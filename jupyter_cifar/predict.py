@@ -112,6 +112,21 @@ class Evaluation:
             "worst": self.worst,
         }
 
+    def pictures(self, x: np.ndarray, count: int = 8) -> list[str]:
+        """The first ``count`` worst misses as base64 PNGs (32x32, a few hundred bytes each), taken from
+        ``x``, the images it was measured on: an event that carries them is drawn anywhere."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        pictures = []
+        for item in self.worst[:count]:
+            buffer = io.BytesIO()
+            Image.fromarray(np.asarray(x[item["index"]], dtype=np.uint8)).save(buffer, "PNG", optimize=True)
+            pictures.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+        return pictures
+
 
 def evaluate_probabilities(
     probs: np.ndarray, y: np.ndarray, class_names: Sequence[str], worst: int = 16

@@ -330,7 +330,8 @@ class Trainer:
             model = self.final_model()
             self.model = model
             evaluation = self._evaluate(model)
-            self._publish({"type": "evaluation", **evaluation.to_json()})
+            pictures = evaluation.pictures(self.data.x_test)
+            self._publish({"type": "evaluation", **evaluation.to_json(), "pictures": pictures})
             status = "stopped" if self._stop.is_set() else "finished"
             error = None
         except Exception as e:

@@ -346,7 +346,8 @@ def test_the_live_curve_keeps_the_first_epoch_after_ten(app: App) -> None:
     panel = app.train
     panel._on_event(
         {"type": "start", "epochs": 10, "initial_epoch": 0, "epochs_done": 0.0, "batches_per_epoch": 391,
-         "architecture": "fast", "n_train": 50000, "seed": 0}
+         "architecture": "fast", "n_train": 50000, "seed": 0},
+        panel.run,  # what the tab follows (none here): only its events are drawn
     )  # fmt: skip
     rng = np.random.default_rng(0)
     for epoch in range(1, 11):
@@ -354,7 +355,8 @@ def test_the_live_curve_keeps_the_first_epoch_after_ten(app: App) -> None:
             loss = 2.3 / epoch + (0.5 if epoch == 1 and batch < 40 else 0) + rng.normal(0, 0.05)
             panel._on_event(
                 {"type": "batch", "epoch": epoch, "batch": batch, "batches": 391, "loss": loss,
-                 "accuracy": 0.5, "images_per_second": 1, "eta_seconds": 1}
+                 "accuracy": 0.5, "images_per_second": 1, "eta_seconds": 1},
+                panel.run,
             )  # fmt: skip
     panel._flush(force=True)
     xs = np.asarray(panel.loss_train.mark.x)

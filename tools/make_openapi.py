@@ -515,11 +515,23 @@ spec = {
             **JOB_SCHEMAS,
             "Status": {
                 "type": "object",
-                "required": ["version", "store", "backend"],
+                "required": ["version", "store", "backend", "jobs"],
                 "properties": {
                     "version": {"type": "string"},
                     "store": {"type": "string"},
                     "backend": {"type": "string"},
+                    "jobs": {
+                        "description": "whether this server runs training jobs (runs), and where; null "
+                        "when its store keeps none",
+                        "type": "object",
+                        "nullable": True,
+                        "required": ["executor", "runs"],
+                        "properties": {
+                            "executor": {"type": "string", "enum": ["local", "dask"]},
+                            "runs": {"type": "boolean"},
+                            "max_jobs": {"type": "integer", "minimum": 0},
+                        },
+                    },
                 },
             },
             "Error": {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BadParameter
-from .records import ENDED, STATES
+from .records import STATES
 
 WATCH_POLL_SECONDS = 10  # each long poll waits this long for an event at most
 Adder = Callable[[argparse.ArgumentParser], None]
@@ -105,19 +105,16 @@ def run(args: argparse.Namespace, out: Any) -> int:
 def _watch(client: Any, job_id: str, out: Any) -> int:
     """Events until the job ends: JSON lines on stdout with --json, else a bar (or lines) on stderr."""
     from ..cli import _ProgressBar
+    from .follow import follow
 
-    after, state = 0, client.get(job_id)["state"]
+    client.get(job_id)  # an unknown id is an error before anything is drawn
     with _ProgressBar(out) as bar:
-        while True:
-            events, after, state = client.events(job_id, after, wait=WATCH_POLL_SECONDS)
-            for event in events:
-                if out.as_json:
-                    sys.stdout.write(json.dumps(event) + "\n")
-                    sys.stdout.flush()
-                else:
-                    bar.on_event(event)
-            if not events and state in ENDED:
-                break
+        for event in follow(client, job_id, wait=WATCH_POLL_SECONDS):
+            if out.as_json:
+                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.flush()
+            else:
+                bar.on_event(event)
     job = client.get(job_id)
     if not out.as_json:
         print(_line(job))

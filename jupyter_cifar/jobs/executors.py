@@ -20,6 +20,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from ..errors import JupyterCifarError
 from ..store import ENV_STORE
@@ -45,6 +46,10 @@ class Executor(ABC):
 
     def check(self) -> None:  # noqa: B027 (an executor that can be unreachable says so)
         """StoreUnavailable if jobs sent now could not reach where they run."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a client may know: ``{"executor", "runs"}`` (runs: whether queued jobs are started)."""
+        return {"executor": self.name, "runs": True}
 
     @abstractmethod
     def tick(self) -> None:
@@ -92,6 +97,9 @@ class LocalExecutor(Executor):
         self.data_dir = data_dir
         self.log_dir = log_dir or Path(tempfile.gettempdir()) / "jupyter-cifar-jobs"
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # started here, not yet reaped
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "runs": self.max_jobs > 0, "max_jobs": self.max_jobs}
 
     def tick(self) -> None:
         self.jobs.mark_interrupted(self.stale)

@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,9 @@ class _Run:
 
     # -- called in the training thread -----------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:
+        # When it happened, for a watcher to know how late it hears of it (epoch seconds).
         with self.lock:
-            self.pending.append(event)
+            self.pending.append({**event, "time": round(time.time(), 3)})
         kind = event["type"]
         if kind == "start":
             self.initial = event["initial_epoch"]

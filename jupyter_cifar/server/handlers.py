@@ -225,8 +225,15 @@ class StatusHandler(CifarHandler):
     async def get(self) -> None:
         from .. import __version__
 
+        executor = self.settings.get("jupyter_cifar_executor")
         self.send_json(
-            {"version": __version__, "store": self.store.display, "backend": type(self.store).__name__}
+            {
+                "version": __version__,
+                "store": self.store.display,
+                "backend": type(self.store).__name__,
+                # Whether this server runs training jobs, and where (null: its store keeps none).
+                "jobs": executor.describe() if executor is not None else None,
+            }
         )
 
 

@@ -108,6 +108,11 @@ class RemoteModelStore(ModelStore):
             return StoreUnavailable(f"{self.display} refused the request: not authorized (check the token)")
         return StoreUnavailable(f"{self.display} answered {e.code}: {message}")
 
+    def status(self) -> dict[str, Any]:
+        """The server's ``status``: its version, its store, whether it runs training jobs."""
+        answer: dict[str, Any] = self._request("GET", "status")
+        return answer
+
     # -- the contract ----------------------------------------------------------------------------
     def resolve(self, ref: str | Ref) -> ModelRecord:
         ref = Ref.parse(ref)

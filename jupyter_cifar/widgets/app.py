@@ -44,6 +44,7 @@ class App(w.VBox):
         self.style = w.HTML(STYLE, layout=w.Layout(height="0px", margin="0px"))  # static: no one's text
         self.children = [self.style, title, self.tabs]
         self.add_class("jc-app")
+        self.train.discover_jobs()  # where the server runs jobs, Start queues them there
         if tab == "models":
             self.models.refresh()
         if tab == "classify":

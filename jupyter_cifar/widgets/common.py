@@ -40,6 +40,9 @@ STYLE = """<style>
 .jc-app .jc-classify-right { color: #1b7e1b; }
 .jc-app .jc-train-continue-note, .jc-app .jc-train-preset-info { font-size: 12px; line-height: 1.4; }
 .jc-app .jc-models-curves, .jc-app .jc-models-loss { box-sizing: border-box; }
+.jc-app .jc-job { border-bottom: 1px solid #e0e0e0; }
+.jc-app .jc-job-selected { background: #e8f1fb; }
+.jc-app .jc-job .widget-html-content { line-height: 1.3; }
 </style>"""
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import keras
 
     from ..data import Dataset
+    from ..jobs.client import JobClient
     from ..store.base import ModelRecord, ModelStore
 
 
@@ -46,9 +47,12 @@ class Session(HasTraits):
         self.class_names: list[str] | None = None
         self._store: ModelStore | None = None
         self._data: Dataset | None = None
+        self._jobs: JobClient | None = None
+        self._jobs_known = False  # asked the server once
         # One lock each: decoding the data the first time takes seconds, and must not hold up the store.
         self._store_lock = threading.Lock()
         self._data_lock = threading.Lock()
+        self._jobs_lock = threading.Lock()
 
     # -- lazily opened resources -----------------------------------------------------------------
     def store(self) -> ModelStore:
@@ -68,6 +72,24 @@ class Session(HasTraits):
 
                 self._data = load_cifar10(self.data_source, progress=progress)
             return self._data
+
+    def jobs(self) -> JobClient | None:
+        """The training jobs of the Jupyter server the store is, when that server runs them (its
+        ``status`` says so); None for any other store, where training runs in this kernel."""
+        from ..store.remote import RemoteModelStore
+
+        store = self.store()
+        if not isinstance(store, RemoteModelStore):
+            return None
+        with self._jobs_lock:
+            if not self._jobs_known:
+                from ..jobs.client import RemoteJobClient
+
+                info = store.status().get("jobs")
+                if isinstance(info, dict) and info.get("runs"):
+                    self._jobs = RemoteJobClient(store)
+                self._jobs_known = True
+            return self._jobs
 
     # -- the model in hand -----------------------------------------------------------------------
     def set_model(

@@ -9,113 +9,46 @@ The curves' x axis is the model's epochs of training (:mod:`jupyter_cifar.histor
 network it is, with the form's values, which show its own recipe when it comes into hand; the form says
 when a value is far from that recipe. A saved version's parent is the stored version its training
 started from, nothing else.
+
+Where the kernel's Jupyter server runs training jobs (:mod:`jupyter_cifar.jobs`), Start and Continue
+queue a job there by default ("keeps running when this notebook closes"); the in-kernel trainer stays
+for plain Python and for a model that is not saved. The jobs list shows the server's running and recent
+jobs; the tab attaches to one (the newest running one when the app opens) through a
+:class:`~jupyter_cifar.jobs.follow.JobFollower`, which replays its whole event history into the same
+handlers as a trainer here, then goes on live. A job saves its model itself, under the name given before
+Start, and its result becomes the model in hand.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import bqplot as bq
 import ipywidgets as w
-import numpy as np
 
 from ..history import epoch_ends, epoch_fractions, epochs_done, epochs_text
+from ..jobs.records import ACTIVE
 from ..nets import DEFAULT_PRESET, PRESETS
-from .common import (
-    ErrorArea,
-    button,
-    epochs_figure,
-    epochs_scales,
-    gradient_html,
-    guarded,
-    in_background,
-    label,
-    legend_html,
-    parse_tags,
-    text_html,
-)
+from .common import ErrorArea, button, guarded, in_background, label, legend_html, parse_tags, text_html
+from .curves import MAX_POINTS, TRAIN_COLOUR, VAL_COLOUR, Curve, loss_accuracy_figure
+from .evaluation import evaluation_views
+from .jobs import SHOWN, JobsList
 from .session import Session
 
 if TYPE_CHECKING:
+    from ..jobs.client import JobClient
+    from ..jobs.follow import JobFollower
     from ..store.base import ModelRecord
     from ..training import TrainConfig, Trainer, TrainResult
 
+__all__ = ["MAX_POINTS", "Curve", "TrainPanel"]
+
 FLUSH_SECONDS = 0.3  # at most ~3 updates a second reach the browser
-MAX_POINTS = 400  # per curve: the whole run, averaged in buckets of equal width
 SMOOTHING = 0.9  # TensorBoard-style exponential moving average of per-batch values
 FAR = {"batch_size": 4.0, "learning_rate": 3.0}  # a value this many times off its recipe's is "far"
-TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"
-
-
-class Curve:
-    """One live line over a whole run at bounded cost.
-
-    Points are averaged in buckets of an equal number of points; when there are more than
-    ``max_points`` buckets, neighbours merge and the bucket width doubles. Every part of the run keeps
-    the same resolution: after ten epochs the first looks as it did live, only coarser.
-    """
-
-    def __init__(self, mark: bq.Lines, max_points: int = MAX_POINTS) -> None:
-        self.mark = mark
-        self.max_points = max_points
-        self.width = 1  # points per bucket
-        self.buckets: list[list[float]] = []  # [sum of x, sum of y, count]
-        self.dirty = False
-
-    def add(self, x: float, y: float) -> None:
-        if self.buckets and self.buckets[-1][2] < self.width:
-            last = self.buckets[-1]
-            last[0] += x
-            last[1] += y
-            last[2] += 1
-        else:
-            self.buckets.append([x, y, 1])
-            if len(self.buckets) > self.max_points:
-                pairs = [self.buckets[i : i + 2] for i in range(0, len(self.buckets), 2)]
-                self.buckets = [[sum(b[k] for b in pair) for k in range(3)] for pair in pairs]
-                self.width *= 2
-        self.dirty = True
-
-    @property
-    def x(self) -> list[float]:
-        return [b[0] / b[2] for b in self.buckets]
-
-    @property
-    def y(self) -> list[float]:
-        return [b[1] / b[2] for b in self.buckets]
-
-    def clear(self) -> None:
-        self.buckets, self.width = [], 1
-        self.dirty = True
-
-    def flush(self) -> None:
-        if self.dirty:
-            self.dirty = False
-            with self.mark.hold_sync():
-                self.mark.x = np.asarray(self.x, dtype=float)
-                self.mark.y = np.asarray(self.y, dtype=float)
-
-
-def _figure(title: str, cls: str, metric: str) -> tuple[bq.Figure, Curve, Curve]:
-    scales = epochs_scales(metric)
-    train = bq.Lines(x=[], y=[], scales=scales, colors=[TRAIN_COLOUR], labels=["training"])
-    val = bq.Lines(
-        x=[], y=[], scales=scales, colors=[VAL_COLOUR], labels=["validation"], marker="circle", marker_size=24
-    )
-    fig = epochs_figure(title, metric, cls, [train, val], scales, height="280px", min_width="300px")
-    return fig, Curve(train), Curve(val)
-
-
-def _png(pixels: np.ndarray, scale: int = 2) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).resize((32 * scale, 32 * scale), Image.Resampling.NEAREST).save(buffer, "PNG")
-    return buffer.getvalue()
+SUBMIT_GAP = 1.0  # seconds: a second click on Start within this is the same click (a double click)
 
 
 def _duration(seconds: float | None) -> str:
@@ -139,12 +72,20 @@ class TrainPanel(w.VBox):
         # box at zero, less its margins (the browser's "negative width" errors), and draws it wrong.
         self.showing = shown
         self._pending: list[w.Widget] | None = None  # a result's figures, kept until the tab is shown
-        self.trainer: Trainer | None = None
+        self.trainer: Trainer | None = None  # a training in this kernel
+        self.follower: JobFollower | None = None  # the job the tab is attached to
+        self.run: Any = None  # what the curves show: the trainer or the follower
+        self.job_client: JobClient | None = None  # the server's jobs, when it runs them
         self.result: TrainResult | None = None
         self.saved_record: ModelRecord | None = None  # the version self.result was saved as, if it was
         self._busy = False  # from a click on Start or Continue until that training has ended
-        self._continuing: Any = None  # the model a Continue started from
         self._drawn: Any = None  # the model whose training the curves show
+        self._keep = False  # the next run's start continues the drawing (the model drawn trains further)
+        self._prior: list[dict[str, Any]] = []  # else: the history drawn before its first point
+        self._offset = self._reached = 0.0
+        self._evaluation: dict[str, Any] | None = None
+        self._end: dict[str, Any] | None = None
+        self._last_submit = 0.0
         self._lock = threading.Lock()
         self._last_flush = 0.0
         self._batch: dict[str, Any] | None = None
@@ -191,8 +132,10 @@ class TrainPanel(w.VBox):
         self.epoch_bar = w.IntProgress(0, min=0, max=1, description="Epoch", layout=w.Layout(width="360px"))
         self.batch_bar = w.IntProgress(0, min=0, max=1, description="Batch", layout=w.Layout(width="360px"))
         self.status = label("ready", "jc-train-status")
-        self.loss_fig, self.loss_train, self.loss_val = _figure("Loss", "jc-train-loss", "loss")
-        self.acc_fig, self.acc_train, self.acc_val = _figure("Accuracy", "jc-train-accuracy", "accuracy")
+        self.loss_fig, self.loss_train, self.loss_val = loss_accuracy_figure("Loss", "jc-train-loss", "loss")
+        self.acc_fig, self.acc_train, self.acc_val = loss_accuracy_figure(
+            "Accuracy", "jc-train-accuracy", "accuracy"
+        )
         self.curves = [self.loss_train, self.loss_val, self.acc_train, self.acc_val]
         self.figure_row = w.HBox(
             [self.loss_fig, self.acc_fig] if shown else [], layout=w.Layout(width="100%", overflow="hidden")
@@ -216,6 +159,19 @@ class TrainPanel(w.VBox):
         self.save_button.on_click(guarded(self.errors)(lambda _: self.save()))
         self.saved = label("", "jc-train-saved")
 
+        self.as_job = w.Checkbox(
+            False,
+            description="as a job on the Jupyter server: it keeps running when this notebook closes",
+            indent=False,
+            layout=w.Layout(display="none", width="auto"),
+        )
+        self.as_job.add_class("jc-train-as-job")
+        self.as_job.observe(lambda _: self._arrange(), names="value")
+        self.job_note = label("", "jc-train-job-note")
+        self.jobs_list = JobsList(
+            on_show=guarded(self.errors)(self.show_job), on_resume=guarded(self.errors)(self.resume_job)
+        )
+
         self.preset.observe(self._on_preset, names="value")
         for box in (self.epochs, self.batch_size, self.learning_rate):
             box.observe(lambda _: self._update_continue(), names="value")
@@ -223,31 +179,53 @@ class TrainPanel(w.VBox):
         session.observe(self._on_model_changed, names="model_changed")
         self._show_preset_info()
 
-        self.children = [
+        self.form = [
             w.HBox([self.preset, self.preset_info], layout=w.Layout(align_items="center")),
             w.HBox([self.epochs, self.batch_size, self.learning_rate, self.limit], layout=_wrap()),
-            w.HBox([self.start_button, self.stop_button, self.continue_button]),
-            self.continue_note,
-            w.HBox([self.epoch_bar, self.batch_bar], layout=_wrap()),
-            self.status,
-            self.figure_row,
-            w.HTML(
-                legend_html(
-                    [
-                        (TRAIN_COLOUR, "solid", "training (per batch, smoothed)"),
-                        (VAL_COLOUR, "dot", "validation on the test images (after each epoch)"),
-                    ]
-                )
-            ),
-            self.result_label,
-            self.result_box,
+            self.as_job,
+        ]
+        self.save_rows = [
             w.HBox([self.save_name, self.save_tags, self.save_button], layout=_wrap()),
             self.name_hint,
             self.save_notes,
-            self.saved,
-            self.errors,
         ]
+        self.buttons = w.HBox([self.start_button, self.stop_button, self.continue_button])
+        self.bars = w.HBox([self.epoch_bar, self.batch_bar], layout=_wrap())
+        self.legend = w.HTML(
+            legend_html(
+                [
+                    (TRAIN_COLOUR, "solid", "training (per batch, smoothed)"),
+                    (VAL_COLOUR, "dot", "validation on the test images (after each epoch)"),
+                ]
+            )
+        )
+        self._arrange()
         self.add_class("jc-train")
+
+    def _arrange(self) -> None:
+        """The tab's rows: as a job, what it saves as is said before Start (the job saves it)."""
+        as_job = self.as_job.value and self.job_client is not None
+        running = [
+            self.buttons,
+            self.continue_note,
+            self.jobs_list,
+            self.bars,
+            self.status,
+            self.figure_row,
+            self.legend,
+            self.result_label,
+            self.result_box,
+        ]
+        self.save_button.layout.display = "none" if as_job else None
+        if as_job:
+            self.job_note.value = (
+                "The job saves its model when it ends, as the next version of the name above (none: "
+                "job-<its id>), with these tags and notes."
+            )
+            self.children = [*self.form, *self.save_rows, self.job_note, *running, self.saved, self.errors]
+        else:
+            self.children = [*self.form, *running, *self.save_rows, self.saved, self.errors]
+        self._update_continue()
 
     # -- the form --------------------------------------------------------------------------------
     def _on_preset(self, change: dict[str, Any]) -> None:
@@ -283,8 +261,15 @@ class TrainPanel(w.VBox):
         """Whether Continue can train the model in hand, and with what: said beside the button."""
         session, note = self.session, ""
         network = session.recipe.get("preset")
+        as_job = self.as_job.value and self.job_client is not None
         allowed = session.model is not None and network in (None, self.preset.value)
-        if session.model is None:
+        if as_job and allowed and session.record is None:
+            allowed = False
+            note = (
+                f"A job continues a saved version, and the current model ({session.model_label}) is not "
+                "saved: save it, or untick 'as a job' to continue it in this kernel."
+            )
+        elif session.model is None:
             note = ""
         elif not allowed:
             note = (
@@ -293,8 +278,9 @@ class TrainPanel(w.VBox):
             )
         else:
             done = epochs_text(epochs_done(session.history))
+            where = "queues a job that trains" if as_job else "trains"
             note = (
-                f"Continue trains the current model for {epochs_text(self.epochs.value)} more with the "
+                f"Continue {where} the current model for {epochs_text(self.epochs.value)} more with the "
                 f"values above (it has had {done}: {session.model_label})"
             )
             if network is None:
@@ -302,7 +288,7 @@ class TrainPanel(w.VBox):
             far = self._far_from_recipe()
             if far:
                 note += "; far from its own recipe: " + ", ".join(far)
-        warn = "far from" in note or not allowed
+        warn = "far from" in note or (session.model is not None and not allowed)
         colour = "#8a4b00" if note and warn else "inherit"
         self.continue_note.value = f'<div style="color:{colour}">{text_html(note)}</div>' if note else ""
         self.continue_button.disabled = self._busy or not allowed
@@ -355,10 +341,13 @@ class TrainPanel(w.VBox):
 
     # -- driving ---------------------------------------------------------------------------------
     def start(self, continue_training: bool = False) -> threading.Thread | None:
-        """Load the data (first time: decode, then cached) and start training in the background.
+        """Start (or Continue): a job on the server when that is chosen, else a training here.
 
-        A click while a training is starting or running does nothing: a double click starts one.
+        A click while a training is starting or running here, or within a second of queueing a job,
+        does nothing: a double click starts one.
         """
+        if self.as_job.value and self.job_client is not None:
+            return self._submit(continue_training)
         if self._busy:
             return None
         config = self.continue_config() if continue_training else self.config()
@@ -369,7 +358,6 @@ class TrainPanel(w.VBox):
         self.saved.value = ""
         self.status.value = "loading CIFAR-10…"
         model, history, parent = session.model, session.history, session.origin
-        self._continuing = model if continue_training else None
 
         def launch() -> None:
             from ..training import Trainer
@@ -384,29 +372,224 @@ class TrainPanel(w.VBox):
                     trainer = Trainer(data, config)
             except BaseException:  # nothing started: the buttons come back, the error is shown
                 self.status.value = "ready"
-                self._busy = False
-                self.start_button.disabled = False
-                self._update_continue()
-                self.save_button.disabled = self.result is None
+                self._idle()
                 raise
-            trainer.subscribe(self._on_event)
-            self.trainer = trainer
+            with self._lock:
+                self._follow(trainer, keep=continue_training and self._drawn is model, prior=history)
+                self.trainer = trainer
+            trainer.subscribe(lambda event: self._on_event(event, trainer))
             self.stop_button.disabled = False
             trainer.start()
 
         self.trainer = None
         return in_background(launch, errors=self.errors, name="jupyter-cifar-launch")
 
-    def stop(self) -> None:
-        if self.trainer is not None:
-            self.trainer.stop()
-            self.status.value = "stopping after this batch…"
-            self.stop_button.disabled = True
+    def _idle(self) -> None:
+        """Nothing trains here: the buttons come back."""
+        self._busy = False
+        self.start_button.disabled = False
+        self.save_button.disabled = self.result is None or self.saved_record is not None
+        self._update_continue()
 
-    # -- events (called in the training thread) --------------------------------------------------
-    def _on_event(self, event: dict[str, Any]) -> None:
+    def stop(self) -> None:
+        run = self.run
+        if run is not None and run.state in ("running", "queued"):
+            run.stop()
+            self.status.value = "stopping after this batch…" if run.state != "stopped" else "stopped"
+            self.stop_button.disabled = True
+            if self.follower is not None:
+                self.jobs_list.update(self.follower.job)
+
+    def _follow(self, run: Any, *, keep: bool, prior: list[dict[str, Any]]) -> None:
+        """The curves now show ``run`` (under the lock): a new drawing, or the drawn one going on."""
+        if self.follower is not None and self.follower is not run:
+            self.follower.detach()
+            self.follower = None
+        self.run = run
+        self._keep, self._prior = keep, list(prior)
+        self._evaluation = self._end = None
+        self._batch = None
+        self._offset = self._reached = 0.0
+        if not keep:
+            for curve in self.curves:
+                curve.clear()
+            self._flush(force=True)
+        with self.hold_sync():
+            self.result_label.value = ""
+            self.result_box.layout.display = "none"
+            self.saved.value = ""
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def discover_jobs(self) -> threading.Thread:
+        """Ask the server (in the background) whether it runs jobs: if so, Start queues jobs by default,
+        the jobs list appears, and the tab attaches to the newest running (else queued) one."""
+
+        def work() -> None:
+            client = self.session.jobs()
+            if client is None:
+                return
+            items, _ = client.list([], limit=SHOWN)
+            self.job_client = client
+            with self.hold_sync():
+                self.as_job.layout.display = None
+                self.as_job.value = not self._busy
+            self.jobs_list.show(items)
+            self.jobs_list.poll(client)
+            active = self.jobs_list.newest_active()
+            if active is not None and self.run is None:
+                self._attach(active)
+
+        return in_background(work, errors=self.errors, name="jupyter-cifar-jobs")
+
+    def show_job(self, job_id: str) -> threading.Thread | None:
+        """Attach the curves, bars, Stop and the result's views to a job (its whole history first)."""
+        if self.job_client is None:
+            raise RuntimeError("this kernel's store is not a Jupyter server that runs jobs")
+        if self.trainer is not None and self.trainer.state == "running":
+            raise RuntimeError("a training runs in this kernel: stop it, or wait for its end, to show a job")
+        if self.follower is not None and self.follower.id == job_id:
+            return None
+        client = self.job_client
+        return in_background(lambda: self._attach(client.get(job_id)), errors=self.errors)
+
+    def resume_job(self, job_id: str) -> threading.Thread | None:
+        """Queue an interrupted, stopped or failed job again, from its last epoch, and attach to it."""
+        client = self.job_client
+        if client is None:
+            return None
+        return in_background(lambda: self._attach(client.resume(job_id)), errors=self.errors)
+
+    def _attach(
+        self, job: dict[str, Any], *, keep: bool = False, prior: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Follow a job (called in a background thread): its events from the first into the handlers."""
+        from ..jobs.follow import JobFollower
+
+        assert self.job_client is not None
+        if prior is None:
+            prior = []
+            parent = job["spec"].get("parent")
+            if parent:  # the parent's epochs are drawn before the job's own
+                try:
+                    record = self.session.store().resolve(parent)
+                    prior = list(record.metadata.get("history") or [])
+                except Exception:  # a parent deleted since: the job's own epochs still show
+                    prior = []
+        follower = JobFollower(self.job_client, job)
+        with self._lock:
+            self.trainer = None
+            self._follow(follower, keep=keep, prior=prior)
+            self.follower = follower
+            self.result, self.saved_record = None, None
+        follower.subscribe(lambda event: self._on_event(event, follower))
+        follower.on_ended(lambda ended: self._on_job_ended(ended, follower))
+        self.jobs_list.select(job["id"])
+        self.jobs_list.update(job)
+        self.stop_button.disabled = job["state"] not in ACTIVE
+        self.status.value = _job_waiting(job)
+        follower.start()
+
+    def _submit(self, continue_training: bool) -> threading.Thread | None:
+        """Queue the form's training as a job on the server, and attach to it."""
+        from ..store.base import check_name
+
+        now = time.monotonic()
+        if self._busy or now - self._last_submit < SUBMIT_GAP:
+            return None
+        config = self.continue_config() if continue_training else self.config()
+        session, client = self.session, self.job_client
+        assert client is not None
+        name = self.save_name.value.strip()
+        spec: dict[str, Any] = {
+            "preset": config.preset,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "train_limit": config.train_limit,
+            "save": check_name(name) if name else None,
+            "tags": parse_tags(self.save_tags.value),
+            "notes": self.save_notes.value,
+        }
+        keep, prior = False, []
+        if continue_training:
+            record = session.record
+            if record is None:
+                raise RuntimeError(
+                    f"{session.model_label} is not saved, so a job cannot start from it: save it first, or "
+                    "untick 'as a job' to continue it in this kernel"
+                )
+            spec["parent"] = record.ref
+            spec["save"] = spec["save"] or record.name  # the next version of the same model
+            keep, prior = self._drawn is session.model, session.history
+        self._busy, self._last_submit = True, now
+        self.start_button.disabled = self.continue_button.disabled = True
+        self.status.value = "queueing the job…"
+
+        def work() -> None:
+            try:
+                job = client.submit({k: v for k, v in spec.items() if v is not None})
+                self._attach(job, keep=keep, prior=prior)
+            finally:
+                self._busy = False  # more jobs may be queued: the server runs them in order
+                self.start_button.disabled = False
+                self._update_continue()
+
+        return in_background(work, errors=self.errors, name="jupyter-cifar-submit")
+
+    def _on_job_ended(self, job: dict[str, Any], follower: JobFollower) -> None:
+        """The job has ended and published everything (in the follower's thread): its saved model comes
+        into hand, its result's views are shown, the buttons come back."""
+        with self._lock:
+            if follower is not self.follower:
+                return
+            self._batch = None
+            self._flush(force=True)
+        self.jobs_list.update(job)
+        self.stop_button.disabled = True
+        state, end = job["state"], self._end
+        if state in ("finished", "stopped") and job.get("model"):
+            if state == "finished":
+                self.epoch_bar.value = self.epoch_bar.max
+            self.status.value = self._ended_text(state, end)
+            if self._evaluation is not None:
+                self._show_evaluation(self._evaluation)
+            self.saved.value = f"the job saved it as {job['model']}; loading it here…"
+            try:
+                store = self.session.store()
+                record = store.resolve(job["model"])
+                model = store.load(record.ref)
+            except Exception as e:
+                self.saved.value = f"the job saved it as {job['model']}"
+                self.errors.show(f"could not load {job['model']} into this kernel: {e}")
+            else:
+                self._finished_job(follower, record, model)
+        elif state == "stopped":
+            self.status.value = "stopped before it started"
+        elif state == "interrupted":
+            self.status.value = f"interrupted ({job.get('error') or 'its process stopped'}): Resume goes on"
+        elif state == "deleted":
+            self.status.value = "the job was deleted"
+        else:
+            self.status.value = "failed"
+            self.errors.show(f"job {job['id']} failed: {job.get('error')}")
+        self._idle()
+
+    def _finished_job(self, follower: JobFollower, record: ModelRecord, model: Any) -> None:
+        with self._lock:
+            if follower is not self.follower:
+                return
+            self.saved_record = record
+            self.saved.value = f"saved as {record.ref} by the job"
+            self.session.set_model(model, record=record)
+            self._drawn = model
+        self.session.notify_store_changed()
+
+    # -- events (called in the training thread, or a job follower's) -------------------------------
+    def _on_event(self, event: dict[str, Any], source: Any) -> None:
         kind = event["type"]
         with self._lock:
+            if source is not self.run:  # a job no longer shown, a training no longer followed
+                return
             if kind == "start":
                 self._on_start(event)
             elif kind == "batch":
@@ -420,12 +603,18 @@ class TrainPanel(w.VBox):
 
     def _on_start(self, event: dict[str, Any]) -> None:
         self._start = event
-        self._offset = float(event.get("epochs_done", 0.0))
+        self._offset = self._reached = float(event.get("epochs_done", 0.0))
         self._smoothed, self._previous = {}, {}
-        if event["initial_epoch"] == 0 or self._drawn is not self._continuing:
+        if self._keep and event["initial_epoch"]:
+            # The model drawn trains further (a Continue, a resumed job): points past where this run
+            # starts were drawn by a run whose end was lost, and are trained again.
+            for curve in self.curves:
+                curve.truncate(self._offset)
+        else:
             for curve in self.curves:
                 curve.clear()
-            self._draw_history(self.session.history if event["initial_epoch"] else [])
+            self._draw_history(self._prior if event["initial_epoch"] else [])
+        self._keep = True  # a later start of the same run (a resumed job) goes on from its epochs
         with self.hold_sync():
             self.epoch_bar.max = event["epochs"]
             self.epoch_bar.value = 0
@@ -478,8 +667,9 @@ class TrainPanel(w.VBox):
         self._flush()
 
     def _on_epoch(self, event: dict[str, Any]) -> None:
+        x = self._x(event["epoch"], epoch_fractions([event])[0])
+        self._reached = x
         if event["val_loss"] is not None:
-            x = self._x(event["epoch"], epoch_fractions([event])[0])
             self.loss_val.add(x, event["val_loss"])
             self.acc_val.add(x, event["val_accuracy"])
         self._flush(force=True)
@@ -491,15 +681,15 @@ class TrainPanel(w.VBox):
         self._last_flush = now
         for curve in self.curves:
             curve.flush()
-        batch, trainer = self._batch, self.trainer
-        if batch is None or trainer is None or trainer.state != "running":
+        batch, run = self._batch, self.run
+        if batch is None or run is None or run.state not in ("running", "stopping"):
             return
         start = self._start
         run_epoch = batch["epoch"] - start["initial_epoch"]
         with self.hold_sync():
             self.epoch_bar.value = run_epoch - 1
             self.batch_bar.value = batch["batch"]
-        if trainer.stopping:
+        if run.stopping:
             self.status.value = "stopping after this batch…"
             return
         in_all = ""
@@ -517,116 +707,56 @@ class TrainPanel(w.VBox):
     def _on_end(self, event: dict[str, Any]) -> None:
         self._batch = None
         self._flush(force=True)
+        self._end = event
         trainer = self.trainer
-        assert trainer is not None
+        if trainer is None:  # a job's: it saves its model now, then ends (_on_job_ended)
+            if event["status"] != "failed":
+                self.status.value = f"{event['status']}: the job is saving its model…"
+            return
         result = trainer.result
         self.stop_button.disabled = True
         if event["status"] == "failed" or result is None:
             self.status.value = "failed"
             self.errors.show(f"training failed: {event['error']}")
         else:
-            self._finished(trainer, result, event)
-        # Buttons come back last, once the model in hand is the new one.
-        self._busy = False
-        self.start_button.disabled = False
-        self.save_button.disabled = self.result is None or self.saved_record is not None
-        self._update_continue()
+            self._finished(result, event)
+        self._idle()  # the buttons come back last, once the model in hand is the new one
 
-    def _finished(self, trainer: Trainer, result: TrainResult, event: dict[str, Any]) -> None:
+    def _ended_text(self, status: str, end: dict[str, Any] | None) -> str:
+        """ "finished after 2 epochs (5 in all) in 12.3 s (1,234 images/s)"."""
+        run = epochs_text(round(self._reached - self._offset, 2))
+        in_all = f" ({epochs_text(round(self._reached, 2))} in all)" if self._offset else ""
+        seconds = f" in {end['seconds']:.1f} s ({end['images_per_second']:,.0f} images/s)" if end else ""
+        return f"{status} after {run}{in_all}{seconds}"
+
+    def _finished(self, result: TrainResult, event: dict[str, Any]) -> None:
         self.result, self.saved_record = result, None
         if event["status"] == "finished":
             self.epoch_bar.value = self.epoch_bar.max
-        total = epochs_done(result.history)
-        run = epochs_text(round(total - self._offset, 2))
-        in_all = f" ({epochs_text(total)} in all)" if self._offset else ""
-        self.status.value = (
-            f"{event['status']} after {run}{in_all} in {event['seconds']:.1f} s "
-            f"({event['images_per_second']:,.0f} images/s)"
-        )
+        self.status.value = self._ended_text(event["status"], event)
+        if self._evaluation is not None:
+            self._show_evaluation(self._evaluation)
         evaluation = result.evaluation
         assert evaluation is not None
-        self.result_label.value = f"test accuracy {evaluation.accuracy:.4f} on {evaluation.n:,} test images"
-        self._show_result(trainer, result)
         cfg = result.config
         accuracy = f"test accuracy {evaluation.accuracy:.4f}"
         self.session.set_model(
             result.model,
             history=result.history,
-            label=f"{cfg.preset} trained here, {epochs_text(total)}, {accuracy}",
+            label=f"{cfg.preset} trained here, {epochs_text(epochs_done(result.history))}, {accuracy}",
             class_names=list(evaluation.class_names),
             recipe={"preset": cfg.preset, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate},
             origin=result.parent,
         )
         self._drawn = result.model
 
-    def _show_result(self, trainer: Trainer, result: TrainResult) -> None:
-        evaluation = result.evaluation
-        assert evaluation is not None
-        names = list(evaluation.class_names)
-        x_scale, y_scale = bq.OrdinalScale(), bq.LinearScale(min=0, max=1)
-        bars = bq.Bars(
-            x=names, y=[evaluation.per_class[n] for n in names], scales={"x": x_scale, "y": y_scale}
+    def _show_evaluation(self, evaluation: dict[str, Any]) -> None:
+        """The result's views, from its evaluation event (a training here or a job's): drawn when the
+        tab is shown."""
+        self.result_label.value = (
+            f"test accuracy {evaluation['accuracy']:.4f} on {evaluation['n']:,} test images"
         )
-        per_class = bq.Figure(
-            title="Accuracy per class",
-            marks=[bars],
-            axes=[
-                bq.Axis(scale=x_scale, tick_rotate=-40, tick_style={"text-anchor": "end"}),
-                bq.Axis(scale=y_scale, side="left", tick_format=".0%"),
-            ],
-            layout=w.Layout(width="50%", height="320px", min_width="300px"),
-            fig_margin={"top": 40, "bottom": 80, "left": 50, "right": 10},
-        )
-        per_class.add_class("jc-train-per-class")
-        confusion = np.array(evaluation.confusion, dtype=float)
-        rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-        col, row = bq.OrdinalScale(), bq.OrdinalScale(reverse=True)
-        colour = bq.ColorScale(scheme="Blues", min=0, max=1)
-        heat = bq.GridHeatMap(
-            color=rows,
-            row=names,
-            column=names,
-            scales={"row": row, "column": col, "color": colour},
-            tooltip=bq.Tooltip(fields=["row", "column", "color"], labels=["true", "predicted", "share"]),
-        )
-        matrix = bq.Figure(
-            title="Confusion matrix (share of each true class)",
-            marks=[heat],
-            axes=[
-                bq.Axis(
-                    scale=col,
-                    label="predicted",
-                    label_offset="62px",
-                    tick_rotate=-40,
-                    tick_style={"text-anchor": "end"},
-                ),
-                bq.Axis(scale=row, side="left", label="true", label_offset="70px"),
-            ],
-            layout=w.Layout(width="100%", height="320px"),
-            fig_margin={"top": 40, "bottom": 90, "left": 90, "right": 10},
-            title_style={"font-size": "14px"},
-        )
-        matrix.add_class("jc-train-confusion")
-        scale = gradient_html("#f7fbff", "#08306b", "0%", "100% of the true class")
-        matrix_box = w.VBox(
-            [matrix, w.HTML(scale, layout=w.Layout(margin="0 0 0 90px"))],
-            layout=w.Layout(width="50%", min_width="300px", overflow="hidden"),
-        )
-        worst = []
-        for item in evaluation.worst[:8]:
-            pixels = trainer.data.x_test[item["index"]]
-            # Two lines: "airplane → automobile (100%)" on one would be wider than its 150px column.
-            lines = (f"{item['label']} →", f"{item['predicted']} ({item['probability']:.0%})")
-            caption = [label(line, height="24px", margin="0px") for line in lines]
-            picture = w.Image(value=_png(pixels), format="png", layout=w.Layout(width="72px", height="72px"))
-            worst.append(w.VBox([picture, *caption], layout=w.Layout(width="150px", align_items="center")))
-        gallery = w.HBox(worst, layout=w.Layout(flex_flow="row wrap"))
-        gallery.add_class("jc-train-worst")
-        self._pending = [
-            w.HBox([per_class, matrix_box], layout=w.Layout(width="100%", overflow="hidden")),
-            label("Most confidently wrong test images (true → predicted):"),
-            gallery,
-        ]
+        self._pending = evaluation_views(evaluation, evaluation.get("pictures"))
         if self.showing:
             self._place_result()
 
@@ -686,8 +816,12 @@ class TrainPanel(w.VBox):
         return in_background(work, done=done, errors=self.errors, busy=[self.save_button])
 
     def close(self) -> None:
+        """Stop a training in this kernel; a job goes on (only this tab stops following it)."""
         if self.trainer is not None:
             self.trainer.stop()
+        if self.follower is not None:
+            self.follower.detach()
+        self.jobs_list.close()
         super().close()
 
 
@@ -704,3 +838,13 @@ def _wrap() -> w.Layout:
 def _number(value: float) -> str:
     """1.53, 2 (not 2.00)."""
     return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _job_waiting(job: dict[str, Any]) -> str:
+    """What the status says when the tab attaches to a job, before its events come."""
+    state, short = job["state"], job["id"][:6]
+    if state == "queued":
+        return f"job {short} is queued: it starts when the jobs before it have ended"
+    if state in ACTIVE:
+        return f"job {short} is {state}: reading its progress…"
+    return f"job {short} is {state}: reading its history…"

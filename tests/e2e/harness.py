@@ -899,6 +899,13 @@ def start_and_watch(page: AppPage, timeout: float = 300) -> TrainingSeen:
     return TrainingSeen(states, status, result, seconds)
 
 
+def name_before_start(page: AppPage, name: str) -> None:
+    """Where Start queues a job, what it saves as is given first (the Save button is hidden)."""
+    assert page.page.locator(page.sel("jc-train-save")).first.is_hidden(), "not a job: Save is there"
+    page.fill("jc-train-save-name", name)
+    page.page.wait_for_timeout(200)
+
+
 def save_model(page: AppPage, name: str, timeout: float = 60) -> str:
     """Type a name, press Save: the "saved as NAME:VERSION" text."""
     page.fill("jc-train-save-name", name)

@@ -13,8 +13,8 @@ from harness import (
     assert_app_clean,
     classify_upload,
     exercise_probe,
+    name_before_start,
     run_probe_notebook,
-    save_model,
     select_model,
     set_training,
     start_and_stop,
@@ -70,7 +70,10 @@ def test_app_lab(lab_server: NotebookServer, app_page: AppPage, store_uri: str, 
     assert stop_seconds < 15, f"'stopped' came {stop_seconds:.1f} s after Stop ({stopped!r})"
     assert_app_clean(page)
 
-    # A run to its end: the loss curve grows while it runs, the status moves on.
+    # A run to its end, a job on the server (the default there), saved by the job under the name given
+    # before Start: the loss curve grows while it runs, the status moves on.
+    name = f"e2e-{variant}"
+    name_before_start(page, name)
     seen = start_and_watch(page)
     assert seen.status.startswith("finished"), (seen.status, page.report())
     assert len(seen.points_while_running()) >= 3, seen.states
@@ -81,8 +84,7 @@ def test_app_lab(lab_server: NotebookServer, app_page: AppPage, store_uri: str, 
     wait_points(page, "jc-train-accuracy", 2)
     page.screenshot(f"lab-{variant}-train", "jc-app")
 
-    name = f"e2e-{variant}"
-    saved = save_model(page, name)
+    saved = page.wait_text("jc-train-saved", rf"^saved as {name}:\d+ by the job", timeout=60)
     assert saved.startswith(f"saved as {name}:1"), saved
 
     [first] = classify_upload(page, cat_jpeg)

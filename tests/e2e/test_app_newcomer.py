@@ -17,7 +17,7 @@ from harness import (
     AppPage,
     app_errors,
     classify_upload,
-    save_model,
+    name_before_start,
     select_model,
     set_training,
     wait_app,
@@ -129,6 +129,7 @@ def test_newcomer_in_lab(
 
     # A double click on Start: one training of 5 epochs (470 batches: the curve's buckets merge).
     set_training(page, "tutorial", epochs=5, limit=3000)
+    name_before_start(page, "newcomer")  # a job on the server: it saves as this when it ends
     page.locator("jc-train-start").first.dblclick()
     status = page.wait_text("jc-train-status", r"^(finished|stopped|failed)", timeout=300)
     assert status.startswith("finished after 5 epochs"), (status, page.report())
@@ -141,7 +142,9 @@ def test_newcomer_in_lab(
     assert first >= 0.7 * last and first >= 20, (first, last)  # the first epoch kept its points
     page.screenshot("newcomer-train", "jc-app")
     assert_nothing_clipped(page, "Train, with its result")
-    assert save_model(page, "newcomer").startswith("saved as newcomer:1")
+    saved = page.wait_text("jc-train-saved", r"^saved as newcomer:\d+ by the job", timeout=60)
+    assert saved.startswith("saved as newcomer:1"), saved  # one job: the double click queued one
+    assert len(page.texts("jc-job")) == 1, page.texts("jc-job")
 
     # A file that is not an image: its card wraps the whole message, in red, in a red frame.
     junk = tmp_path / "holiday-photo-from-the-beach-2026.png"
