@@ -33,7 +33,8 @@ STYLE = """<style>
 .jc-app .widget-label.jc-wrap, .jc-app .widget-label.jc-classify-error,
 .jc-app .widget-label.jc-classify-file, .jc-app .widget-label.jc-train-status,
 .jc-app .widget-label.jc-train-name-hint, .jc-app .widget-label.jc-classify-model,
-.jc-app .widget-label.jc-classify-by, .jc-app .widget-label.jc-models-page {
+.jc-app .widget-label.jc-classify-by, .jc-app .widget-label.jc-models-page,
+.jc-app .widget-label.jc-train-job-note {
   white-space: normal; overflow-wrap: anywhere; height: auto; line-height: 1.4;
 }
 .jc-app .jc-classify-error, .jc-app .jc-train-name-hint, .jc-app .jc-classify-wrong { color: #b00020; }

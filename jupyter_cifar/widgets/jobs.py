@@ -56,7 +56,7 @@ class JobRow(w.HBox):
         self.show_button.on_click(lambda _: on_show(self.id))
         self.state = w.HTML(layout=w.Layout(width="100px"))
         self.state.add_class("jc-job-state")
-        self.what = w.HTML(layout=w.Layout(width="260px"))
+        self.what = w.HTML(layout=w.Layout(width="320px"))
         self.what.add_class("jc-job-what")
         self.bar = w.FloatProgress(0.0, min=0.0, max=1.0, layout=w.Layout(width="140px"))
         self.bar.add_class("jc-job-progress")
@@ -123,10 +123,15 @@ class JobsList(w.VBox):
         self.add_class("jc-jobs")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the poll and a click both redraw
         self.jobs: list[dict[str, Any]] = []
 
     def show(self, jobs: list[dict[str, Any]]) -> None:
         """Draw these jobs (newest first), reusing each job's row."""
+        with self._lock:
+            self._show(jobs)
+
+    def _show(self, jobs: list[dict[str, Any]]) -> None:
         self.jobs = jobs
         rows = []
         for job in jobs:
@@ -144,15 +149,17 @@ class JobsList(w.VBox):
         self.layout.display = None if jobs else "none"
 
     def select(self, job_id: str | None) -> None:
-        self.selected = job_id
-        for row_id, row in self.rows.items():
-            row.select(row_id == job_id)
+        with self._lock:
+            self.selected = job_id
+            for row_id, row in self.rows.items():
+                row.select(row_id == job_id)
 
     def update(self, job: dict[str, Any]) -> None:
         """One job as just read (a stop, a resume): its row now, before the next poll."""
-        row = self.rows.get(job["id"])
-        if row is not None:
-            row.update(job)
+        with self._lock:
+            row = self.rows.get(job["id"])
+            if row is not None:
+                row.update(job)
 
     def poll(self, client: Any, every: float = POLL_SECONDS) -> threading.Thread:
         """Read the newest jobs every ``every`` seconds until :meth:`close`."""

@@ -483,11 +483,26 @@ class TrainPanel(w.VBox):
             self.result, self.saved_record = None, None
         follower.subscribe(lambda event: self._on_event(event, follower))
         follower.on_ended(lambda ended: self._on_job_ended(ended, follower))
+        self._form_from(job["spec"])
         self.jobs_list.select(job["id"])
         self.jobs_list.update(job)
         self.stop_button.disabled = job["state"] not in ACTIVE
         self.status.value = _job_waiting(job)
         follower.start()
+
+    def _form_from(self, spec: dict[str, Any]) -> None:
+        """The form shows what the job shown trains (a value it leaves to its preset: the preset's)."""
+        if spec.get("preset") in PRESETS and spec["preset"] != self.preset.value:
+            self.preset.value = spec["preset"]  # its recipe fills the form (_on_preset)
+        with self.hold_sync():
+            for box, key in (
+                (self.epochs, "epochs"),
+                (self.batch_size, "batch_size"),
+                (self.learning_rate, "learning_rate"),
+            ):
+                if spec.get(key) is not None:
+                    box.value = spec[key]
+            self.limit.value = spec.get("train_limit") or 0
 
     def _submit(self, continue_training: bool) -> threading.Thread | None:
         """Queue the form's training as a job on the server, and attach to it."""
@@ -549,7 +564,7 @@ class TrainPanel(w.VBox):
         state, end = job["state"], self._end
         if state in ("finished", "stopped") and job.get("model"):
             if state == "finished":
-                self.epoch_bar.value = self.epoch_bar.max
+                self.epoch_bar.value, self.batch_bar.value = self.epoch_bar.max, self.batch_bar.max
             self.status.value = self._ended_text(state, end)
             if self._evaluation is not None:
                 self._show_evaluation(self._evaluation)
@@ -711,7 +726,7 @@ class TrainPanel(w.VBox):
         trainer = self.trainer
         if trainer is None:  # a job's: it saves its model now, then ends (_on_job_ended)
             if event["status"] != "failed":
-                self.status.value = f"{event['status']}: the job is saving its model…"
+                self.status.value = f"the job is saving its model ({event['status']})…"
             return
         result = trainer.result
         self.stop_button.disabled = True
@@ -732,7 +747,7 @@ class TrainPanel(w.VBox):
     def _finished(self, result: TrainResult, event: dict[str, Any]) -> None:
         self.result, self.saved_record = result, None
         if event["status"] == "finished":
-            self.epoch_bar.value = self.epoch_bar.max
+            self.epoch_bar.value, self.batch_bar.value = self.epoch_bar.max, self.batch_bar.max
         self.status.value = self._ended_text(event["status"], event)
         if self._evaluation is not None:
             self._show_evaluation(self._evaluation)
