@@ -85,6 +85,20 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
+def jobs_server(tmp_path: Path, cifar10_dir: Path, cifar10):
+    """A real `jupyter server` of its own that runs jobs (one at a time) on an embedded store, with the
+    real data: each job is a process training."""
+    from jupyterserver import JupyterServer
+
+    server = JupyterServer(
+        tmp_path / "server", store_uri=str(tmp_path / "models"), max_jobs=1,
+        extra=(f"--CifarExtension.data_dir={cifar10_dir}",),
+    ).start()  # fmt: skip
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def remote_uri(jupyter_server) -> str:
     """The session server's store, emptied for each test, as a RemoteModelStore URI."""
     from storetools import BACKING

@@ -73,13 +73,8 @@ class Api:
 
 
 @pytest.fixture
-def server(tmp_path: Path, cifar10_dir: Path, cifar10) -> Any:
-    server = JupyterServer(
-        tmp_path / "server", store_uri=str(tmp_path / "models"), max_jobs=1,
-        extra=(f"--CifarExtension.data_dir={cifar10_dir}",),
-    ).start()  # fmt: skip
-    yield server
-    server.stop()
+def server(jobs_server: JupyterServer) -> JupyterServer:
+    return jobs_server
 
 
 def test_a_job_runs_in_its_own_process_and_its_events_stream_to_a_watcher(server: JupyterServer) -> None:

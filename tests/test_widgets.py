@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from polling import wait_for
 from storetools import tiny_model
 
 from jupyter_cifar.data import CLASS_NAMES
@@ -20,13 +21,6 @@ from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def click(button) -> None:

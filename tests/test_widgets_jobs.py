@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from jupyterserver import JupyterServer
+from polling import wait_for
 
 from jupyter_cifar.widgets import App
 
 pytestmark = pytest.mark.slow
 
 
-def wait_for(condition, timeout: float = 180, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def server(tmp_path: Path, cifar10_dir: Path, cifar10) -> Any:
-    server = JupyterServer(
-        tmp_path / "server", store_uri=str(tmp_path / "models"), max_jobs=1,
-        extra=(f"--CifarExtension.data_dir={cifar10_dir}",),
-    ).start()  # fmt: skip
-    yield server
-    server.stop()
+def server(jobs_server: JupyterServer) -> JupyterServer:
+    return jobs_server
 
 
 def open_app(server: JupyterServer, cifar10_dir: Path) -> App:
