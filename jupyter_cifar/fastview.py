@@ -27,8 +27,21 @@ import keras
 
 from .nets import gpu_visible
 
-# The matmul weight gradient pays where input channels x filters >= this x the map's pixels (below).
+# Where the matmul weight gradient pays (:func:`matmul_pays`): with AMX, where input channels x filters >=
+# this x the map's pixels; on a CPU with AVX512-BF16 but no AMX, on maps of at most this many pixels.
 CHANNELS_PER_PIXEL = 512
+SMALL_MAP_PIXELS = 64
+
+
+def matmul_pays(channels: int, filters: int, pixels: int, flags: set[str] | None = None) -> bool:
+    """Whether nine matrix products beat oneDNN's weight gradient for a 3x3 convolution of this shape on
+    a CPU with these /proc/cpuinfo flags (default: this one's), as measured (:func:`matmul_grad_pays`)."""
+    from .nets import _cpu_flags
+
+    flags = _cpu_flags() if flags is None else flags
+    if "avx512_bf16" in flags and not flags >= {"amx_bf16", "amx_tile"}:
+        return pixels <= SMALL_MAP_PIXELS
+    return channels * filters >= CHANNELS_PER_PIXEL * pixels
 
 
 def for_training(
@@ -82,10 +95,14 @@ def fusable(layer: keras.layers.Layer) -> bool:
 def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
     """A plain 3x3 "same" convolution (no bias, no activation) with many channels for its map's size.
 
-    The crossover, measured on the 2-core Xeon (bfloat16, batch 256-512), oneDNN's time / the matmuls':
-    7x7 map: 64x64 channels 0.61, 64x128 0.80, 128x128 0.93, 256x256 1.63-1.73; 3x3 map: 128x128
+    The crossover, measured on the 2-core Xeon with AMX (bfloat16, batch 256-512), oneDNN's time / the
+    matmuls': 7x7 map: 64x64 channels 0.61, 64x128 0.80, 128x128 0.93, 256x256 1.63-1.73; 3x3 map: 128x128
     1.57-1.78, 256x256 3.72; 15x15 map, 64x256: 0.46. In all of these, the matmuls win exactly where
-    input channels x filters >= CHANNELS_PER_PIXEL x the map's pixels.
+    input channels x filters >= 512 x the map's pixels. On a 2-core AMD EPYC with AVX512-BF16 and no AMX
+    (bfloat16, batch 256; ``benchmarks/conv_crossover.py``) the line is the map's size, whatever the
+    channels: 15x15: 24x24 0.76, 64x256 0.89-0.94, 128x128 0.88-0.91, 128x256 0.92; 7x7: 24x64 1.07,
+    32x128 1.20, 64x64 1.18-1.28, 64x128 1.38-1.51, 128x128 1.09-1.24, 256x256 1.25-1.29; 3x3: 64x64
+    1.31-1.46, 128x128 1.40-1.46, 256x256 1.69-1.85 (:func:`matmul_pays`).
     """
     if type(layer) is not keras.layers.Conv2D:
         return False
@@ -101,7 +118,7 @@ def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
         and layer.activation is keras.activations.linear
         and height is not None
         and width is not None
-        and channels * layer.filters >= CHANNELS_PER_PIXEL * height * width
+        and matmul_pays(channels, layer.filters, height * width)
     )
 
 

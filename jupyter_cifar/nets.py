@@ -267,9 +267,11 @@ def build_model(
 def resolve_precision(precision: str = "auto") -> str:
     """The dtype policy that "auto" stands for here.
 
-    mixed_float16 where a GPU is visible; mixed_bfloat16 on a CPU with AMX bf16 units under the
-    TensorFlow or torch backends (measured 1.5-3x faster than float32 there); float32 elsewhere (JAX's CPU
-    backend gains nothing from bf16, and CPUs without bf16 units would emulate it slowly).
+    mixed_float16 where a GPU is visible; mixed_bfloat16 on a CPU with bfloat16 units: AMX (TensorFlow or
+    torch: 1.5-3x float32's training speed, measured on a Xeon), or AVX512-BF16 under TensorFlow (AMD Zen
+    4 and later, Intel Cooper Lake: 1.50x for ``fast`` and 1.77x for ``accurate`` on an AMD EPYC,
+    ``benchmarks/backends.py``; torch was not measured there); float32 elsewhere (JAX's CPU backend gains
+    nothing from bf16, and CPUs without bf16 units emulate it slowly).
     """
     if precision not in PRECISIONS:
         raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -279,7 +281,15 @@ def resolve_precision(precision: str = "auto") -> str:
 
     if gpu_visible():
         return "mixed_float16"
-    if keras.backend.backend() in ("tensorflow", "torch") and _cpu_flags() >= {"amx_bf16", "amx_tile"}:
+    return cpu_precision(keras.backend.backend(), _cpu_flags())
+
+
+def cpu_precision(backend: str, flags: set[str]) -> str:
+    """The fastest training precision on a CPU with these /proc/cpuinfo flags, under this Keras backend
+    (see :func:`resolve_precision`)."""
+    if backend in ("tensorflow", "torch") and flags >= {"amx_bf16", "amx_tile"}:
+        return "mixed_bfloat16"
+    if backend == "tensorflow" and "avx512_bf16" in flags:
         return "mixed_bfloat16"
     return "float32"
 

@@ -31,8 +31,16 @@ def _compiled(preset: str) -> keras.Model:
     return model
 
 
+@pytest.fixture
+def amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crossover measured with AMX, whatever this CPU is (each CPU's own: the last test)."""
+    from jupyter_cifar import nets
+
+    monkeypatch.setattr(nets, "_cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
 @pytest.mark.parametrize("preset", ["fast", "accurate"])
-def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset: str) -> None:
+def test_the_view_shares_every_variable_and_the_model_keeps_keras_layers(preset: str, amx: None) -> None:
     model = _compiled(preset)
     view = fastview.for_training(model)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -122,7 +130,9 @@ def test_a_fused_training_step_computes_what_keras_batchnorm_computes(
 
 
 @pytest.mark.parametrize(("policy", "side", "rtol"), [("float32", 7, 1e-4), ("mixed_bfloat16", 3, 2e-2)])
-def test_a_convolution_gets_the_gradients_tensorflow_computes(policy: str, side: int, rtol: float) -> None:
+def test_a_convolution_gets_the_gradients_tensorflow_computes(
+    policy: str, side: int, rtol: float, amx: None
+) -> None:
     rng = np.random.default_rng(1)
     inputs = keras.Input((side, side, 128))
     conv = keras.layers.Conv2D(200, 3, padding="same", use_bias=False, dtype=policy)
@@ -191,3 +201,17 @@ def test_training_through_the_view_trains_and_checkpoints_the_model(
     moved = [v for v in plain.variables if v.path.endswith("_bn1/moving_mean")]
     assert moved and all(np.abs(np.asarray(v)).max() > 0 for v in moved)  # statistics were tracked
     assert load_model(checkpoint).name == "fast"
+
+
+def test_the_matmul_crossover_is_the_one_measured_on_each_cpu() -> None:
+    """AMX: matmuls where channels x filters >= 512 x pixels; AVX512-BF16 without AMX: on maps of up to
+    64 pixels, whatever the channels (there 7x7 with 24x64 channels ran 1.07x faster as matmuls, 15x15
+    with 128x256 0.92x)."""
+    amx = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    epyc = {"avx512f", "avx512_bf16"}
+    for flags in (amx, {"avx2"}):  # a CPU not measured keeps the first line
+        assert not fastview.matmul_pays(64, 64, 49, flags)
+        assert fastview.matmul_pays(256, 256, 49, flags)
+        assert fastview.matmul_pays(128, 128, 9, flags)
+    assert fastview.matmul_pays(24, 64, 49, epyc) and fastview.matmul_pays(64, 64, 9, epyc)
+    assert not fastview.matmul_pays(128, 256, 225, epyc) and not fastview.matmul_pays(24, 24, 225, epyc)

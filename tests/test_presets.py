@@ -205,6 +205,40 @@ def test_pipeline_is_repeatable_with_a_seed() -> None:
         b.close()
 
 
+# The flags of /proc/cpuinfo (those that matter, among the others) on each kind of CPU we run on.
+SAPPHIRE_RAPIDS = "fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"
+EPYC_GENOA = "fpu sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx512_vbmi2"
+SKYLAKE_SERVER = "fpu sse2 avx2 avx512f avx512bw avx512vl avx512cd"
+AVX2_DESKTOP = "fpu sse2 avx avx2 fma"
+
+
+@pytest.mark.parametrize(
+    ("flags", "backend", "expected"),
+    [
+        (SAPPHIRE_RAPIDS, "tensorflow", "mixed_bfloat16"),  # AMX
+        (SAPPHIRE_RAPIDS, "torch", "mixed_bfloat16"),
+        (SAPPHIRE_RAPIDS, "jax", "float32"),  # XLA's CPU backend gains nothing from bf16
+        (EPYC_GENOA, "tensorflow", "mixed_bfloat16"),  # AVX512-BF16, no AMX: 1.50-1.77x, measured
+        (EPYC_GENOA, "torch", "float32"),  # not measured there: float32 stays
+        (EPYC_GENOA, "jax", "float32"),
+        (SKYLAKE_SERVER, "tensorflow", "float32"),  # AVX-512 without bf16 units: emulated, slow
+        (AVX2_DESKTOP, "tensorflow", "float32"),
+        ("", "tensorflow", "float32"),  # no /proc/cpuinfo
+    ],
+)
+def test_auto_precision_for_each_kind_of_cpu(flags: str, backend: str, expected: str) -> None:
+    assert nets.cpu_precision(backend, set(flags.split())) == expected
+
+
+def test_auto_precision_reads_this_machines_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nets, "gpu_visible", lambda: False)
+    for flags, expected in ((EPYC_GENOA, "mixed_bfloat16"), (AVX2_DESKTOP, "float32")):
+        monkeypatch.setattr(nets, "_cpu_flags", lambda flags=flags: set(flags.split()))
+        assert nets.resolve_precision("auto") == expected
+    monkeypatch.setattr(nets, "gpu_visible", lambda: True)
+    assert nets.resolve_precision("auto") == "mixed_float16"
+
+
 def test_precision_settings() -> None:
     assert nets.resolve_precision("float32") == "float32"
     assert nets.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")

@@ -1,0 +1,113 @@
+"""Where fastview's matrix-product weight gradient beats oneDNN's, shape by shape, on this CPU.
+
+    python benchmarks/conv_crossover.py [--batch 256] [--rounds 5] [--steps 4] [--precision auto]
+
+For each 3x3 "same" convolution shape (map size, input channels, filters), one training step's forward
+and backward pass (gradients of the input and of the kernel) through the Conv2D layer itself (oneDNN's
+kernels) and through :class:`jupyter_cifar.fastview.MatmulGradConv` (the same forward pass and input
+gradient, the kernel's gradient as nine matrix products), taking turns; the ratio is oneDNN's median time
+over the matmuls'. ``fastview.matmul_pays`` says where the matmuls win on each kind of CPU (with AMX:
+input channels x filters >= 512 x the map's pixels; AVX512-BF16 without AMX: maps of at most 64 pixels):
+the last column says whether this CPU agrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import machine, table
+
+SHAPES = [  # (map side, input channels, filters): the presets' and the ones around the rules' lines
+    (15, 24, 24),
+    (15, 64, 256),
+    (15, 128, 128),
+    (15, 128, 256),
+    (7, 24, 64),
+    (7, 32, 128),
+    (7, 64, 64),
+    (7, 64, 128),
+    (7, 128, 128),
+    (7, 128, 256),
+    (7, 256, 256),
+    (3, 64, 64),
+    (3, 128, 128),
+    (3, 256, 256),
+]
+
+
+def step_seconds(layer, x, steps: int):
+    import tensorflow as tf
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32))
+        return tape.gradient(loss, [x, *layer.trainable_variables])
+
+    step(x)  # traced before the clock
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = step(x)
+        _ = [float(tf.reduce_sum(tf.cast(g, tf.float32))) for g in out]  # wait for the last step
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    from jupyter_cifar import fastview
+    from jupyter_cifar.nets import resolve_precision
+
+    policy = resolve_precision(args.precision)
+    keras.config.set_dtype_policy(policy)
+    print(f"3x3 convolution training steps, batch {args.batch}, {policy}; {machine()}")
+    rows = []
+    rng = np.random.default_rng(0)
+    for side, channels, filters in SHAPES:
+        conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
+        x = keras.ops.convert_to_tensor(
+            rng.standard_normal((args.batch, side, side, channels)).astype("float32"),
+            dtype=keras.config.dtype_policy().compute_dtype,
+        )
+        conv.build(x.shape)
+        conv(x)  # gives the layer its input shape, which matmul_grad_pays reads
+        ours = fastview.MatmulGradConv(conv)
+        runs = {"oneDNN": step_seconds(conv, x, args.steps), "matmuls": step_seconds(ours, x, args.steps)}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                times[name].append(run())
+        onednn, matmuls = (statistics.median(times[name]) for name in ("oneDNN", "matmuls"))
+        ratio = onednn / matmuls
+        rule = fastview.matmul_pays(channels, filters, side * side)
+        agrees = "yes" if (ratio > 1) == rule else "NO"
+        rows.append([f"{side}x{side}", f"{channels}x{filters}", f"{onednn * 1e3:.1f}", f"{matmuls * 1e3:.1f}",
+                     f"{ratio:.2f}", "matmuls" if rule else "oneDNN", agrees])  # fmt: skip
+        print(rows[-1], flush=True)
+    header = ["map", "channels", "oneDNN ms", "matmuls ms", "oneDNN / matmuls", "the rule picks", "agrees"]
+    print(table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
