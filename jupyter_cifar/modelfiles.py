@@ -15,9 +15,11 @@ importing Keras, and Keras only ever sees a file that passed (:func:`inspect_mod
   them: no layer that runs code (Lambda bytecode, CVE-2024-3660 and, in ``.h5``, CVE-2025-9905;
   TorchModuleWrapper's pickle, CVE-2025-49655; TFSMLayer's SavedModel, CVE-2026-1462; JaxLayer,
   FlaxLayer), no module or function outside Keras (CVE-2025-1550, CVE-2025-8747), nothing that turns
-  safe mode off (CVE-2025-9906), no registered custom object. And every layer must be one the app builds
-  (:data:`APP_LAYERS`), unless the user allows more with ``JUPYTER_CIFAR_EXTRA_LAYERS`` or the
-  ``extra_layers`` argument: code-running layers stay refused even then.
+  safe mode off (CVE-2025-9906), no registered custom object. And every layer must be one whose sizes
+  are worked out here (:data:`~jupyter_cifar.layersizes.SIZED_LAYERS`: the presets' layers, the common
+  Sequential idioms' and ``keras.applications``' image families'), unless the user allows more with
+  ``JUPYTER_CIFAR_EXTRA_LAYERS`` or the ``extra_layers`` argument: code-running layers stay refused
+  even then.
 - The sizes. Keras builds every layer's variables from the config before it reads one weight, so the
   shapes are worked out first, without Keras (:mod:`jupyter_cifar.modelsizes`): a model that would
   allocate too much, or build other variables than its weights file holds, is refused.
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BadParameter, ModelFileError
+from .layersizes import SIZED_LAYERS
 from .modelsizes import MAX_LAYERS, MAX_WEIGHTS, MODEL_CLASSES, Shape, check_sizes
 
 if TYPE_CHECKING:
@@ -70,7 +73,7 @@ APP_LAYERS = frozenset(
 #: The models that hold them: Functional (the presets) and Sequential (the seed's legacy ``.h5``).
 #: Layers that run code from the file or another runtime's model: refused even when opted in.
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"})
-#: Comma-separated Keras layer class names a user allows on top of :data:`APP_LAYERS`, or ``keras``.
+#: Comma-separated Keras layer class names a user allows on top of :data:`SIZED_LAYERS`, or ``keras``.
 EXTRA_LAYERS_ENV = "JUPYTER_CIFAR_EXTRA_LAYERS"
 ANY_KERAS_LAYER = "keras"
 
@@ -404,7 +407,7 @@ def _dataset_problem(name: str, ds: h5py.Dataset) -> str | None:
 
 
 def allowed_layers(extra_layers: str | Iterable[str] | None = None) -> frozenset[str]:
-    """The layer class names a model may use: :data:`APP_LAYERS` and what the user opted in to.
+    """The layer class names a model may use: :data:`SIZED_LAYERS` and what the user opted in to.
 
     The opt-ins are ``JUPYTER_CIFAR_EXTRA_LAYERS`` and ``extra_layers`` together: Keras layer class
     names, or ``keras`` for every built-in Keras layer. A code-running layer cannot be opted in.
@@ -413,7 +416,7 @@ def allowed_layers(extra_layers: str | Iterable[str] | None = None) -> frozenset
     named = _layer_names(EXTRA_LAYERS_ENV, from_env)
     if extra_layers is not None:
         named |= _layer_names("extra_layers", extra_layers)
-    return APP_LAYERS | named
+    return SIZED_LAYERS | named
 
 
 def _layer_names(param: str, value: str | Iterable[str]) -> frozenset[str]:
@@ -472,8 +475,8 @@ def _check_object(path: Path, node: dict[str, Any], layer_slot: bool, allowed: f
     is_layer = layer_slot or (module is not None and _within(module, "keras.layers"))
     if is_layer and cls not in MODEL_CLASSES and cls not in allowed and ANY_KERAS_LAYER not in allowed:
         raise ModelFileError(
-            f"{path}: refused: the model uses the layer {cls}, which this app does not build; if you trust "
-            f"the file, allow it with {EXTRA_LAYERS_ENV}={cls} (or extra_layers=[{cls!r}]; "
+            f"{path}: refused: the model uses the layer {cls}, whose sizes this app cannot check; if you "
+            f"trust the file, allow it with {EXTRA_LAYERS_ENV}={cls} (or extra_layers=[{cls!r}]; "
             f"{EXTRA_LAYERS_ENV}={ANY_KERAS_LAYER} allows every built-in Keras layer)"
         )
     return is_layer

@@ -14,11 +14,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
+from .layersizes import LAYER_SIZES, Shape, _clip, _Infer, _is_count, _Refused, _shown, _Sizes
 
 MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 MAX_LAYERS = 1000  # in a config, nested models' included (the presets: under 50)
@@ -30,19 +31,10 @@ MAX_ACTIVATIONS = 1 << 26
 MAX_DIM = 1 << 16  # a size-deciding number of a layer whose sizes cannot be worked out (see _bounded)
 MAX_RANK = 16  # dimensions of a tensor (Keras' built-in layers take at most 5, the batch's included)
 MAX_NESTING = 16  # models inside models (the accurate preset: 2 levels)
-Shape = tuple[int, ...]  # a variable's shape, or one image's (without the batch dimension)
-
-
-class _Refused(Exception):
-    """Why a config is refused, found while its sizes are worked out (the caller adds the file's name)."""
 
 
 _Ref = tuple[str, int, int]  # a tensor in a Functional graph: (layer name, node index, tensor index)
 _Shapes = list[Shape | None]  # the shapes of a call's inputs or outputs (None: not known)
-# A layer's sizes from its config and its inputs' shapes: (its output's shape, its variables' shapes,
-# its LoRA factors' shapes: a legacy .h5 file holds them, a .keras file holds them merged into the kernel).
-_Sizes = tuple[Shape, list[Shape], list[Shape]]
-_Infer = Callable[[dict[str, Any], list[Shape]], _Sizes]
 # Config keys whose numbers decide what a layer of Keras allocates (its own or a wrapped layer's):
 # variables (units, filters, ...) or outputs (shapes, repeats, windows).
 _SIZE_KEYS = frozenset(
@@ -217,7 +209,7 @@ class _Sizer:
         cls = layer["class_name"]
         if cls in MODEL_CLASSES:
             return self.model(layer, inputs, depth + 1)
-        infer = _LAYER_SIZES.get(cls)
+        infer = LAYER_SIZES.get(cls)
         built = _built_for(layer)
         known = [shape for shape in inputs if shape is not None]
         if infer is None or len(known) < len(inputs):
@@ -488,182 +480,6 @@ def _some(shapes: Counter[Shape]) -> str:
     return ", ".join(_clip(str(shape)) for shape in listed[:3]) + more
 
 
-# The layers of APP_LAYERS (InputLayer apart): their outputs and variables, as their ``build`` makes them.
-
-
-def _one(inputs: list[Shape], rank: int | None = None) -> Shape:
-    if len(inputs) != 1:
-        raise _Refused(f"takes one input, not {len(inputs)}")
-    if rank is not None and len(inputs[0]) != rank:
-        raise _Refused(f"takes inputs of {rank} dimensions per image, not {_shown(inputs[0])}")
-    return inputs[0]
-
-
-def _same_shape(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    return _one(inputs), [], []
-
-
-def _rescaling(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    x = _one(inputs)
-    for key in ("scale", "offset"):
-        value = config.get(key, 0)
-        row = value if isinstance(value, list) else [value]
-        if len(row) not in (1, x[-1]) or not all(isinstance(n, int | float) for n in row):
-            raise _Refused(f"has {key} {_shown(value)}: a number, or one per channel")
-    return x, [], []
-
-
-def _dense(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    x = _one(inputs)
-    units = _count(config, "units")
-    return (*x[:-1], units), [(x[-1], units), *_bias(config, units)], _lora(config, (x[-1],), units)
-
-
-def _conv2d(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    first = _channels_first(config)
-    (height, width), channels = _spatial(_one(inputs, 3), first)
-    filters, groups = _count(config, "filters"), _count(config, "groups", 1)
-    if channels % groups or filters % groups:
-        raise _Refused(f"has {groups} groups, which must divide its {channels} inputs and {filters} filters")
-    kernel = (*_counts(config, "kernel_size"), channels // groups, filters)
-    strides, dilation = _counts(config, "strides", (1, 1)), _counts(config, "dilation_rate", (1, 1))
-    size = _window(config, (height, width), kernel[:2], strides, dilation)
-    output = (filters, *size) if first else (*size, filters)
-    return output, [kernel, *_bias(config, filters)], _lora(config, kernel[:-1], filters)
-
-
-def _max_pooling2d(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    first = _channels_first(config)
-    (height, width), channels = _spatial(_one(inputs, 3), first)
-    pool = _counts(config, "pool_size", (2, 2))
-    size = _window(config, (height, width), pool, _counts(config, "strides", pool), (1, 1))
-    return ((channels, *size) if first else (*size, channels)), [], []
-
-
-def _batch_normalization(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    x = _one(inputs)
-    axis = config.get("axis", -1)
-    if isinstance(axis, list) and len(axis) == 1:  # tf.keras 2 wrote a list
-        axis = axis[0]
-    if not isinstance(axis, int) or isinstance(axis, bool) or axis == 0 or not -len(x) <= axis <= len(x):
-        raise _Refused(f"has axis {_shown(axis)}, not an axis of its inputs {_shown(x)} (nor the batch's)")
-    features = (x[axis - 1] if axis > 0 else x[axis],)
-    # moving mean and variance; beta (center), gamma (scale); three more for batch renormalization
-    count = (
-        2 + _flag(config, "center", True) + _flag(config, "scale", True) + 3 * _flag(config, "renorm", False)
-    )
-    return x, [features] * count, []
-
-
-def _global_max_pooling2d(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    first = _channels_first(config)
-    _, channels = _spatial(_one(inputs, 3), first)
-    if not _flag(config, "keepdims", False):
-        return (channels,), [], []
-    return ((channels, 1, 1) if first else (1, 1, channels)), [], []
-
-
-def _flatten(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    return (math.prod(_one(inputs)),), [], []
-
-
-def _permute(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    x = _one(inputs)
-    dims = config.get("dims")
-    order = list(range(1, len(x) + 1))
-    if not (isinstance(dims, list) and all(type(d) is int for d in dims) and sorted(dims) == order):
-        raise _Refused(f"has dims {_shown(dims)}, not an order of its inputs' {len(x)} dimensions")
-    return tuple(x[d - 1] for d in dims), [], []
-
-
-def _average(config: dict[str, Any], inputs: list[Shape]) -> _Sizes:
-    if not inputs or len(set(inputs)) != 1:
-        raise _Refused(f"averages inputs of different shapes ({_shown(inputs)})")
-    return inputs[0], [], []
-
-
-_LAYER_SIZES: dict[str, _Infer] = {
-    "Rescaling": _rescaling,
-    "Conv2D": _conv2d,
-    "MaxPooling2D": _max_pooling2d,
-    "BatchNormalization": _batch_normalization,
-    "Activation": _same_shape,
-    "GlobalMaxPooling2D": _global_max_pooling2d,
-    "Flatten": _flatten,
-    "Dense": _dense,
-    "Permute": _permute,
-    "Average": _average,
-}
-
-
-def _spatial(x: Shape, channels_first: bool) -> tuple[Shape, int]:
-    return (x[1:], x[0]) if channels_first else (x[:2], x[2])
-
-
-def _window(config: dict[str, Any], size: Shape, window: Shape, strides: Shape, dilation: Shape) -> Shape:
-    """The output's height and width after a sliding window (a convolution's or a pooling's)."""
-    padding = config.get("padding", "valid")
-    padding = padding.lower() if isinstance(padding, str) else padding
-    if padding not in ("valid", "same"):
-        raise _Refused(f"has padding {_shown(padding)}, not 'valid' or 'same'")
-    output = []
-    for n, k, s, d in zip(size, window, strides, dilation, strict=True):
-        span = d * (k - 1) + 1
-        m = -(-n // s) if padding == "same" else (n - span) // s + 1
-        if m < 1:
-            raise _Refused(f"slides a window of {span} over {n}: its output would be empty")
-        output.append(m)
-    return tuple(output)
-
-
-def _count(config: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or not _is_count(value):
-        raise _Refused(f"has {key} {_shown(value)}, not a positive whole number")
-    return value
-
-
-def _counts(config: dict[str, Any], key: str, default: Shape | None = None) -> Shape:
-    """A pair such as ``kernel_size``: one number for both, or two."""
-    value = config.get(key)
-    if value is None and default is not None:
-        return default
-    pair = [value, value] if _is_count(value) else value
-    if not isinstance(pair, list) or len(pair) != 2 or not all(_is_count(n) for n in pair):
-        raise _Refused(f"has {key} {_shown(value)}, not two positive whole numbers")
-    return tuple(pair)
-
-
-def _bias(config: dict[str, Any], units: int) -> list[Shape]:
-    return [(units,)] if _flag(config, "use_bias", True) else []
-
-
-def _lora(config: dict[str, Any], inputs: Shape, outputs: int) -> list[Shape]:
-    """The two factors of a LoRA rank that Keras adds to a kernel of shape ``(*inputs, outputs)``."""
-    if not config.get("lora_rank"):
-        return []
-    rank = _count(config, "lora_rank")
-    return [(*inputs, rank), (rank, outputs)]
-
-
-def _flag(config: dict[str, Any], key: str, default: bool) -> bool:
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise _Refused(f"has {key} {_shown(value)}, not true or false")
-    return value
-
-
-def _channels_first(config: dict[str, Any]) -> bool:
-    value = config.get("data_format")
-    if value not in (None, "channels_last", "channels_first"):
-        raise _Refused(f"has data_format {_shown(value)}")
-    return value == "channels_first"
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Refused(f"{what} is {_shown(value)}, not a mapping")
@@ -674,12 +490,3 @@ def _list(value: Any, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise _Refused(f"{what} is {_shown(value)}, not a list")
     return value
-
-
-def _shown(value: Any) -> str:
-    return _clip(repr(value))
-
-
-def _clip(text: str) -> str:
-    """Text short enough for a message (a shape may hold numbers of thousands of digits)."""
-    return text if len(text) <= 60 else text[:57] + "..."

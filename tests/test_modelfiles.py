@@ -21,7 +21,7 @@ from hostile import dense, flatten, obj, sequential, write_keras, write_legacy_h
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_cifar import modelfiles, modelsizes
+from jupyter_cifar import layersizes, modelfiles
 from jupyter_cifar.errors import BadParameter, ModelFileError
 from jupyter_cifar.modelfiles import (
     APP_LAYERS,
@@ -178,39 +178,43 @@ def test_every_preset_passes_and_the_allow_list_is_what_the_presets_build(tmp_pa
 
 
 @pytest.fixture(scope="module")
-def dropout_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A model with a plain Keras layer the app does not build (Dropout), as .keras and legacy .h5."""
+def opt_in_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model with a built-in Keras layer whose sizes the app does not work out (ActivityRegularization),
+    as .keras and legacy .h5."""
     import keras
 
-    folder = tmp_path_factory.mktemp("dropout")
+    folder = tmp_path_factory.mktemp("opt-in")
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
-    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.ActivityRegularization(l1=0.01)(x)
     outputs = keras.layers.Dense(10)(keras.layers.GlobalMaxPooling2D()(x))
     model = keras.Model(inputs, outputs)
-    files = {"keras": folder / "dropout.keras", "h5": folder / "dropout.h5"}
+    files = {"keras": folder / "regularized.keras", "h5": folder / "regularized.h5"}
     for path in files.values():
         model.save(path)
     return files
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
-def test_a_keras_layer_the_app_does_not_build_needs_an_opt_in(
-    fmt: str, dropout_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+def test_a_keras_layer_the_app_does_not_size_needs_an_opt_in(
+    fmt: str, opt_in_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = dropout_files[fmt]
+    path = opt_in_files[fmt]
     with pytest.raises(ModelFileError) as refusal:
         load_model(path)
     message = str(refusal.value)
-    assert message.startswith(f"{path}: refused: the model uses the layer Dropout")
-    assert f"{EXTRA_LAYERS_ENV}=Dropout" in message and "extra_layers=['Dropout']" in message
-    with pytest.raises(ModelFileError, match="Dropout"):
+    assert message.startswith(f"{path}: refused: the model uses the layer ActivityRegularization")
+    assert (
+        f"{EXTRA_LAYERS_ENV}=ActivityRegularization" in message
+        and "extra_layers=['ActivityRegularization']" in message
+    )
+    with pytest.raises(ModelFileError, match="ActivityRegularization"):
         inspect_model_file(path, extra_layers=["BatchNormalization"])  # another layer does not help
 
-    model = load_model(path, extra_layers=["Dropout"])
-    assert "Dropout" in {type(layer).__name__ for layer in model.layers}
-    assert inspect_model_file(path, extra_layers="Dropout, Flatten")["format"] == fmt
-    monkeypatch.setenv(EXTRA_LAYERS_ENV, "Dropout")
+    model = load_model(path, extra_layers=["ActivityRegularization"])
+    assert "ActivityRegularization" in {type(layer).__name__ for layer in model.layers}
+    assert inspect_model_file(path, extra_layers="ActivityRegularization, Flatten")["format"] == fmt
+    monkeypatch.setenv(EXTRA_LAYERS_ENV, "ActivityRegularization")
     assert inspect_model_file(path)["format"] == fmt
     monkeypatch.setenv(EXTRA_LAYERS_ENV, "keras")  # every built-in Keras layer
     assert inspect_model_file(path)["format"] == fmt
@@ -252,7 +256,8 @@ def test_an_opt_in_that_is_no_class_name_is_reported(tmp_path: Path, monkeypatch
 
 
 def test_the_sizes_of_every_app_layer_are_worked_out() -> None:
-    assert set(modelsizes._LAYER_SIZES) | {"InputLayer"} == APP_LAYERS
+    assert APP_LAYERS <= layersizes.SIZED_LAYERS == set(layersizes.LAYER_SIZES) | {"InputLayer"}
+    assert modelfiles.allowed_layers("") == layersizes.SIZED_LAYERS  # what imports without an opt-in
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -408,8 +413,9 @@ def write_tf_keras2_h5(path: Path) -> None:
                 group[f"{name}/{variable}"] = np.full(shape, 0.5, dtype="float32")
 
 
-def dropout(module: str | None = "keras.layers") -> dict[str, Any]:
-    return obj(module, "Dropout", {"name": "drop", "trainable": True, "rate": 0.5, "seed": None})
+def opted_in(module: str | None = "keras.layers") -> dict[str, Any]:
+    """A built-in layer outside the sized ones (it keeps its input's shape; the sizer cannot know that)."""
+    return obj(module, "ActivityRegularization", {"name": "reg", "trainable": True, "l1": 0.0, "l2": 0.0})
 
 
 @pytest.mark.parametrize(
@@ -417,18 +423,18 @@ def dropout(module: str | None = "keras.layers") -> dict[str, Any]:
     [
         (  # a .keras file says what a layer after an opted-in one is built for: its weights are counted
             ".keras",
-            [dropout(), flatten(), {**dense(units=100), "build_config": {"input_shape": [None, 3_000_000]}}],
+            [opted_in(), flatten(), {**dense(units=100), "build_config": {"input_shape": [None, 3_000_000]}}],
             r"builds over 268,435,456 weights \(300,000,100 by the layer 'dense' \(Dense\)\)",
         ),
         (  # a legacy .h5 file does not: the numbers of the config are held one by one
             ".h5",
-            [dropout(None), flatten(None), dense(None, units=100_000)],
+            [opted_in(None), flatten(None), dense(None, units=100_000)],
             r"the layer 'dense' \(Dense\) has units 100000, over 65,536",
         ),
         (
             ".keras",
             [
-                dropout(),
+                opted_in(),
                 obj(
                     "keras.layers", "Embedding", {"name": "words", "input_dim": 60_000, "output_dim": 60_000}
                 ),
@@ -437,7 +443,10 @@ def dropout(module: str | None = "keras.layers") -> dict[str, Any]:
         ),
         (
             ".keras",
-            [obj("keras.layers", "Reshape", {"name": "big", "target_shape": [32, 32, 3, 1, 100_000]})],
+            [
+                opted_in(),
+                obj("keras.layers", "Reshape", {"name": "big", "target_shape": [32, 32, 3, 1, 100_000]}),
+            ],
             r"the layer 'big' \(Reshape\) has target_shape 100000, over 65,536",
         ),
     ],
