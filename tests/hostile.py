@@ -461,6 +461,16 @@ def _free_tensor() -> dict[str, Any]:
     )
 
 
+def layer(class_name: str, name: str, **config: Any) -> dict[str, Any]:
+    """A built-in Keras layer as Keras 3 writes it."""
+    return obj("keras.layers", class_name, {"name": name, "trainable": True, "dtype": "float32", **config})
+
+
+def _through(bomb: dict[str, Any]) -> dict[str, Any]:
+    """The benign model with ``bomb`` between its input and its layers."""
+    return sequential(bomb, *benign_layers())
+
+
 def _many_layers(path: Path, marker: Path) -> None:
     flat = [obj("keras.layers", "Flatten", {"name": f"flat{i}"}) for i in range(2000)]
     write_keras(path, sequential(*flat))
@@ -557,6 +567,102 @@ ALLOCATION_BOMBS: list[Hostile] = [
         "Dense(lora_rank=100,000,000): LoRA factors of 1.3 G weights, which the weights file never holds",
         r"its config builds over 268,435,456 weights \(1,300,000,040 by the layer 'dense' \(Dense\)\)",
         _allocation_bomb(sequential(*benign_layers(lora_rank=100_000_000))),
+    ),
+    # Through the layers imported by default since issue 15: each size-deciding parameter.
+    Hostile(
+        "depth_multiplier.keras",
+        "CWE-789",
+        "DepthwiseConv2D(depth_multiplier=10,000,000): 270 M weights",
+        r"its config builds over 268,435,456 weights \(270,000,000 by the layer 'depthwise' "
+        r"\(DepthwiseConv2D\)\)",
+        _allocation_bomb(
+            _through(
+                layer(
+                    "DepthwiseConv2D",
+                    "depthwise",
+                    kernel_size=[3, 3],
+                    depth_multiplier=10_000_000,
+                    use_bias=False,
+                    padding="same",
+                )
+            )
+        ),
+    ),
+    Hostile(
+        "separable_filters.keras",
+        "CWE-789",
+        "SeparableConv2D(filters=100,000,000): a pointwise kernel of 300 M weights",
+        r"its config builds over 268,435,456 weights \(300,000,027 by the layer 'separable' "
+        r"\(SeparableConv2D\)\)",
+        _allocation_bomb(
+            _through(
+                layer(
+                    "SeparableConv2D",
+                    "separable",
+                    filters=100_000_000,
+                    kernel_size=[3, 3],
+                    use_bias=False,
+                    padding="same",
+                )
+            )
+        ),
+    ),
+    Hostile(
+        "transpose_strides.keras",
+        "CWE-789",
+        "Conv2DTranspose(strides=100,000): a 3.2 M x 3.2 M output per image",
+        r"its layers output over 67,108,864 numbers per image \(.* by the layer 'up' \(Conv2DTranspose\), "
+        r"whose output per image is 3200000x3200000x3\)",
+        _allocation_bomb(
+            _through(
+                layer(
+                    "Conv2DTranspose",
+                    "up",
+                    filters=3,
+                    kernel_size=[3, 3],
+                    strides=[100_000, 100_000],
+                    padding="same",
+                    use_bias=False,
+                )
+            )
+        ),
+    ),
+    Hostile(
+        "upsampling_size.keras",
+        "CWE-789",
+        "UpSampling2D(size=(100,000, 100,000))",
+        r"its layers output over 67,108,864 numbers per image \(.* by the layer 'up' \(UpSampling2D\)",
+        _allocation_bomb(_through(layer("UpSampling2D", "up", size=[100_000, 100_000]))),
+    ),
+    Hostile(
+        "resizing_size.keras",
+        "CWE-789",
+        "Resizing(height=100,000, width=100,000)",
+        r"its layers output over 67,108,864 numbers per image \(.* by the layer 'resize' \(Resizing\)",
+        _allocation_bomb(_through(layer("Resizing", "resize", height=100_000, width=100_000))),
+    ),
+    Hostile(
+        "zero_padding.keras",
+        "CWE-789",
+        "ZeroPadding2D(padding=100,000): a 200,032 x 200,032 image",
+        r"its layers output over 67,108,864 numbers per image \(.* by the layer 'pad' \(ZeroPadding2D\)",
+        _allocation_bomb(
+            _through(layer("ZeroPadding2D", "pad", padding=[[100_000, 100_000], [100_000, 100_000]]))
+        ),
+    ),
+    Hostile(
+        "reshape_target.keras",
+        "CWE-789",
+        "Reshape to (100,000, 100,000, 3) from a 32x32x3 image",
+        r"the layer 'shape' \(Reshape\) reshapes \(32, 32, 3\) \(3,072 numbers\) to \[100000, 100000, 3\]",
+        _allocation_bomb(_through(layer("Reshape", "shape", target_shape=[100_000, 100_000, 3]))),
+    ),
+    Hostile(
+        "prelu_shared.keras",
+        "(confusion)",
+        "PReLU over the benign weights: its alpha is a variable the weights file does not hold",
+        r"its config builds 3,112 weights in 3 arrays, but its weights file holds 40 in 2",
+        _allocation_bomb(_through(layer("PReLU", "prelu", shared_axes=None))),
     ),
     Hostile(
         "weights_mismatch.keras",
