@@ -160,9 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0, metavar="N")
     p = verb("show", "one version's record")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
-    p = verb("export", "write a version as a standard .keras file")
+    p = verb("export", "write a version as .keras, ONNX, LiteRT or a SavedModel (checked before written)")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
-    p.add_argument("path", metavar="PATH", help="a file path ending in .keras")
+    p.add_argument(
+        "path", metavar="PATH", help="ending in .keras, .onnx or .tflite, or a new folder for a SavedModel"
+    )
+    p.add_argument(
+        "--format",
+        choices=["keras", "onnx", "litert", "savedmodel"],
+        help="the format (default: told from PATH)",
+    )
+    p.add_argument(
+        "--data",
+        help="CIFAR-10 folder whose first 256 test images check the export (default: $JUPYTER_CIFAR_DATA; "
+        "without either, 256 fixed pseudo-random images)",
+    )
     p = verb("import", "store a .keras or legacy .h5 file as the next version of NAME")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--name", required=True)
@@ -368,12 +380,34 @@ def _models_show(store: Any, args: argparse.Namespace, out: _Output) -> int:
 
 
 def _models_export(store: Any, args: argparse.Namespace, out: _Output) -> int:
-    record = store.export(args.ref, args.path)
-    out.result(
-        {**record.to_json(), "path": args.path},
-        lambda r: f"exported {r['name']}:{r['version']} to {r['path']}",
-    )
+    from pathlib import Path
+
+    from .export import export_format
+
+    fmt = export_format(Path(args.path), args.format)
+    images = None
+    data = args.data or os.environ.get("JUPYTER_CIFAR_DATA")
+    if fmt != "keras" and data:
+        from .data import load_cifar10
+
+        images = load_cifar10(data).x_test[:256]
+    record, check = store.export_checked(args.ref, args.path, fmt, images=images)
+    result = {**record.to_json(), "path": args.path, "format": fmt, "check": check and check.to_json()}
+    out.result(result, _export_text)
     return EXIT_OK
+
+
+def _export_text(r: dict[str, Any]) -> str:
+    text = f"exported {r['name']}:{r['version']} to {r['path']} ({r['format']})"
+    check = r["check"]
+    if check:
+        text += (
+            f"; checked on {check['images']} images: the same top-1 class on all, probabilities within "
+            f"{check['max_difference']:.1g}"
+        )
+        if check["note"]:
+            text += f"; exported as {check['note']}"
+    return text
 
 
 def _models_import(store: Any, args: argparse.Namespace, out: _Output) -> int:

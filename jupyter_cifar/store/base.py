@@ -43,6 +43,8 @@ from ..errors import BadParameter, Conflict, IntegrityError, NotFound
 if TYPE_CHECKING:
     import keras
 
+    from ..export import ExportCheck
+
 CHUNK = 1 << 20
 # Names, aliases and tag keys travel in URLs, file names and command lines: keep them plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -584,16 +586,30 @@ class ModelStore(ABC):
         with self.reader(self.resolve(ref)) as reader:
             yield reader
 
-    def export(self, ref: str | Ref, path: str | os.PathLike[str]) -> ModelRecord:
-        """Write the version as a standard ``.keras`` file, verified, atomically."""
+    def export(
+        self, ref: str | Ref, path: str | os.PathLike[str], format: str | None = None, *, images: Any = None
+    ) -> ModelRecord:
+        """Write the version to ``path``, atomically: as the stored ``.keras`` file (verified), or in
+        another format (``onnx``, ``litert``, ``savedmodel``; told from the path when not given) once
+        that export answers as the version does (see :meth:`export_checked`)."""
+        return self.export_checked(ref, path, format, images=images)[0]
+
+    def export_checked(
+        self, ref: str | Ref, path: str | os.PathLike[str], format: str | None = None, *, images: Any = None
+    ) -> tuple[ModelRecord, ExportCheck | None]:
+        """:meth:`export`, and how the written export was checked (:func:`jupyter_cifar.export.export_model`
+        on ``images``; None for ``.keras``, which is the stored file itself, its sha256 verified)."""
+        from ..export import export_format, export_model
+
         path = Path(path)
-        if path.is_dir():
+        fmt = export_format(path, format)
+        if fmt == "keras" and path.is_dir():
             raise BadParameter("PATH", f"{path} is a folder; give a file path ending in .keras")
-        if path.suffix != ".keras":
-            raise BadParameter("PATH", f"{path}: exported models are .keras files")
         record = self.resolve(ref)
-        self._write_verified(record, path)
-        return record
+        if fmt == "keras":
+            self._write_verified(record, path)
+            return record, None
+        return record, export_model(self.load(record.ref), path, fmt, images=images)
 
     def _write_verified(self, record: ModelRecord, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")

@@ -808,10 +808,15 @@ def app_errors(page: AppPage) -> list[str]:
     return [t for t in page.texts("jc-error") if t.strip()]
 
 
-def assert_app_clean(page: AppPage) -> None:
+#: What JupyterLab itself logs when a page reloads, or its kernel restarts, while the kernel still had to
+#: answer its request for a comm subshell (seen on a busy machine): Lab's, not the app's.
+RELOAD_PAGE_ERRORS = ("Per comm-target subshell creation failed: Error: Canceled future",)
+
+
+def assert_app_clean(page: AppPage, allow_page: tuple[str, ...] = ()) -> None:
     """Nothing in the app's error areas, no kernel `error` message, no unexpected page error."""
     assert not app_errors(page), f"the app shows errors: {app_errors(page)}\n{page.report()}"
-    page.assert_clean()
+    page.assert_clean(allow_page=allow_page)
 
 
 def set_training(page: AppPage, preset: str, epochs: int, limit: int) -> None:
