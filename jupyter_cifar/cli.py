@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
     train.add_argument("--seed", type=int, help="make the run repeatable")
     train.add_argument(
+        "--from",
+        dest="parent",
+        metavar="REF",
+        help="train this model further (a stored version or a file) instead of a new network; "
+        "saved with --save NAME, its parent is REF",
+    )
+    train.add_argument(
         "--save", metavar="NAME", help="save the model as the next version of NAME (or to a PATH.keras file)"
     )
     train.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="with --save NAME")
@@ -178,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("import", "store a .keras or legacy .h5 file as the next version of NAME")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--name", required=True)
+    p.add_argument(
+        "--scale",
+        choices=["0-255", "0-1", "-1-1"],
+        help="the pixel range a model without a Rescaling layer was trained on: a Rescaling to it is put in "
+        "front (default: 0-255 assumed, and said)",
+    )
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--notes", default="")
     p = verb("import-seed", "import the seed project's models: .h5 bytes inside MongoDB documents")
@@ -257,7 +270,11 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
         test_limit=args.test_limit,
         seed=args.seed,
     )
-    trainer = Trainer(data, config)
+    if args.parent:
+        model, history, parent = _training_from(args.parent, args.store, data.class_names)
+        trainer = Trainer(data, config, model=model, history=history, parent=parent)
+    else:
+        trainer = Trainer(data, config)
     with _ProgressBar(out) as bar:
         trainer.subscribe(bar.on_event)
         result = _run_interruptibly(trainer, out)
@@ -411,16 +428,27 @@ def _export_text(r: dict[str, Any]) -> str:
 
 
 def _models_import(store: Any, args: argparse.Namespace, out: _Output) -> int:
-    from .modelfiles import sniff_format
+    from .modelfiles import load_model, sniff_format
+    from .scaling import import_scaling
 
     tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
     try:
-        if sniff_format(Path(args.path)) == "h5":
-            _import_keras_quietly()  # a legacy .h5 is converted by Keras; a .keras file goes in as it is
-        record = store.save(args.path, args.name, tags=tags, notes=args.notes)
+        fmt = sniff_format(Path(args.path))  # a foreign file fails before TensorFlow loads
+        _import_keras_quietly()
+        model, scaling, changed = import_scaling(load_model(args.path), args.scale)
+        metadata = {"input_scaling": scaling}
+        if changed:  # stored as the model with its Rescaling; else the file (a .keras byte for byte)
+            metadata |= {"imported_from": Path(args.path).name, "imported_format": fmt}
+        source = model if changed else args.path
+        record = store.save(source, args.name, metadata=metadata, tags=tags, notes=args.notes)
     except ModelFileError as e:
         raise BadParameter("PATH", str(e)) from None
-    out.result(record.to_json(), lambda r: f"imported {args.path} as {r['name']}:{r['version']}")
+    out.result(
+        record.to_json(),
+        lambda r: (
+            f"imported {args.path} as {r['name']}:{r['version']}; input: {r['metadata']['input_scaling']}"
+        ),
+    )
     return EXIT_OK
 
 
@@ -568,6 +596,34 @@ def _load_data(data: str | None, out: _Output) -> Any:
         return load_cifar10(data, progress=out.note)
     except DataError as e:
         raise BadParameter("--data", str(e)) from None
+
+
+def _training_from(ref: str, store_uri: str | None, class_names: Sequence[str]) -> tuple[Any, list[Any], Any]:
+    """``train --from REF``: the model, its history so far and its parent REF (None for a file); a model
+    that cannot be trained on CIFAR-10 is refused, saying why."""
+    model = _load_ref(ref, store_uri)
+    history: list[Any] = []
+    parent = None
+    if not _is_file_ref(ref):
+        record = _open_store(store_uri).resolve(ref)
+        parent = record.ref
+        stored = record.metadata.get("history")
+        history = list(stored) if isinstance(stored, list) else []
+        names = record.metadata.get("class_names")
+        if isinstance(names, list) and names and list(names) != list(class_names):
+            raise BadParameter(
+                "--from", f"{record.ref} classifies {len(names)} other classes than CIFAR-10's"
+            )
+    outputs = model.output_shape[-1]
+    if outputs != len(class_names):
+        raise BadParameter(
+            "--from",
+            f"{ref} has {outputs} outputs, and CIFAR-10 has {len(class_names)} classes to train it on",
+        )
+    size = tuple(model.input_shape[1:])
+    if size != (32, 32, 3):
+        raise BadParameter("--from", f"{ref} takes {size} inputs; training here feeds 32x32x3 images")
+    return model, history, parent
 
 
 def _is_file_ref(ref: str) -> bool:

@@ -10,10 +10,11 @@ What is exported is the model as it answers in inference: in float32 (a model tr
 float16 is exported as a float32 copy, which the check compares), its augmentation layers (identity in
 inference, but traced with their random ops by the converters: ONNX cannot carry them, and a SavedModel
 applied them when serving) left out, and a ``Normalization`` of the channels as the ``Rescaling`` it
-amounts to (tf2onnx made its mean and variance inputs the ONNX graph required). The test-time-augmented preset exports whole. Formats:
-``keras`` (``.keras``), ``onnx`` (``.onnx``; ``pip install "jupyter_cifar[onnx]"``: tf2onnx, onnx,
-onnxruntime), ``litert`` (``.tflite``; ``pip install "jupyter_cifar[litert]"``: ai-edge-litert for the
-check; TensorFlow writes it) and ``savedmodel`` (a folder), through Keras' own ``model.export``.
+amounts to (tf2onnx made its mean and variance inputs the ONNX graph required). The test-time-augmented
+preset exports whole. Formats: ``keras`` (``.keras``), ``onnx`` (``.onnx``; ``pip install
+"jupyter_cifar[onnx]"``: tf2onnx, onnx, onnxruntime), ``litert`` (``.tflite``; ``pip install
+"jupyter_cifar[litert]"``: ai-edge-litert for the check; TensorFlow writes it) and ``savedmodel`` (a
+folder), through Keras' own ``model.export``.
 """
 
 from __future__ import annotations

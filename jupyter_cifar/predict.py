@@ -23,22 +23,34 @@ BATCH = 256
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    """Class probabilities (n, classes) for uint8 images (n, 32, 32, 3); logits are soft-maxed."""
+    """Class probabilities (n, classes) for uint8 images (n, 32, 32, 3); logits are soft-maxed. A model
+    taking another size (an imported 96x96 or 224x224 one) gets the images resized to it."""
     import keras
 
     from .nets import outputs_probabilities
 
     if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
+    size = _input_size(model)
     chunks = []
     for start in range(0, len(x), batch_size):
         batch = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
+        if size is not None and tuple(batch.shape[1:3]) != size:
+            batch = keras.ops.image.resize(batch, size, interpolation="bilinear", antialias=True)
         chunks.append(keras.ops.convert_to_numpy(model(batch, training=False)))
     out = np.concatenate(chunks).astype(np.float32)
     if not outputs_probabilities(model):
         out = np.exp(out - out.max(axis=1, keepdims=True))
         out /= out.sum(axis=1, keepdims=True)
     return out
+
+
+def _input_size(model: keras.Model) -> tuple[int, int] | None:
+    """The height and width a model takes (an imported one may take 96 or 224), None if it takes any."""
+    shape = model.input_shape
+    shape = shape[0] if isinstance(shape, list) else shape
+    size = tuple(shape[1:3])
+    return size if len(size) == 2 and None not in size else None
 
 
 @dataclass

@@ -88,14 +88,15 @@ def import_seed_documents(
 
 def _import_one(store: ModelStore, name: str, data: bytes, where: str, rescale: bool) -> ModelRecord:
     from ..modelfiles import load_model
+    from ..scaling import scales_its_input, with_input_scaling
 
     with tempfile.TemporaryDirectory(prefix="jupyter-cifar-seed-") as tmp:
         path = Path(tmp) / "seed.h5"
         path.write_bytes(data)
         model = load_model(path)  # checked, then safe mode: the bytes are data
     metadata: dict[str, Any] = {"imported_from": f"mongodb document {where}", "imported_format": "h5"}
-    if rescale and not _scales_its_input(model):
-        model = _with_input_scaling(model)
+    if rescale and not scales_its_input(model):
+        model = with_input_scaling(model, 1 / 255)
         metadata["input_scaling"] = "Rescaling(1/255) added in front: the seed divided pixels by 255 itself"
     return store.save(
         model,
@@ -104,20 +105,3 @@ def _import_one(store: ModelStore, name: str, data: bytes, where: str, rescale: 
         tags={"source": "seed"},
         notes=f"Imported from the seed project's MongoDB document ({where}).",
     )
-
-
-def _scales_its_input(model: Any) -> bool:
-    import keras
-
-    return any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
-
-
-def _with_input_scaling(model: Any) -> Any:
-    """The same network taking 0..255 pixels: ``Rescaling(1/255)`` then the seed's layers, flat."""
-    import keras
-
-    scale = keras.layers.Rescaling(1 / 255, name="scale")
-    if isinstance(model, keras.Sequential):
-        return keras.Sequential([keras.Input(model.input_shape[1:]), scale, *model.layers], name=model.name)
-    inputs = keras.Input(model.input_shape[1:], name="image")
-    return keras.Model(inputs, model(scale(inputs)), name=model.name)

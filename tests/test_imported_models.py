@@ -1,0 +1,117 @@
+"""An imported Keras model works where a trained one does (issue 15, point 2): its input scaling said or
+added at import, classified and evaluated at its own input size, trained further with ``train --from``.
+Real command-line processes, real CIFAR-10."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from test_cli import assert_one_line_error, cli
+from test_layersizes import everyday_model
+
+from jupyter_cifar.modelfiles import load_model
+from jupyter_cifar.predict import predict_proba
+from jupyter_cifar.store import open_store
+
+pytestmark = pytest.mark.slow
+
+
+def plain_cnn() -> keras.Model:
+    """A model trained the tutorial's way, on pixels its trainer divided by 255: no Rescaling layer."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((32, 32, 3)), layers.Conv2D(8, 3, activation="relu"), layers.GlobalAveragePooling2D(),
+         layers.Dense(10)]
+    )  # fmt: skip
+
+
+def models(store: Path, *args: object) -> tuple[int, dict, str]:
+    proc = cli("models", *args, "--store", store, "--json")
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout else {}, proc.stderr
+
+
+def test_an_import_says_or_adds_its_input_scaling(tmp_path: Path) -> None:
+    path = tmp_path / "plain.keras"
+    model = plain_cnn()
+    model.save(path)
+    store = tmp_path / "store"
+    status, record, _ = models(store, "import", path, "--name", "plain")
+    assert status == 0 and record["metadata"]["input_scaling"].startswith("0-255 pixels assumed: the model")
+    proc = cli("models", "import", path, "--name", "plain", "--store", store)
+    assert "input: 0-255 pixels assumed" in proc.stdout and "--scale=0-1" in proc.stdout
+
+    status, record, _ = models(store, "import", path, "--name", "plain", "--scale", "0-1")
+    assert status == 0 and record["version"] == 3
+    assert record["metadata"]["input_scaling"] == "Rescaling to 0-1 added in front (--scale 0-1)"
+    with open_store(store) as stored:
+        scaled = stored.load("plain:3")
+    assert type(scaled.layers[0]).__name__ == "Rescaling"
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(scaled.predict(x, verbose=0), model.predict(x / 255, verbose=0), atol=1e-5)
+
+    with_layer = tmp_path / "scaled.keras"
+    everyday_model("sequential-dropout").save(with_layer)
+    proc = cli("models", "import", with_layer, "--name", "x", "--scale=-1-1", "--store", store)
+    assert_one_line_error(proc, 2, "--scale", "scales its input itself")
+
+
+def test_a_model_of_another_size_is_classified_and_evaluated_at_its_own(
+    tmp_path: Path, cifar10_dir: Path, cifar10
+) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10, alpha=0.35)
+    path = tmp_path / "mobile96.keras"
+    model.save(path)
+    x = cifar10.x_test[:8]
+    resized = keras.ops.image.resize(x.astype("float32"), (96, 96), antialias=True)
+    expected = model.predict(resized, verbose=0)
+    np.testing.assert_allclose(predict_proba(load_model(path), x), expected, atol=1e-5)
+    proc = cli("evaluate", path, "--data", cifar10_dir, "--test-limit", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 64
+    jpeg = next((cifar10_dir / "test").rglob("*.jpg"))
+    proc = cli("classify", path, jpeg, "--json")
+    assert proc.returncode == 0, proc.stderr
+    [item] = json.loads(proc.stdout)
+    assert item["ok"] and len(item["top"]) == 3
+    # Training here feeds 32x32 images: a 96x96 model is refused for it, saying so.
+    proc = cli("train", "--from", path, "--epochs", "1", "--data", cifar10_dir)
+    assert_one_line_error(proc, 2, "--from", "takes (96, 96, 3) inputs")
+
+
+@pytest.mark.parametrize("name", ["residual", "mobilenetv2"])
+def test_an_imported_model_trains_further_with_from(name: str, tmp_path: Path, cifar10_dir: Path) -> None:
+    path = tmp_path / f"{name}.keras"
+    everyday_model(name).save(path)
+    store = tmp_path / "store"
+    assert models(store, "import", path, "--name", name)[0] == 0
+    proc = cli(
+        "train", "--from", f"{name}:1", "--preset", "tutorial", "--epochs", "1", "--train-limit", "512",
+        "--test-limit", "256", "--data", cifar10_dir, "--store", store, "--save", name, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["name"] == name and result["version"] == 2 and result["status"] == "finished"
+    status, record, _ = models(store, "show", f"{name}:2")
+    assert status == 0
+    meta = record["metadata"]
+    assert meta["parent"] == f"{name}:1" and len(meta["history"]) == 1 and meta["dataset"]["n_train"] == 512
+    # ... and on from there: the history grows.
+    proc = cli(
+        "train", "--from", f"{name}:2", "--preset", "tutorial", "--epochs", "1", "--train-limit", "512",
+        "--test-limit", "256", "--data", cifar10_dir, "--store", store, "--save", name, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(models(store, "show", f"{name}:3")[1]["metadata"]["history"]) == 2
+
+
+def test_a_model_of_other_classes_is_refused_for_training(tmp_path: Path, cifar10_dir: Path) -> None:
+    path = tmp_path / "five.keras"
+    keras.Sequential([keras.Input((32, 32, 3)), layers.Flatten(), layers.Dense(5)]).save(path)
+    proc = cli("train", "--from", path, "--epochs", "1", "--data", cifar10_dir)
+    assert_one_line_error(proc, 2, "--from", "has 5 outputs, and CIFAR-10 has 10 classes")
