@@ -176,3 +176,44 @@ def test_the_command_line_exports_a_stored_version(cifar10_dir: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr
     assert "(savedmodel); checked on 256 images: the same top-1 class on all" in proc.stdout
     assert (tmp_path / "saved" / "saved_model.pb").exists()
+
+
+def test_the_models_tab_downloads_a_checked_export(tmp_path: Path, monkeypatch) -> None:
+    """The format menu: an ONNX file and a zipped SavedModel made in the kernel, checked, offered."""
+    import base64
+    import io
+    import zipfile
+
+    import onnxruntime
+
+    from jupyter_cifar.widgets import App
+
+    monkeypatch.delenv("JUPYTER_CIFAR_SERVER_URL", raising=False)
+    app = App(store=str(tmp_path / "store"), tab="models")
+    try:
+        model = build_model("fast")
+        record = app.session.store().save(model, "net")
+        boxes = app.models.downloads
+        app.models.select(record)
+        boxes.format.value = "onnx"
+        assert boxes.prepare.description == "Download net-v1.onnx" and boxes.prepare.layout.display is None
+        boxes.fetch().join(120)
+        value = boxes.download.value
+        assert 'download="net-v1.onnx"' in value, (value[:200], app.models.errors.value)
+        assert boxes.check.value.startswith("checked on 256 images by its own runtime: the same top-1")
+        data = base64.b64decode(value.split("base64,")[1].split('"')[0])
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
+
+        boxes.format.value = "savedmodel"
+        boxes.fetch().join(120)
+        value = boxes.download.value
+        assert 'download="net-v1.zip"' in value
+        zipped = base64.b64decode(value.split("base64,")[1].split('"')[0])
+        assert "saved_model.pb" in zipfile.ZipFile(io.BytesIO(zipped)).namelist()
+        boxes.format.value = "keras"  # back to the stored file
+        assert "not served by the Jupyter server" in boxes.download.value
+    finally:
+        app.close()

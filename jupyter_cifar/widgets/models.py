@@ -6,12 +6,9 @@ Everything that comes from the store (names, tags, notes) is shown as text, neve
 
 from __future__ import annotations
 
-import html
 import math
-import os
 import threading
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import bqplot as bq
 import ipywidgets as w
@@ -19,7 +16,6 @@ import ipywidgets as w
 from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
 from .common import (
-    NO_MATH,
     ErrorArea,
     button,
     epochs_figure,
@@ -31,6 +27,7 @@ from .common import (
     parse_tags,
     text_html,
 )
+from .downloads import DownloadBox
 from .session import Session
 
 PAGE_SIZE = 15
@@ -43,16 +40,6 @@ SORTS = [
 ]
 COLUMNS = ["version", "aliases", "tags", "test accuracy", "created (UTC)", "size"]
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
-
-
-def download_href(ref: str) -> str | None:
-    """A link the browser can follow to this server's download route (None outside a server)."""
-    from ..store.remote import ENV_SERVER_URL
-
-    server = os.environ.get(ENV_SERVER_URL)
-    if not server:
-        return None
-    return f"{urlsplit(server).path}jupyter-cifar/api/versions/{quote(ref, safe=':@')}/file"
 
 
 def _facts(record: ModelRecord) -> list[str]:
@@ -158,16 +145,7 @@ class ModelsPanel(w.VBox):
         self.selected_label = label("select a version above", "jc-models-selected")
         self.details = w.HTML()  # text_html: escaped text, one fact a line
         self.details.add_class("jc-models-details")
-        self.download = w.HTML()
-        self.download.add_class("jc-models-download")
-        self.prepare_download = button(
-            "Download",
-            "jc-models-prepare-download",
-            icon="download",
-            tooltip="fetch the file through the kernel",
-        )
-        self.prepare_download.layout.display = "none"
-        self.prepare_download.on_click(guard(lambda _: self.fetch_download()))
+        self.downloads = DownloadBox(session, self.errors)
         self.load_button = button("Load into this kernel", "jc-models-load", style="primary", icon="upload")
         self.load_button.layout.width = "auto"
         self.alias = w.Text(placeholder="alias, e.g. prod", layout=w.Layout(width="180px"))
@@ -213,7 +191,7 @@ class ModelsPanel(w.VBox):
         self.detail_box = w.VBox(
             [
                 self.details,
-                w.HBox([self.download, self.prepare_download], layout=w.Layout(align_items="center")),
+                self.downloads,
                 w.HBox([self.load_button, self.alias, self.alias_button], layout=_wrap()),
                 w.HBox([self.tags, self.edit_button], layout=_wrap()),
                 self.notes,
@@ -301,7 +279,7 @@ class ModelsPanel(w.VBox):
         self.notes.value = record.notes
         self.alias.value = ""  # an alias typed for another version must not move with one click
         self.status.value = ""
-        self._show_download(record)
+        self.downloads.show(record)
         self._cancel_delete()
         self.detail_box.layout.display = None
         self._draw_curves()
@@ -310,41 +288,6 @@ class ModelsPanel(w.VBox):
     def notes_view(self) -> w.Textarea:
         """The version's notes (shown once, where they are edited)."""
         return self.notes
-
-    def _show_download(self, record: ModelRecord) -> None:
-        href = download_href(record.ref)
-        if href:
-            self.download.value = _link(href, f"Download {record.ref}.keras")
-            self.prepare_download.layout.display = "none"
-        else:  # Voilà, a plain kernel: no route of this extension to link to
-            self.download.value = text_html(
-                "This page is not served by the Jupyter server that keeps the models, so there is no "
-                "link to the file: fetch it through the kernel instead."
-            )
-            self.prepare_download.description = f"Download {record.ref}.keras"
-            self.prepare_download.layout.display = None
-
-    def fetch_download(self) -> threading.Thread:
-        """Read the selected version's file through the kernel and offer it as a link (a ``data:`` URL)
-        to save: where no download route can be linked to (Voilà)."""
-        import base64
-
-        record = self._require_selected()
-        session = self.session
-        self.status.value = f"fetching {record.ref}…"
-
-        def work() -> str:
-            with session.store().open(record.ref) as reader:
-                data = reader.read()
-            return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
-
-        def done(url: str) -> None:
-            if self.selected is record:
-                self.download.value = _link(url, f"Save {record.ref}.keras", filename=_filename(record))
-                self.prepare_download.layout.display = "none"
-                self.status.value = f"{record.ref} is ready: click the link to save it"
-
-        return in_background(work, done=done, errors=self.errors, busy=[self.prepare_download])
 
     def _on_compare(self, change: dict[str, Any]) -> None:
         ref = change["new"]
@@ -499,28 +442,11 @@ def _history_figure(metric: str, cls: str) -> tuple[bq.Figure, dict[str, Any]]:
     return epochs_figure(title, metric, cls, [], scales, height="260px", min_width="280px"), scales
 
 
-def _link(href: str, text: str, filename: str = "") -> str:
-    """A download link drawn as a button (it is one to press)."""
-    style = (
-        "display:inline-block;padding:4px 12px;border:1px solid #888;border-radius:3px;"
-        "text-decoration:none;color:inherit;background:#f3f3f3"
-    )
-    download = f'download="{html.escape(filename)}"' if filename else "download"
-    return (
-        f'<a href="{html.escape(href)}" {download} class="{" ".join(NO_MATH)}" style="{style}">'
-        f"⬇ {html.escape(text)}</a>"
-    )
-
-
 def size_text(size: int) -> str:
     """1.5 MB, 24 KB, 800 bytes."""
     if size >= 1e6:
         return f"{size / 1e6:.1f} MB"
     return f"{size / 1e3:.0f} KB" if size >= 1e3 else f"{size} bytes"
-
-
-def _filename(record: ModelRecord) -> str:
-    return f"{record.name}-v{record.version}.keras"
 
 
 def _summary(record: ModelRecord) -> dict[str, str]:

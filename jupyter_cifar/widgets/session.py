@@ -73,6 +73,10 @@ class Session(HasTraits):
                 self._data = load_cifar10(self.data_source, progress=progress)
             return self._data
 
+    def loaded_data(self) -> Dataset | None:
+        """CIFAR-10 if it is loaded already (nothing is loaded for asking)."""
+        return self._data
+
     def jobs(self) -> JobClient | None:
         """The training jobs of the Jupyter server the store is, when that server runs them (its
         ``status`` says so); None for any other store, where training runs in this kernel."""
