@@ -614,15 +614,11 @@ def _training_from(ref: str, store_uri: str | None, class_names: Sequence[str]) 
             raise BadParameter(
                 "--from", f"{record.ref} classifies {len(names)} other classes than CIFAR-10's"
             )
-    outputs = model.output_shape[-1]
-    if outputs != len(class_names):
-        raise BadParameter(
-            "--from",
-            f"{ref} has {outputs} outputs, and CIFAR-10 has {len(class_names)} classes to train it on",
-        )
-    size = tuple(model.input_shape[1:])
-    if size != (32, 32, 3):
-        raise BadParameter("--from", f"{ref} takes {size} inputs; training here feeds 32x32x3 images")
+    from .training import why_not_trainable
+
+    why = why_not_trainable(model, len(class_names))
+    if why is not None:
+        raise BadParameter("--from", f"{ref}: {why}")
     return model, history, parent
 
 

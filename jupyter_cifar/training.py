@@ -163,6 +163,17 @@ def _backend_version() -> str | None:
         return None
 
 
+def why_not_trainable(model: keras.Model, classes: int = 10) -> str | None:
+    """Why ``model`` cannot be trained further on CIFAR-10 here (its outputs, its input size), or None."""
+    outputs = model.output_shape[-1]
+    if outputs != classes:
+        return f"it has {outputs} outputs, and CIFAR-10 has {classes} classes to train it on"
+    size = tuple(model.input_shape[1:])
+    if size != (32, 32, 3):
+        return f"it takes {size} inputs; training here feeds 32x32x3 images"
+    return None
+
+
 class Trainer:
     """Trains one model in a background thread.
 

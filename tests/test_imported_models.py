@@ -81,7 +81,7 @@ def test_a_model_of_another_size_is_classified_and_evaluated_at_its_own(
     assert item["ok"] and len(item["top"]) == 3
     # Training here feeds 32x32 images: a 96x96 model is refused for it, saying so.
     proc = cli("train", "--from", path, "--epochs", "1", "--data", cifar10_dir)
-    assert_one_line_error(proc, 2, "--from", "takes (96, 96, 3) inputs")
+    assert_one_line_error(proc, 2, "--from", "it takes (96, 96, 3) inputs")
 
 
 @pytest.mark.parametrize("name", ["residual", "mobilenetv2"])
@@ -114,4 +114,4 @@ def test_a_model_of_other_classes_is_refused_for_training(tmp_path: Path, cifar1
     path = tmp_path / "five.keras"
     keras.Sequential([keras.Input((32, 32, 3)), layers.Flatten(), layers.Dense(5)]).save(path)
     proc = cli("train", "--from", path, "--epochs", "1", "--data", cifar10_dir)
-    assert_one_line_error(proc, 2, "--from", "has 5 outputs, and CIFAR-10 has 10 classes")
+    assert_one_line_error(proc, 2, "--from", "it has 5 outputs, and CIFAR-10 has 10 classes")

@@ -779,3 +779,22 @@ def test_figures_reach_the_page_only_while_their_tab_is_shown(
         assert len(panel.result_box.children) == 3 and panel.result_box.layout.display is None
     finally:
         app.close()
+
+
+def test_continue_says_why_a_model_cannot_be_trained_here(bare_app: App) -> None:
+    """An imported model of other classes, or of another input size, is not continued: the note says why."""
+    import keras
+
+    panel = bare_app.train
+    five = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    bare_app.session.set_model(five, label="five-classes")
+    assert panel.continue_button.disabled
+    note = panel.continue_note.value
+    assert "cannot be trained here: it has 5 outputs, and CIFAR-10 has 10 classes" in note
+    with pytest.raises(RuntimeError, match="five-classes cannot be trained here"):
+        panel.continue_config()
+    big = keras.Sequential([keras.Input((96, 96, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    bare_app.session.set_model(big, label="big")
+    assert panel.continue_button.disabled and "it takes (96, 96, 3) inputs" in panel.continue_note.value
+    bare_app.session.set_model(tiny_model(), label="tiny")  # 32x32x3 in, 10 out: it can
+    assert not panel.continue_button.disabled

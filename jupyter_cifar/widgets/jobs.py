@@ -54,14 +54,14 @@ class JobRow(w.HBox):
         self.show_button = button("Show", "jc-job-show", icon="eye", tooltip="show this job's curves here")
         self.show_button.layout.width = "80px"
         self.show_button.on_click(lambda _: on_show(self.id))
-        self.state = w.HTML(layout=w.Layout(width="100px"))
+        self.state = w.HTML(layout=w.Layout(width="90px"))
         self.state.add_class("jc-job-state")
-        self.what = w.HTML(layout=w.Layout(width="320px"))
+        self.what = w.HTML(layout=w.Layout(flex="0 1 230px"))
         self.what.add_class("jc-job-what")
-        self.bar = w.FloatProgress(0.0, min=0.0, max=1.0, layout=w.Layout(width="140px"))
+        self.bar = w.FloatProgress(0.0, min=0.0, max=1.0, layout=w.Layout(width="120px"))
         self.bar.add_class("jc-job-progress")
         self.percent = w.HTML(layout=w.Layout(width="50px"))
-        self.result = w.HTML(layout=w.Layout(flex="1 1 200px"))
+        self.result = w.HTML(layout=w.Layout(flex="1 1 150px"))
         self.result.add_class("jc-job-result")
         self.resume_button = button(
             "Resume", "jc-job-resume", icon="repeat", tooltip="queue it again from its last epoch"

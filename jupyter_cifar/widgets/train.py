@@ -263,7 +263,13 @@ class TrainPanel(w.VBox):
         network = session.recipe.get("preset")
         as_job = self.as_job.value and self.job_client is not None
         allowed = session.model is not None and network in (None, self.preset.value)
-        if as_job and allowed and session.record is None:
+        from ..training import why_not_trainable
+
+        why = why_not_trainable(session.model) if session.model is not None else None
+        if why is not None:
+            allowed = False
+            note = f"The current model ({session.model_label}) cannot be trained here: {why}."
+        elif as_job and allowed and session.record is None:
             allowed = False
             note = (
                 f"A job continues a saved version, and the current model ({session.model_label}) is not "
@@ -331,9 +337,14 @@ class TrainPanel(w.VBox):
         """What Continue trains: the model in hand as the network it is, with the form's values."""
         from dataclasses import replace
 
+        from ..training import why_not_trainable
+
         session = self.session
         if session.model is None:
             raise RuntimeError("there is no model to continue: train one, or load one in the Models tab")
+        why = why_not_trainable(session.model)
+        if why is not None:
+            raise RuntimeError(f"{session.model_label} cannot be trained here: {why}")
         network = session.recipe.get("preset")
         if network not in (None, self.preset.value):
             raise RuntimeError(f"{session.model_label} is a {network} network: choose {network} in Network")
