@@ -428,18 +428,20 @@ def _export_text(r: dict[str, Any]) -> str:
 
 
 def _models_import(store: Any, args: argparse.Namespace, out: _Output) -> int:
-    from .modelfiles import load_model, sniff_format
-    from .scaling import import_scaling
+    from .modelfiles import inspect_model_file, load_model, uses_layer
+    from .scaling import SCALING_LAYERS, scaling_plan, with_input_scaling
 
     tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
     try:
-        fmt = sniff_format(Path(args.path))  # a foreign file fails before TensorFlow loads
-        _import_keras_quietly()
-        model, scaling, changed = import_scaling(load_model(args.path), args.scale)
-        metadata = {"input_scaling": scaling}
-        if changed:  # stored as the model with its Rescaling; else the file (a .keras byte for byte)
-            metadata |= {"imported_from": Path(args.path).name, "imported_format": fmt}
-        source = model if changed else args.path
+        facts = inspect_model_file(args.path)  # checked without Keras
+        scaling, rescaling = scaling_plan(uses_layer(args.path, SCALING_LAYERS), args.scale)
+        metadata: dict[str, Any] = {"input_scaling": scaling}
+        source: Any = args.path  # a .keras file goes in byte for byte; a legacy .h5 is converted by Keras
+        if rescaling is not None or facts["format"] == "h5":
+            _import_keras_quietly()
+        if rescaling is not None:  # stored as the model with a Rescaling in front
+            source = with_input_scaling(load_model(args.path), *rescaling)
+            metadata |= {"imported_from": Path(args.path).name, "imported_format": facts["format"]}
         record = store.save(source, args.name, metadata=metadata, tags=tags, notes=args.notes)
     except ModelFileError as e:
         raise BadParameter("PATH", str(e)) from None
@@ -601,11 +603,15 @@ def _load_data(data: str | None, out: _Output) -> Any:
 def _training_from(ref: str, store_uri: str | None, class_names: Sequence[str]) -> tuple[Any, list[Any], Any]:
     """``train --from REF``: the model, its history so far and its parent REF (None for a file); a model
     that cannot be trained on CIFAR-10 is refused, saying why."""
-    model = _load_ref(ref, store_uri)
     history: list[Any] = []
     parent = None
-    if not _is_file_ref(ref):
-        record = _open_store(store_uri).resolve(ref)
+    if _is_file_ref(ref):
+        model = _load_ref(ref, store_uri)
+    else:
+        store = _open_store(store_uri)
+        record = store.resolve(ref)  # an unknown REF fails before TensorFlow loads
+        _import_keras_quietly()
+        model = store.load(record.ref)
         parent = record.ref
         stored = record.metadata.get("history")
         history = list(stored) if isinstance(stored, list) else []

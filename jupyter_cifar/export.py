@@ -146,17 +146,18 @@ def for_export(model: keras.Model) -> tuple[keras.Model, str]:
         if name == "Normalization" and (folded := _as_rescaling(layer)) is not None:
             changes.append(f"{layer.name} (Normalization) as the Rescaling it amounts to")
             return folded
-        if isinstance(layer, keras.Model) and any(
-            type(inner).__name__ in AUGMENTATIONS or type(inner).__name__ == "Normalization"
-            for inner in _all_layers(layer)
-        ):
+        if isinstance(layer, keras.Model) and _rewritten(layer):
             return keras.models.clone_model(layer, clone_function=convert)
         return layer
 
-    if any(type(layer).__name__ in AUGMENTATIONS or type(layer).__name__ == "Normalization"
-           for layer in _all_layers(model)):  # fmt: skip
+    if _rewritten(model):
         model = keras.models.clone_model(model, clone_function=convert)
     return model, "; ".join(changes)
+
+
+def _rewritten(model: Any) -> bool:
+    """Whether the export has layers of this model to rewrite (its nested models' included)."""
+    return any(type(layer).__name__ in AUGMENTATIONS | {"Normalization"} for layer in _all_layers(model))
 
 
 def _as_rescaling(layer: Any) -> Any:

@@ -538,6 +538,23 @@ def inspect_model_file(
     return facts
 
 
+def uses_layer(path: str | os.PathLike[str], classes: Iterable[str]) -> bool:
+    """Whether a model file's config names one of these layer classes (nested models' too), read without
+    Keras: check the file first (:func:`inspect_model_file`)."""
+    path = Path(path)
+    config, _, _ = read_config(path, sniff_format(path))
+    wanted, stack = frozenset(classes), [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") in wanted:
+                return True
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    return False
+
+
 def load_model(
     path: str | os.PathLike[str], *, extra_layers: str | Iterable[str] | None = None
 ) -> keras.Model:

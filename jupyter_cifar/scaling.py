@@ -44,25 +44,24 @@ def with_input_scaling(model: Any, scale: float, offset: float = 0.0) -> Any:
     return keras.Model(inputs, model(rescale(inputs)), name=model.name)
 
 
-def import_scaling(model: Any, scale: str | None) -> tuple[Any, str, bool]:
-    """The model to store for ``--scale`` (None: not given), what to note of its input scaling, and
-    whether the model was changed."""
+def scaling_plan(scales_itself: bool, scale: str | None) -> tuple[str, tuple[float, float] | None]:
+    """For an import with ``--scale`` (None: not given) of a model that has (or has not) its own scaling
+    layer: what to note of its input scaling, and the Rescaling (scale, offset) to put in front (None:
+    the model goes in as it is)."""
     if scale is not None and scale not in SCALES:
         raise BadParameter("--scale", f"{scale!r} is not a pixel range ({', '.join(SCALES)})")
-    if scales_its_input(model):
+    if scales_itself:
         if scale not in (None, "0-255"):
             raise BadParameter(
                 "--scale", "the model scales its input itself (it has a Rescaling or Normalization layer)"
             )
-        return model, "0-255 pixels, scaled by the model's own layer", False
+        return "0-255 pixels, scaled by the model's own layer", None
     if scale is None:
-        assumed = (
+        return (
             "0-255 pixels assumed: the model has no Rescaling or Normalization layer; if it was trained "
             "on scaled pixels, import it again with --scale=0-1 or --scale=-1-1"
-        )
-        return model, assumed, False
+        ), None
     rescaling = SCALES[scale]
     if rescaling is None:
-        return model, "0-255 pixels (--scale 0-255)", False
-    note = f"Rescaling to {scale} added in front (--scale {scale})"
-    return with_input_scaling(model, *rescaling), note, True
+        return "0-255 pixels (--scale 0-255)", None
+    return f"Rescaling to {scale} added in front (--scale {scale})", rescaling

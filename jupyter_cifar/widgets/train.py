@@ -556,9 +556,7 @@ class TrainPanel(w.VBox):
                 job = client.submit({k: v for k, v in spec.items() if v is not None})
                 self._attach(job, keep=keep, prior=prior)
             finally:
-                self._busy = False  # more jobs may be queued: the server runs them in order
-                self.start_button.disabled = False
-                self._update_continue()
+                self._idle()  # more jobs may be queued: the server runs them in order
 
         return in_background(work, errors=self.errors, name="jupyter-cifar-submit")
 
