@@ -469,6 +469,14 @@ def _check_object(path: Path, node: dict[str, Any], layer_slot: bool, allowed: f
         shown = repr(registered)[:100]
         raise ModelFileError(f"{path}: refused: {where} is registered as {shown}, not a Keras class name")
     if not _keras_module(module, cls):
+        if module is not None and _within(module, "keras.src.ops"):
+            # ``x * y`` or ``keras.ops.multiply`` on a functional model's tensors (MobileNetV3, ConvNeXt):
+            # Keras' own code, but operations have no size rules here, so nothing would bound them.
+            raise ModelFileError(
+                f"{path}: refused: the model applies Keras' operation {where} to its tensors directly (as "
+                f"`x * y` or keras.ops in a functional model), whose sizes this app cannot check yet; "
+                f"build it with the layer (keras.layers.{cls} where there is one) instead"
+            )
         raise ModelFileError(
             f"{path}: refused: the model asks for {where}, which is not a Keras building block"
         )

@@ -102,6 +102,7 @@ def test_the_test_time_augmented_preset_exports_whole(fmt: str, images: np.ndarr
         ("efficientnetb0", "(Normalization) as the Rescaling it amounts to"),
         ("sequential-augmented", "left out: the identity in inference"),
         ("residual", ""),
+        ("sequential-dropout", ""),
     ],
 )
 def test_everyday_models_export_to_every_format(

@@ -185,3 +185,21 @@ def test_everyday_keras_models_import_by_default(name: str, tmp_path: Path) -> N
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     np.testing.assert_allclose(load_model(path).predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_operations_on_tensors_are_refused_naming_the_layer_to_use(tmp_path: Path) -> None:
+    """``x * y`` in a functional model (MobileNetV3's squeeze-excite, ConvNeXt's residuals) saves Keras'
+    operation, not a layer: it has no size rule, so it is refused whatever the opt-in, saying what to use."""
+    from jupyter_cifar.errors import ModelFileError
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x * x)))
+    path = tmp_path / "ops.keras"
+    model.save(path)
+    with pytest.raises(
+        ModelFileError, match=r"applies Keras' operation '.*Multiply'.*keras\.layers\.Multiply"
+    ):
+        inspect_model_file(path)
+    with pytest.raises(ModelFileError, match="applies Keras' operation"):
+        inspect_model_file(path, extra_layers=["keras"])
