@@ -21,6 +21,7 @@ from traitlets.config.loader import DeferredConfig
 from ..errors import BadParameter
 from ..jobs.executors import Executor
 from ..jobs.store import JobStore
+from ..photos.store import PhotoStore
 from ..store import ENV_STORE, default_store_uri, store_class
 from ..store.base import ModelStore
 from ..store.remote import ENV_SERVER_TOKEN, ENV_SERVER_URL
@@ -182,11 +183,13 @@ class CifarExtension(ExtensionApp):
             raise SystemExit(f"jupyter_cifar: bad setting: {message}") from None
         self.kernel_token = secrets.token_urlsafe(32)
         self.jobs = self._open_jobs()
+        self.photos = self._open_photos()
         self.executor: Executor | None = self._executor(self.jobs) if self.jobs is not None else None
         self.settings.update(
             {
                 "jupyter_cifar_store": self.store,
                 "jupyter_cifar_jobs": self.jobs,
+                "jupyter_cifar_photos": self.photos,
                 "jupyter_cifar_executor": self.executor,  # started once the server listens
                 "jupyter_cifar_kernel_token": self.kernel_token,
                 "jupyter_cifar_max_upload_bytes": self.max_upload_bytes,
@@ -211,6 +214,16 @@ class CifarExtension(ExtensionApp):
             return open_job_store(self.store)
         except BadParameter as e:
             self.log.info("jupyter_cifar: no training jobs: %s", e)
+            return None
+
+    def _open_photos(self) -> PhotoStore | None:
+        """The photo sets beside the models (None where the store keeps none: a custom store class)."""
+        from ..photos.store import open_photo_store
+
+        try:
+            return open_photo_store(self.store)
+        except BadParameter as e:
+            self.log.info("jupyter_cifar: no photo sets: %s", e)
             return None
 
     def _executor(self, jobs: JobStore) -> Executor:
@@ -253,6 +266,9 @@ class CifarExtension(ExtensionApp):
             executor.close()  # the jobs it started go on: they are not the server's children
         if jobs is not None:
             jobs.close()
+        photos = getattr(self, "photos", None)
+        if photos is not None:
+            photos.close()
         store = getattr(self, "store", None)
         if store is not None:
             store.close()

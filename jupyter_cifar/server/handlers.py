@@ -39,6 +39,7 @@ from tornado.iostream import StreamClosedError
 from ..errors import (
     BadParameter,
     Conflict,
+    ImageError,
     IntegrityError,
     ModelFileError,
     NotFound,
@@ -77,6 +78,7 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (PayloadTooLarge, 413, "too_large"),
     (BadParameter, 400, "bad_parameter"),
     (ModelFileError, 400, "not_a_model"),
+    (ImageError, 400, "not_an_image"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (IntegrityError, 409, "integrity"),
@@ -550,7 +552,8 @@ _NAME = r"(?P<name>[^/]+)"
 
 
 def handlers() -> list[tuple[str, type[CifarHandler]]]:
-    from .jobs_handlers import job_handlers  # it builds on this module's CifarHandler
+    from .jobs_handlers import job_handlers  # they build on this module's CifarHandler
+    from .photos_handlers import photo_handlers
 
     return [
         (f"{API}/status", StatusHandler),
@@ -563,4 +566,5 @@ def handlers() -> list[tuple[str, type[CifarHandler]]]:
         (f"{API}/versions/{_REF}", VersionHandler),
         (f"{API}/versions/{_REF}/file", FileHandler),
         *job_handlers(),
+        *photo_handlers(),
     ]

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import SplitResult, parse_qs, quote, urlencode, urljoin, urlsplit, urlunsplit
 
-from ..errors import BadParameter, Conflict, IntegrityError, ModelFileError, NotFound, StoreUnavailable
+from ..errors import (
+    BadParameter,
+    Conflict,
+    ImageError,
+    IntegrityError,
+    ModelFileError,
+    NotFound,
+    StoreUnavailable,
+)
 from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, ModelRecord, ModelStore, Page, Query, Ref
 
 ENV_SERVER_URL = "JUPYTER_CIFAR_SERVER_URL"
@@ -97,6 +105,9 @@ class RemoteModelStore(ModelStore):
         if e.code == 400:
             if body.get("error") == "not_a_model":
                 return ModelFileError(message)
+            if body.get("error") == "not_an_image":
+                name, _, problem = message.partition(": ")
+                return ImageError(name, problem)
             return BadParameter(body.get("param") or "request", message.split(": ", 1)[-1])
         if e.code == 404:
             return NotFound(message)
