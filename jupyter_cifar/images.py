@@ -36,6 +36,7 @@ __all__ = [
     "FITS",
     "MAX_PIXELS",
     "SIZE",
+    "WITHIN",
     "ImageSource",
     "describe",
     "load_image",
@@ -61,6 +62,11 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: How an image that is not square is made square: ``crop`` keeps the centre (what torchvision
 #: and fastai do at inference), ``squish`` ignores the aspect ratio, ``pad`` adds black bars.
 FITS = ("crop", "squish", "pad")
+
+#: A ``fit`` that keeps the whole picture instead: scaled down (never up), keeping its aspect ratio, to fit
+#: inside ``size``, so the array has the picture's own shape. Not in :data:`FITS`, as it makes nothing
+#: square; views.py decodes a photo once this way and cuts its several views from it.
+WITHIN = "within"
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str] | Image.Image | np.ndarray | BinaryIO
 
@@ -208,8 +214,8 @@ def load_images(
 
 def _check_options(size: tuple[int, int], fit: str, max_pixels: int) -> tuple[int, int]:
     """Reject options that cannot work, before any file is touched; return the size as ints."""
-    if fit not in FITS:
-        raise BadParameter("fit", f"must be one of {', '.join(FITS)}, not {fit!r}")
+    if fit not in FITS and fit != WITHIN:
+        raise BadParameter("fit", f"must be one of {', '.join((*FITS, WITHIN))}, not {fit!r}")
     try:
         width, height = (int(side) for side in size)
     except (TypeError, ValueError):
@@ -344,7 +350,7 @@ def _finish(
         out = _flatten(_resize(working, stored_target, fit))
         if orientation in _TRANSPOSE:
             out = out.transpose(_TRANSPOSE[orientation])
-        if out.size != target:  # "pad": centre the picture between black bars, upright
+        if fit == "pad" and out.size != target:  # centre the picture between black bars, upright
             canvas = Image.new("RGB", target)
             canvas.paste(out, ((target[0] - out.width) // 2, (target[1] - out.height) // 2))
             out = canvas
@@ -464,13 +470,15 @@ def _deep_to_grey(img: Image.Image) -> Image.Image:
 
 
 def _resize(img: Image.Image, target: tuple[int, int], fit: str) -> Image.Image:
-    """Resize for ``fit``; "pad" returns the scaled picture without its bars."""
+    """Resize for ``fit``; "pad" returns the scaled picture without its bars, "within" one that fits."""
     width, height = img.size
     if (width, height) == target:
         return img
     tw, th = target
-    if fit == "pad":
+    if fit in ("pad", WITHIN):
         scale = min(tw / width, th / height)
+        if fit == WITHIN and scale >= 1:
+            return img
         new_size = (max(1, min(tw, round(width * scale))), max(1, min(th, round(height * scale))))
         return _resample(img, new_size, None)
     box = None

@@ -15,6 +15,7 @@ import numpy as np
 from .data import CLASS_NAMES
 from .errors import BadParameter, ImageError
 from .images import ImageSource, describe, load_images
+from .views import VIEWS, decode_photos, photo_probabilities
 
 if TYPE_CHECKING:
     import keras
@@ -73,21 +74,29 @@ def classify(
     top: int = 3,
     names: Sequence[str] | None = None,
     class_names: Sequence[str] = CLASS_NAMES,
+    views: str = "auto",
 ) -> list[Classification]:
     """Top-``top`` labels for each source (bytes, paths, arrays, PIL images), in one batched pass.
 
     A source that cannot be decoded gets ``ok=False`` and its error; the others are still classified.
+    ``views`` (see :mod:`jupyter_cifar.views`): "auto" classifies a picture clearly larger than the model's
+    input from several views of it (the whole frame and crops), which finds an object that is small and
+    off-centre, and a CIFAR-sized one from its one view, as before; "single" always classifies the one
+    centre crop (the answers of earlier versions); "multi" always uses several views.
     """
     if top < 1:
         raise BadParameter("--top", f"must be at least 1 (got {top})")
+    if views not in VIEWS:
+        raise BadParameter("views", f"must be one of {', '.join(VIEWS)}, not {views!r}")
     sources = list(sources)
     if names is not None and len(names) != len(sources):
         raise BadParameter("names", "must give one name per source")
-    decoded = load_images(sources, names=names)
+    # "single" decodes straight to the centre crop, exactly as before views existed.
+    decoded = load_images(sources, names=names) if views == "single" else decode_photos(sources, names=names)
     labels = [describe(s, None if names is None else names[i]) for i, s in enumerate(sources)]
     arrays = {i: d for i, d in enumerate(decoded) if not isinstance(d, ImageError)}
     good = list(arrays)
-    probs = predict_proba(model, np.stack(list(arrays.values()))) if arrays else None
+    probs = photo_probabilities(model, list(arrays.values()), views) if arrays else None
     k = min(top, len(class_names))
     row_of = {i: row for row, i in enumerate(good)}
     results = []

@@ -53,11 +53,20 @@ def make_photo(
 
 
 def make_photo_set(x: np.ndarray, y: np.ndarray, n: int = 1000, seed: int = 0) -> list[Photo]:
-    """``n`` photos from the images ``x`` (N, 32, 32, 3) with labels ``y``, class-balanced as ``y`` is;
-    each background is another image of the set."""
+    """``n`` photos from the images ``x`` (N, 32, 32, 3) with labels ``y``, the same number of each class
+    (as near as ``n`` allows), in a shuffled order; each background is another image of the set."""
     rng = np.random.default_rng(seed)
     y = np.asarray(y).reshape(-1)
-    picked = rng.choice(len(x), size=min(n, len(x)), replace=False)
+    classes = np.unique(y)
+    share = [n // len(classes) + (k < n % len(classes)) for k in range(len(classes))]
+    picked = rng.permutation(
+        np.concatenate(
+            [
+                rng.choice(np.flatnonzero(y == c), size=m, replace=False)
+                for c, m in zip(classes, share, strict=True)
+            ]
+        )
+    )
     photos = []
     for i in picked:
         other = int(rng.integers(len(x)))
