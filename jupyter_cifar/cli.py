@@ -130,9 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     store_arg(train)
     common(train)
 
-    evaluate = sub.add_parser("evaluate", help="test a model on CIFAR-10's test images")
+    evaluate = sub.add_parser("evaluate", help="test a model on CIFAR-10's test images, or on your photos")
     evaluate.add_argument("ref", metavar="REF", help=REF_HELP)
     evaluate.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on N images")
+    evaluate.add_argument(
+        "--photos",
+        metavar="SET_OR_DIR",
+        help="evaluate on these photos instead: a photo set of the store, or a folder with one sub-folder "
+        "per class",
+    )
     data_arg(evaluate)
     store_arg(evaluate)
     common(evaluate)
@@ -141,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("ref", metavar="REF", help=REF_HELP)
     classify.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders")
     classify.add_argument("--top", type=_count, default=3, metavar="K", help="labels per image")
+    classify.add_argument(
+        "--explain",
+        metavar="OUT_DIR",
+        help="also write, for each image, where the model saw its top label (a Grad-CAM heatmap over the "
+        "photo, OUT_DIR/<name>.gradcam.png)",
+    )
     store_arg(classify)
     common(classify)
 
@@ -234,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="REF is a model name: delete all its versions")
 
     from .jobs import cli as jobs_cli
+    from .photos import cli as photos_cli
 
     jobs_cli.add_parser(sub, common, store_arg)
+    photos_cli.add_parsers(sub, common, store_arg, data_arg, _Parser)
     return parser
 
 
@@ -271,7 +285,7 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
         seed=args.seed,
     )
     if args.parent:
-        model, history, parent = _training_from(args.parent, args.store, data.class_names)
+        model, history, parent, _ = _training_from(args.parent, args.store, data.class_names)
         trainer = Trainer(data, config, model=model, history=history, parent=parent)
     else:
         trainer = Trainer(data, config)
@@ -315,6 +329,10 @@ def _evaluate(args: argparse.Namespace, out: _Output) -> int:
     from .predict import evaluate
 
     model = _load_ref(args.ref, args.store)
+    if args.photos is not None:
+        from .photos.cli import evaluate_photos_command
+
+        return evaluate_photos_command(args, out, model)
     data = _load_data(args.data, out).subset(None, args.test_limit)
     ev = evaluate(model, data.x_test, data.y_test, data.class_names)
     out.result(
@@ -333,12 +351,23 @@ def _classify(args: argparse.Namespace, out: _Output) -> int:
     model = _load_ref(args.ref, args.store)
     files = expand_inputs(args.inputs)
     items = classify(model, files, top=args.top)  # a missing or unreadable file gets its own error
+    results = [c.to_json() for c in items]
+    if args.explain is not None:
+        from .data import CLASS_NAMES
+        from .explain import write_overlays
+
+        # The class each card answered (several views of a photo, combined), explained on the whole photo.
+        answered = [CLASS_NAMES.index(c.top[0]["label"]) if c.ok else 0 for c in items]
+        written_files = write_overlays(model, files, args.explain, class_index=answered)
+        for item, (_, written) in zip(results, written_files, strict=True):
+            item["explanation"] = str(written) if isinstance(written, Path) else None
     out.result(
-        [c.to_json() for c in items],
+        results,
         lambda r: "\n".join(
             f"{c['file']}: "
             + (
                 ", ".join(f"{t['label']} {t['probability']:.2f}" for t in c["top"])
+                + (f" (why: {c['explanation']})" if c.get("explanation") else "")
                 if c["ok"]
                 else f"error: {c['error']}"
             )
@@ -600,11 +629,14 @@ def _load_data(data: str | None, out: _Output) -> Any:
         raise BadParameter("--data", str(e)) from None
 
 
-def _training_from(ref: str, store_uri: str | None, class_names: Sequence[str]) -> tuple[Any, list[Any], Any]:
-    """``train --from REF``: the model, its history so far and its parent REF (None for a file); a model
-    that cannot be trained on CIFAR-10 is refused, saying why."""
+def _training_from(
+    ref: str, store_uri: str | None, class_names: Sequence[str], param: str = "--from"
+) -> tuple[Any, list[Any], str | None, str | None]:
+    """``train --from REF`` (and ``finetune REF``): the model, its history so far, its parent REF (None
+    for a file) and the preset it was trained with (None when unknown); a model that cannot be trained on
+    CIFAR-10 is refused, saying why."""
     history: list[Any] = []
-    parent = None
+    parent = preset = None
     if _is_file_ref(ref):
         model = _load_ref(ref, store_uri)
     else:
@@ -615,17 +647,17 @@ def _training_from(ref: str, store_uri: str | None, class_names: Sequence[str]) 
         parent = record.ref
         stored = record.metadata.get("history")
         history = list(stored) if isinstance(stored, list) else []
+        stored_preset = record.metadata.get("preset")
+        preset = stored_preset if isinstance(stored_preset, str) else None
         names = record.metadata.get("class_names")
         if isinstance(names, list) and names and list(names) != list(class_names):
-            raise BadParameter(
-                "--from", f"{record.ref} classifies {len(names)} other classes than CIFAR-10's"
-            )
+            raise BadParameter(param, f"{record.ref} classifies {len(names)} other classes than CIFAR-10's")
     from .training import why_not_trainable
 
     why = why_not_trainable(model, len(class_names))
     if why is not None:
-        raise BadParameter("--from", f"{ref}: {why}")
-    return model, history, parent
+        raise BadParameter(param, f"{ref}: {why}")
+    return model, history, parent, preset
 
 
 def _is_file_ref(ref: str) -> bool:
@@ -790,7 +822,27 @@ def _jobs(args: argparse.Namespace, out: _Output) -> int:
     return run(args, out)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "classify": _classify, "models": _models, "jobs": _jobs}
+def _photos(args: argparse.Namespace, out: _Output) -> int:
+    from .photos.cli import run_photos
+
+    return run_photos(args, out)
+
+
+def _finetune(args: argparse.Namespace, out: _Output) -> int:
+    from .photos.cli import finetune_command
+
+    return finetune_command(args, out)
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "classify": _classify,
+    "models": _models,
+    "jobs": _jobs,
+    "photos": _photos,
+    "finetune": _finetune,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -798,7 +850,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = PROG
     try:
         args = build_parser().parse_args(argv)
-        prog = " ".join([PROG, args.command, *([args.verb] if args.command in ("models", "jobs") else [])])
+        prog = " ".join(
+            [PROG, args.command, *([args.verb] if args.command in ("models", "jobs", "photos") else [])]
+        )
         return COMMANDS[args.command](args, _Output(args.json))
     except UsageError as e:
         print(e, file=sys.stderr)

@@ -156,3 +156,21 @@ def test_two_threads_adding_the_same_photo_keep_one(photos: PhotoStore) -> None:
     for t in threads:
         t.join()
     assert not errors and len(set(results)) == 1 and photos.list()[1] == 1
+
+
+def test_a_fine_tuning_job_names_its_set_and_the_version_it_starts_from() -> None:
+    from jupyter_cifar.jobs.records import JobSpec
+
+    spec = JobSpec.from_json({"parent": "fast:2", "photos": "my-photos", "epochs": 3, "save": "fast-mine"})
+    assert (spec.parent, spec.photos) == ("fast:2", "my-photos") and spec.to_json()["photos"] == "my-photos"
+    with pytest.raises(BadParameter, match="photos: fine-tuning on a photo set needs the version"):
+        JobSpec.from_json({"photos": "my-photos"})
+    with pytest.raises(BadParameter, match="photos"):
+        JobSpec.from_json({"parent": "fast:2", "photos": "../etc"})
+
+
+def test_a_page_beyond_any_store_is_refused_naming_it(photos: PhotoStore) -> None:
+    with pytest.raises(BadParameter, match="--offset"):
+        photos.list(offset=2**80)
+    with pytest.raises(BadParameter, match="--limit"):
+        photos.list(limit=0)

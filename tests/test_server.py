@@ -198,10 +198,12 @@ def _example_path(pattern: str) -> str:
     path = re.sub(r"\(\?P<ref>[^)]*\)", "m:1", pattern)
     path = re.sub(r"\(\?P<alias>[^)]*\)", "prod", path)
     path = re.sub(r"\(\?P<job>[^)]*\)", JOB_ID, path)
+    path = re.sub(r"\(\?P<photo>[^)]*\)", PHOTO_ID, path)
     return re.sub(r"\(\?P<name>[^)]*\)", "m", path)
 
 
 JOB_ID = "0123456789abcdef"
+PHOTO_ID = "0123456789abcdef0123456789abcdef"
 
 
 def _routes() -> list[tuple[str, str]]:
@@ -218,7 +220,9 @@ def test_every_route_is_in_the_openapi_file_and_back() -> None:
         (
             re.sub(
                 r"\{(\w+)\}",
-                lambda m: {"ref": "m:1", "name": "m", "alias": "prod", "job": JOB_ID}[m[1]],
+                lambda m: {"ref": "m:1", "name": "m", "alias": "prod", "job": JOB_ID, "photo": PHOTO_ID}[
+                    m[1]
+                ],
                 path,
             ),
             method.upper(),

@@ -27,6 +27,7 @@ from jupyter_cifar.server.handlers import handlers
 
 EVIL = "http://evil.example"
 MODEL = object()  # a route's body: the model file's bytes
+PHOTO = object()  # a route's body: a photo's bytes
 
 # Every writing route, with a body that makes it succeed (the version 1 and alias 'prod' exist).
 WRITES: list[tuple[str, str, Any]] = [
@@ -41,6 +42,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("POST", "jobs/{job}/stop", None),
     ("POST", "jobs/{job}/resume", None),  # a stopped job (see make_job)
     ("DELETE", "jobs/{job}", None),
+    ("POST", "photos?label=cat", PHOTO),
+    ("DELETE", "photos/{photo}", None),
 ]
 
 
@@ -57,6 +60,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
 @pytest.fixture(scope="module")
 def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.keras").read_bytes()
+
+
+def photo_bytes(seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_photo(server: JupyterServer) -> str:
+    """A photo in my-photos (a new one each time: its bytes differ)."""
+    import random
+
+    response = with_token(server).post(
+        api(server, "photos"), params={"label": "dog"}, data=photo_bytes(random.randrange(2**31))
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def api(server: JupyterServer, path: str) -> str:
@@ -113,10 +139,12 @@ def make_job(server: JupyterServer, stopped: bool) -> str:
 def snapshot(server: JupyterServer) -> dict[str, Any]:
     """Everything a write could change: every record and job, every stored file, every staged upload."""
     jobs = with_token(server).get(api(server, "jobs"), params={"limit": 1000}).json()["items"]
+    photos = with_token(server).get(api(server, "photos"), params={"limit": 1000}).json()["items"]
     page = with_token(server).get(api(server, "models"), params={"limit": 1000}).json()
     files = sorted(str(p.relative_to(server.root)) for p in server.root.rglob("*") if p.is_file())
     return {
         "jobs": sorted(jobs, key=lambda j: j["id"]),
+        "photos": sorted(photos, key=lambda p: p["id"]),
         "records": sorted(page["items"], key=lambda r: (r["name"], r["version"])),
         "stored": [f for f in files if f.startswith("models/")],
         "staged": [f for f in files if f.startswith("tmp/")],
@@ -158,8 +186,9 @@ def test_every_writing_route_is_tried() -> None:
         if method.lower() in handler.__dict__
     }
     tried = {
-        (method, path.replace("{name}:1", "(?P<ref>[^/]+)").replace("{job}", "(?P<job>[^/]+)")
-         .replace("{name}", "(?P<name>[^/]+)").replace("/prod", "/(?P<alias>[^/]+)"))
+        (method, path.split("?")[0].replace("{name}:1", "(?P<ref>[^/]+)").replace("{job}", "(?P<job>[^/]+)")
+         .replace("{name}", "(?P<name>[^/]+)").replace("/prod", "/(?P<alias>[^/]+)")
+         .replace("{photo}", "(?P<photo>[^/]+)"))
         for method, path, _ in WRITES
     }  # fmt: skip
     assert writing == tried
@@ -172,10 +201,11 @@ def test_a_cross_site_request_cannot_write(
     name = "xsrf-" + "-".join(filter(str.isalpha, path.replace("{name}", "").split("/"))) + method.lower()
     make_model(server, name, model_bytes)
     job = make_job(server, stopped=path.endswith("/resume")) if "{job}" in path else ""
-    url = api(server, path.format(name=name, job=job))
+    photo = make_photo(server) if "{photo}" in path else ""
+    url = api(server, path.format(name=name, job=job, photo=photo))
     browser, xsrf = browser_login(server)
     before = snapshot(server)
-    real_body = model_bytes if body is MODEL else body
+    real_body = model_bytes if body is MODEL else photo_bytes(7) if body is PHOTO else body
     for what, request in cross_site_attempts(real_body):
         response = browser.request(method, url, **request)
         assert response.status_code == 403, (what, response.status_code, response.text)
@@ -184,9 +214,9 @@ def test_a_cross_site_request_cannot_write(
     # The same browser with the token its own pages send: the route works, so the refusals above
     # were the XSRF check and not a broken route.
     headers = {"X-XSRFToken": xsrf, "Origin": server.url.split("/a%40b/")[0]}
-    if body is MODEL:
+    if body is MODEL or body is PHOTO:
         response = browser.request(
-            method, url, data=model_bytes, headers={**headers, "Content-Type": "application/octet-stream"}
+            method, url, data=real_body, headers={**headers, "Content-Type": "application/octet-stream"}
         )
     else:
         response = browser.request(method, url, json=body, headers=headers)

@@ -137,6 +137,153 @@ JOB_PATHS = {
         }
     },
 }
+PHOTO = {
+    "name": "photo",
+    "in": "path",
+    "required": True,
+    "description": "a photo's id",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+SET_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"}
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PHOTO_PATHS = {
+    "/jupyter-cifar/api/photos": {
+        "get": {
+            "summary": "Photos of a set (every set's without set), oldest first",
+            "operationId": "listPhotos",
+            "parameters": [
+                {"name": "set", "in": "query", "schema": SET_NAME},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+                },
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            ],
+            "responses": {"200": json_response("One page of photos", ref("PhotoPage")), **errors(400)},
+        },
+        "post": {
+            "summary": "Keep a photo (the body: its own bytes, up to 15 MiB) with its label in a set; the "
+            "same bytes again in the set relabel that photo",
+            "operationId": "addPhoto",
+            "parameters": [
+                {
+                    "name": "label",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "enum": CLASSES},
+                },
+                {"name": "set", "in": "query", "schema": {**SET_NAME, "default": "my-photos"}},
+                {"name": "filename", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "origin",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["import", "correction"], "default": "import"},
+                },
+                {"name": "wrong_version", "in": "query", "schema": {"type": "string"}},
+                {"name": "predicted", "in": "query", "schema": {"type": "string", "enum": CLASSES}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": {"201": json_response("The photo kept", ref("Photo")), **errors(400, 413)},
+        },
+    },
+    "/jupyter-cifar/api/photos/sets": {
+        "get": {
+            "summary": "The photo sets, with their counts per class",
+            "operationId": "photoSets",
+            "responses": {"200": json_response("The sets", ref("PhotoSets")), **errors()},
+        }
+    },
+    "/jupyter-cifar/api/photos/{photo}": {
+        "get": {
+            "summary": "One photo's record",
+            "operationId": "getPhoto",
+            "parameters": [PHOTO],
+            "responses": {"200": json_response("The photo", ref("Photo")), **errors(400, 404)},
+        },
+        "delete": {
+            "summary": "Remove a photo",
+            "operationId": "deletePhoto",
+            "parameters": [PHOTO],
+            "responses": {"200": json_response("What was removed", ref("Photo")), **errors(400, 404)},
+        },
+    },
+    "/jupyter-cifar/api/photos/{photo}/file": {
+        "get": {
+            "summary": "A photo's bytes, as they were added",
+            "operationId": "photoFile",
+            "parameters": [PHOTO],
+            "responses": {
+                "200": {
+                    "description": "The photo",
+                    "content": {
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                    },
+                },
+                **errors(400, 404),
+            },
+        }
+    },
+}
+PHOTO_SCHEMAS = {
+    "Photo": {
+        "type": "object",
+        "required": [
+            "id",
+            "set",
+            "label",
+            "filename",
+            "sha256",
+            "size",
+            "width",
+            "height",
+            "format",
+            "origin",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "set": {"type": "string"},
+            "label": {"type": "string", "enum": CLASSES},
+            "filename": {"type": "string"},
+            "sha256": {"type": "string"},
+            "size": {"type": "integer"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "format": {"type": "string"},
+            "origin": {"type": "string", "enum": ["import", "correction"]},
+            "who": {"type": "string"},
+            "created": {"type": "string", "format": "date-time"},
+            "wrong_version": {
+                "type": "string",
+                "nullable": True,
+                "description": "the version that got it wrong",
+            },
+            "predicted": {"type": "string", "nullable": True, "description": "what that version answered"},
+        },
+    },
+    "PhotoPage": page_of("Photo"),
+    "PhotoSets": {
+        "type": "object",
+        "required": ["sets"],
+        "properties": {
+            "sets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "count", "counts"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "count": {"type": "integer"},
+                        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
+                },
+            }
+        },
+    },
+}
 NULLABLE_INT = {"type": "integer", "nullable": True}
 JOB_SCHEMAS = {
     "JobSpec": {
@@ -155,6 +302,11 @@ JOB_SCHEMAS = {
             "tags": {"type": "object", "additionalProperties": {"type": "string"}},
             "notes": {"type": "string"},
             "parent": {"type": "string", "nullable": True, "description": "a REF to continue from"},
+            "photos": {
+                "type": "string",
+                "nullable": True,
+                "description": "a photo set: fine-tune parent on it, with CIFAR-10 replay (needs parent)",
+            },
         },
     },
     "Job": {
@@ -203,7 +355,7 @@ JOB_SCHEMAS = {
 spec = {
     "openapi": "3.0.3",
     "info": {
-        "title": "jupyter_cifar model store and training jobs API",
+        "title": "jupyter_cifar model store, training jobs and photo sets API",
         "version": "1",
         "description": "Served by the jupyter_cifar jupyter-server extension under "
         "<base_url>jupyter-cifar/api/. "
@@ -447,6 +599,7 @@ spec = {
             }
         },
         **JOB_PATHS,
+        **PHOTO_PATHS,
     },
     "components": {
         "securitySchemes": {
@@ -513,6 +666,7 @@ spec = {
                 },
             },
             **JOB_SCHEMAS,
+            **PHOTO_SCHEMAS,
             "Status": {
                 "type": "object",
                 "required": ["version", "store", "backend", "jobs"],
@@ -550,10 +704,11 @@ spec = {
                 400: "Bad parameter",
                 403: "Not authenticated, or a cross-site request (a browser session without the XSRF token, "
                 "or from another origin)",
-                404: "No such model, version, alias, upload or job",
+                404: "No such model, version, alias, upload, job or photo",
                 409: "Conflict (a version saved with aliases and deleted meanwhile by another request; a "
                 "job in a state that does not allow it), or a stored file failed its integrity check",
-                413: "Upload over the limit (CifarExtension.max_upload_bytes), or a JSON body over 8 MiB",
+                413: "Upload over the limit (CifarExtension.max_upload_bytes), a JSON body over 8 MiB, or a "
+                "photo over 15 MiB",
                 503: "The store cannot be reached",
             }.items()
         },

@@ -42,6 +42,7 @@ _SPEC_FIELDS = (
     "tags",
     "notes",
     "parent",
+    "photos",
 )
 
 
@@ -62,6 +63,7 @@ class JobSpec:
     tags: dict[str, str] = field(default_factory=dict)
     notes: str = ""
     parent: str | None = None  # a REF to continue training from
+    photos: str | None = None  # a photo set: fine-tune ``parent`` on it (jupyter_cifar.photos.finetune)
 
     @classmethod
     def from_json(cls, value: Any) -> JobSpec:
@@ -112,6 +114,13 @@ class JobSpec:
         parent = value.get("parent")
         if parent is not None:
             parent = str(Ref.parse(parent))  # BadParameter("REF", …) for a bad one
+        photos = value.get("photos")
+        if photos is not None:
+            check_name(photos, "photos")
+            if parent is None:
+                raise BadParameter(
+                    "photos", "fine-tuning on a photo set needs the version to start from (parent)"
+                )
         return cls(
             preset=preset,
             epochs=value.get("epochs"),
@@ -125,6 +134,7 @@ class JobSpec:
             tags=clean_tags,
             notes=notes,
             parent=parent,
+            photos=photos,
         )
 
     def to_json(self) -> dict[str, Any]:

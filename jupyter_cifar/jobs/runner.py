@@ -64,6 +64,7 @@ class _Run:
         self.lost = False  # the job was taken from this process (interrupted and resumed elsewhere)
         self.stop_asked = threading.Event()
         self.trainer: Any = None
+        self.plan: Any = None  # a fine-tuning's (spec.photos): it measures before and after
         self.progress: dict[str, Any] = {}
         self.initial = 0  # history rows before this run
 
@@ -91,10 +92,11 @@ class _Run:
                     return "lost"
                 if result.status == "failed" or result.evaluation is None:
                     return self._finish("failed", error=result.error or "training failed")
+                metadata = self.plan.finish(result).metadata() if self.plan is not None else result.metadata()
                 record = self.models.save(
                     result.model,
                     job.spec.save or f"job-{job.id}",
-                    metadata={**result.metadata(), "job": job.id},
+                    metadata={**metadata, "job": job.id},
                     tags=job.spec.tags,
                     notes=job.spec.notes,
                 )
@@ -131,6 +133,10 @@ class _Run:
             history = list(stored.metadata.get("history") or [])
             preset = preset or stored.metadata.get("preset")
         epochs = spec.epochs
+        if spec.photos is not None and epochs is None:
+            from ..photos.finetune import DEFAULT_EPOCHS
+
+            epochs = DEFAULT_EPOCHS
         with self.jobs.checkpoint(self.record.id) as saved:
             if saved is not None:  # resumed: go on from the last checkpoint, with the rows it holds
                 reader, held = saved
@@ -158,7 +164,28 @@ class _Run:
             checkpoint=str(checkpoint),
         )
         self.checkpoint = checkpoint
+        if spec.photos is not None:
+            return self._finetuning(data, config, model, history, parent)
         return Trainer(data, config, model=model, history=history, parent=parent)
+
+    def _finetuning(self, data: Any, config: Any, model: Any, history: list[Any], parent: str | None) -> Any:
+        """A fine-tuning job: its plan measures the parent version "before" (a resumed job too), and the
+        trainer goes on from ``model`` (the parent, or the checkpoint) for the epochs left."""
+        from ..photos.finetune import FinetunePlan
+        from ..photos.labelled import set_photos
+        from ..photos.store import open_photo_store
+
+        spec = self.record.spec
+        assert spec.photos is not None and parent is not None  # JobSpec.from_json checked both
+        with open_photo_store(self.models) as photos:
+            found = set_photos(photos, spec.photos)
+        self.plan = FinetunePlan(
+            self.models.load(parent), found, data, preset=config.preset, seed=spec.seed or 0,
+            learning_rate=spec.learning_rate,
+        )  # fmt: skip
+        return self.plan.trainer(
+            model, history=history, parent=parent, epochs=config.epochs, checkpoint=config.checkpoint
+        )
 
     # -- called in the training thread -----------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:

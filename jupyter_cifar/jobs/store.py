@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import BadParameter, Conflict, NotFound
-from ..store.base import ModelStore, now_iso
+from ..store.base import MAX_INT, ModelStore, now_iso
 from .records import ACTIVE, RESUMABLE, STATES, JobRecord, JobSpec, check_job_id, new_job_id
 
 STALE_SECONDS = 30.0  # no heartbeat for this long: the job's process is gone
@@ -101,8 +101,8 @@ class JobStore(ABC):
                 raise BadParameter("state", f"{state!r} is not a job state ({', '.join(STATES)})")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise BadParameter("limit", f"must be a number from 1 to 1000 (got {limit!r})")
-        if not isinstance(offset, int) or offset < 0:
-            raise BadParameter("offset", f"must be a number from 0 (got {offset!r})")
+        if not isinstance(offset, int) or not 0 <= offset <= MAX_INT:
+            raise BadParameter("offset", f"must be a number from 0 to {MAX_INT} (got {str(offset)[:40]})")
         return self._list(tuple(states), limit, offset)
 
     def queued(self) -> builtins.list[JobRecord]:

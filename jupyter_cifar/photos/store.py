@@ -18,7 +18,7 @@ from typing import Any
 
 from ..data import CLASS_NAMES
 from ..errors import BadParameter, NotFound
-from ..store.base import ModelStore
+from ..store.base import MAX_INT, ModelStore
 from .records import DEFAULT_SET, MAX_LIST, PhotoRecord, check_photo_id, check_set, new_record
 
 
@@ -117,8 +117,8 @@ class PhotoStore(ABC):
             check_set(set)
         if not 1 <= limit <= MAX_LIST:
             raise BadParameter("--limit", f"must be 1 to {MAX_LIST:,} (got {limit})")
-        if offset < 0:
-            raise BadParameter("--offset", f"must be 0 or more (got {offset})")
+        if not 0 <= offset <= MAX_INT:  # beyond, SQLite's and BSON's integers overflow
+            raise BadParameter("--offset", f"must be from 0 to {MAX_INT} (got {str(offset)[:40]})")
         return self._list(set, limit, offset)
 
     def all(self, set: str = DEFAULT_SET) -> builtins.list[PhotoRecord]:
