@@ -176,7 +176,8 @@ def test_save_browse_load_and_classify(app: App, cifar10_dir: Path) -> None:
     cards = app.classify.results.children
     assert len(cards) == 3
     first, broken, again = (texts(card) for card in cards)
-    assert first[0] == "cat.jpg" and len(first) == 4  # the name and three labels
+    # The name, three labels, and the correction row ("wrong? it is [label] keep", its status empty).
+    assert first[0] == "cat.jpg" and len(first) == 6 and first[4:] == ["wrong? it is", ""]
     assert broken[0] == "broken.png" and "broken.png" in broken[1]
     assert again[1:] == first[1:]  # the same picture, the same answer
     assert app.classify.errors.value == ""
@@ -224,7 +225,7 @@ def test_classify_can_use_any_version_in_the_store(app: App, cifar10_dir: Path) 
     assert app.classify.model_label.value.startswith("model: stored:1")
     cat = (cifar10_dir / "test" / "cat" / "0000.jpg").read_bytes()
     app.classify.classify([cat], ["cat.jpg"]).join(60)
-    assert len(texts(app.classify.results.children[0])) == 4
+    assert len(texts(app.classify.results.children[0])) == 6  # the name, 3 labels, the correction row
 
 
 def test_uploads_arrive_file_by_file_and_a_refused_one_is_named(app: App, cifar10_dir: Path) -> None:
@@ -245,7 +246,7 @@ def test_uploads_arrive_file_by_file_and_a_refused_one_is_named(app: App, cifar1
     upload._handle_custom_msg(*messages[2])
     wait_for(lambda: len(app.classify.results.children) == 3, what="the cards")
     a, big, c = (texts(card) for card in app.classify.results.children)
-    assert a[0] == "a.jpg" and c[0] == "c.jpg" and a[1:] == c[1:] and len(a) == 4
+    assert a[0] == "a.jpg" and c[0] == "c.jpg" and a[1:] == c[1:] and len(a) == 6
     assert big == ["big.png", "big.png: 9.0 MB is over the 8.0 MB a kernel can receive"]
 
 
@@ -426,7 +427,8 @@ def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
     click(panel.save_button)
     wait_for(lambda: panel.saved.value == "saved as half:1", what="the save")
     app.models.select(app.session.store().resolve("half:1"))
-    assert f"preset tutorial: {done + 1:.2f} epochs" in app.models.details.value
+    details = app.models.details.value
+    assert ">tutorial<" in details and f">{done + 1:.2f} epochs<" in details
 
 
 def test_curves_stay_bounded() -> None:
@@ -612,7 +614,7 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
     assert models.errors.value == ""
     # the points whose values are numbers, each where its row ends (row 3 of 4 holds "two" as its epoch)
     assert [list(m.x) for m in models.curves.marks] == [[1.0, 3.0]]
-    assert "preset fast: 4 epochs" in models.details.value
+    assert ">fast<" in models.details.value and ">4 epochs<" in models.details.value
     bare_app.session.set_model(store.load(record.ref), record=record)
     assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
     assert bare_app.session.history == []  # not a history training could continue from
@@ -630,8 +632,10 @@ def test_thumbnails_get_the_decoders_protections(tmp_path: Path) -> None:
     photo = io.BytesIO()
     Image.new("RGB", (640, 480), (200, 30, 30)).save(photo, "JPEG")
     thumb = Image.open(io.BytesIO(_thumbnail(photo.getvalue()) or b""))
-    assert (thumb.format, thumb.size) == ("PNG", (THUMBNAIL, THUMBNAIL))
-    assert thumb.convert("RGB").getpixel((48, 48))[0] > 150  # the photo's red, cropped square
+    # The whole photo (the model looks at all of it), its aspect kept, drawn at THUMBNAIL pixels wide from
+    # twice as many (sharp on a high-density screen).
+    assert (thumb.format, thumb.size) == ("PNG", (2 * THUMBNAIL, 2 * THUMBNAIL * 3 // 4))
+    assert thumb.convert("RGB").getpixel((48, 48))[0] > 150  # the photo's red
     eps = io.BytesIO()
     Image.new("RGB", (8, 8)).save(eps, "EPS")  # a format Pillow opens but this package never does
     tall = io.BytesIO()

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data import CLASS_NAMES
 from .common import ErrorArea, button, guarded, in_background, label
+from .photos import CorrectionRow, PhotoSetBar
 from .session import Session
 from .upload import ImageUpload, Uploaded
 
@@ -26,8 +27,9 @@ THUMBNAIL = 96
 CURRENT = "the current model (trained or loaded here)"
 
 
-def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
-    """A small PNG of what the model saw (the same square crop), for showing beside its labels.
+def _thumbnail(data: bytes | np.ndarray, heatmap: np.ndarray | None = None) -> bytes | None:
+    """A small PNG of the whole picture (the model looks at all of it, in several views), with
+    ``heatmap`` (0..1, any size) coloured over it when given: where the model saw its answer.
 
     Decoded by :func:`jupyter_cifar.images.load_image`, so a thumbnail has every protection the
     classifier has (accepted formats only, pixel and memory bounds). None if it cannot be drawn.
@@ -35,12 +37,19 @@ def _thumbnail(data: bytes | np.ndarray) -> bytes | None:
     from PIL import Image
 
     from ..errors import ImageError
-    from ..images import load_image
+    from ..images import WITHIN, load_image
 
     try:
-        pixels = load_image(data, name="upload", size=(THUMBNAIL, THUMBNAIL), fit="crop")
+        pixels = load_image(data, name="upload", size=(THUMBNAIL * 2, THUMBNAIL * 2), fit=WITHIN)
     except ImageError:
         return None
+    if heatmap is not None:
+        from ..explain import overlay
+
+        heat = Image.fromarray(np.asarray(heatmap, np.float32)).resize(
+            (pixels.shape[1], pixels.shape[0]), Image.Resampling.BILINEAR
+        )
+        pixels = overlay(pixels, np.clip(np.asarray(heat), 0, 1))
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
     return out.getvalue()
@@ -52,11 +61,12 @@ def result_card(
     top: Sequence[dict[str, Any]],
     error: str | None,
     truth: str | None = None,
+    extra: Sequence[w.Widget] = (),
 ) -> w.VBox:
     """One file: its picture, then its top labels as probability bars, or its error (wrapped, in red).
 
     ``truth``, where the right answer is known (an example from the test set), adds whether the top
-    label is right.
+    label is right; ``extra`` goes last (the correction row).
     """
     children: list[w.Widget] = []
     if picture is not None:
@@ -74,6 +84,7 @@ def result_card(
         )
         text = label(f"{item['label']} {item['probability']:.1%}", "jc-classify-label")
         children.append(w.HBox([bar, text]))
+    children.extend(extra)
     card = w.VBox(
         children, layout=w.Layout(margin="6px", padding="6px", border="1px solid #ddd", width="270px")
     )
@@ -108,6 +119,13 @@ class ClassifyPanel(w.VBox):
             "Examples", "jc-classify-examples", icon="image", tooltip="8 random test images"
         )
         self.top = w.BoundedIntText(3, min=1, max=10, description="Top", layout=w.Layout(width="140px"))
+        self.heatmaps = w.Checkbox(
+            False, description="show where it looked", indent=False, layout=w.Layout(width="180px")
+        )
+        self.heatmaps.add_class("jc-classify-heatmaps")
+        self.heatmaps.observe(guarded(self.errors)(self._on_heatmaps), names="value")
+        self.photos = PhotoSetBar(session, self.errors)
+        self._kept: dict[int, str] = {}  # a card's kept correction, by position, shown when cards are redrawn
         self.results = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self.results.add_class("jc-classify-results")
         self.results_by = label("", "jc-classify-by")
@@ -119,7 +137,11 @@ class ClassifyPanel(w.VBox):
         self.children = [
             self.model_label,
             self.chooser,
-            w.HBox([self.upload, self.examples, self.top], layout=w.Layout(flex_flow="row wrap")),
+            w.HBox(
+                [self.upload, self.examples, self.top, self.heatmaps],
+                layout=w.Layout(flex_flow="row wrap", align_items="center"),
+            ),
+            self.photos,
             self.results_by,
             self.results,
             self.errors,
@@ -144,8 +166,9 @@ class ClassifyPanel(w.VBox):
             self.classify(*self._shown)  # the cards always show what the model in hand says
 
     def refresh_choices(self) -> threading.Thread:
-        """List the store's newest versions in the chooser (in the background)."""
+        """List the store's newest versions in the chooser, and count the photo set (in the background)."""
         session = self.session
+        self.photos.refresh()
 
         def done(page: Any) -> None:
             choices = [(CURRENT, "")]
@@ -183,7 +206,12 @@ class ClassifyPanel(w.VBox):
 
     def _on_files(self, files: list[Uploaded]) -> None:
         refused = {i: f.error for i, f in enumerate(files) if f.content is None}
+        self._kept = {}
         self.classify([f.content or b"" for f in files], [f.name for f in files], refused=refused)
+
+    def _on_heatmaps(self, _change: dict[str, Any]) -> None:
+        if self._shown is not None and self.session.model is not None:
+            self.classify(*self._shown)
 
     def classify(
         self,
@@ -204,12 +232,14 @@ class ClassifyPanel(w.VBox):
         from ..predict import classify
 
         top, class_names, by = self.top.value, self._class_names(), self.session.model_label
+        heatmaps, session, corrections = self.heatmaps.value, self.session, self._kept
         self._shown = (sources, names, refused, truths)
         self.results_by.value = f"classifying {len(sources)} image(s) with {by}…"
         self.results.children = []
 
         missing = refused or {}
         kept = [i for i in range(len(sources)) if i not in missing]
+        notes: list[str] = []
 
         def work() -> list[w.VBox]:
             results = classify(
@@ -219,13 +249,48 @@ class ClassifyPanel(w.VBox):
                 names=[names[i] for i in kept],
                 class_names=class_names,
             )
+            maps: dict[int, Any] = {}
+            if heatmaps:
+                from ..errors import BadParameter
+                from ..explain import explain
+
+                good = [(i, r) for i, r in zip(kept, results, strict=True) if r.ok]
+                answered = [class_names.index(r.top[0]["label"]) for _, r in good]
+                try:
+                    found = explain(model, [sources[i] for i, _ in good], class_index=answered)
+                except BadParameter as e:  # a model without a map to show (no convolution): say so
+                    notes.append(f"no heatmaps: {e}")
+                    found = []
+                maps = {i: m for (i, _), m in zip(good, found, strict=False) if isinstance(m, np.ndarray)}
+
+            def correction(i: int, r: Any) -> list[w.Widget]:
+                if (
+                    not r.ok
+                    or not isinstance(sources[i], bytes | bytearray)
+                    or tuple(class_names) != CLASS_NAMES
+                ):
+                    # Only a photo's own bytes (not a test-set example) go into a photo set, labelled
+                    # with CIFAR-10's classes (a model of other classes has nothing to correct it to).
+                    return []
+
+                def remember(chosen: str) -> None:
+                    corrections[i] = chosen
+
+                return [
+                    CorrectionRow(
+                        session, bytes(sources[i]), names[i], r.top[0]["label"], class_names, self.errors,
+                        kept=corrections.get(i), on_kept=remember,
+                    )
+                ]  # fmt: skip
+
             cards = {
                 i: result_card(
                     r.file,
-                    None if r.error else _thumbnail(sources[i]),
+                    None if r.error else _thumbnail(sources[i], maps.get(i)),
                     r.top,
                     r.error,
                     truths[i] if truths is not None else None,
+                    extra=correction(i, r),
                 )
                 for i, r in zip(kept, results, strict=True)
             }
@@ -237,7 +302,7 @@ class ClassifyPanel(w.VBox):
             if self.session.model is not model:
                 return  # another model came into hand meanwhile: its own run draws the cards
             self.results.children = cards
-            self.results_by.value = f"classified by {by}"
+            self.results_by.value = "; ".join([f"classified by {by}", *notes])
 
         return in_background(work, done=done, errors=self.errors, busy=[self.examples])
 
@@ -254,6 +319,7 @@ class ClassifyPanel(w.VBox):
 
         def go(picked: tuple[list[np.ndarray], list[str], list[str]]) -> None:
             sources, names, truths = picked
+            self._kept = {}
             self.classify(sources, names, truths=truths)
 
         if session.model is None:

@@ -1,14 +1,20 @@
 """The Models tab: the store's versions with search, sort and paging; one version's details and curves;
 load it into this kernel, set an alias, edit tags and notes, delete (with a confirmation), download.
 
-Everything that comes from the store (names, tags, notes) is shown as text, never as HTML.
+A version's details are a table of what its record and metadata say (a fine-tuned version's before and
+after too), and its accuracy on one of the store's photo sets (:mod:`jupyter_cifar.photos`) is measured
+on request, beside its test accuracy.
+
+Everything that comes from the store (names, tags, notes, metadata, photo sets) is shown as text, never
+as HTML: escaped, in elements MathJax leaves alone.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bqplot as bq
 import ipywidgets as w
@@ -16,6 +22,7 @@ import ipywidgets as w
 from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
 from .common import (
+    NO_MATH,
     ErrorArea,
     button,
     epochs_figure,
@@ -30,6 +37,11 @@ from .common import (
 from .downloads import DownloadBox
 from .session import Session
 
+if TYPE_CHECKING:
+    import keras
+
+    from ..photos.finetune import PhotoEvaluation
+
 PAGE_SIZE = 15
 SORTS = [
     ("newest first", "-created"),
@@ -42,33 +54,109 @@ COLUMNS = ["version", "aliases", "tags", "test accuracy", "created (UTC)", "size
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
 
 
-def _facts(record: ModelRecord) -> list[str]:
-    """The version's details, one fact a line, from whatever its metadata holds.
+NO_PHOTO_SETS = "no photo sets yet: correct a wrong answer in the Classify tab, or `jupyter cifar photos add`"
+
+
+def _facts(record: ModelRecord) -> list[tuple[str, str]]:
+    """The version's details as (key, value) rows, from its record and whatever its metadata holds.
 
     Metadata comes from whoever saved the version (any JSON through the API): a field of an unexpected
-    type is shown as the text it is, never trusted to be a mapping or a list.
+    type is shown as the text it is, never trusted to be a mapping or a list. Tags and notes are not
+    here: they are shown once, where they are edited.
     """
     meta = record.metadata
     hyper = meta.get("hyperparameters")
     history = meta.get("history")
-    facts = [
-        f"{record.ref}",
-        f"created {record.created[:19].replace('T', ' ')} UTC by {meta.get('saved_by', '?')}",
-        f"architecture {meta.get('architecture', '?')}",
+    dataset = _of(meta.get("dataset"), dict) or {}
+    facts = [("version", record.ref)]
+    if record.aliases:
+        facts.append(("aliases", ", ".join(sorted(record.aliases))))
+    facts += [
+        ("created", f"{record.created[:19].replace('T', ' ')} UTC by {meta.get('saved_by', '?')}"),
+        ("size", size_text(record.size)),
     ]
-    if meta.get("preset"):
-        epochs = epochs_done(history) if isinstance(history, list) else 0
-        facts.append(f"preset {meta['preset']}: {epochs_text(epochs)} of training")
-    if isinstance(hyper, dict):
-        facts.append("last run: " + ", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None))
-    elif hyper:
-        facts.append(f"hyperparameters {hyper}")
     if record.test_accuracy is not None:
-        facts.append(f"test accuracy {record.test_accuracy:.4f}")
+        facts.append(("test accuracy", f"{record.test_accuracy:.4f}"))
+    facts.append(("architecture", _text(meta.get("architecture", "?"))))
+    if meta.get("preset"):
+        facts.append(("preset", _text(meta["preset"])))
+    if isinstance(history, list) and history:
+        facts.append(("epochs of training", epochs_text(epochs_done(history))))
+    elif meta.get("preset"):
+        facts.append(("epochs of training", epochs_text(0)))
+    if isinstance(hyper, dict):
+        facts.append(("last run", ", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None)))
+    elif hyper:
+        facts.append(("hyperparameters", _text(hyper)))
+    if dataset.get("n_train") is not None:
+        facts.append(("training images", _text(dataset["n_train"], ",")))
+    if meta.get("parameters") is not None:
+        facts.append(("parameters", _text(meta["parameters"], ",")))
+    if meta.get("input_shape") is not None:
+        shape = meta["input_shape"]
+        shown = "x".join(map(str, shape)) if isinstance(shape, list) else _text(shape)
+        facts.append(("input", shown))
+    for key, title in (("input_scaling", "input scaling"), ("imported_from", "imported from")):
+        if meta.get(key):
+            facts.append((title, _text(meta[key])))
     if meta.get("parent"):
-        facts.append(f"continued from {meta['parent']}")
-    facts.append(f"sha256 {record.sha256[:16]}…, {size_text(record.size)}")
+        facts.append(("continued from", _text(meta["parent"])))
+    facts += _finetune_facts(meta.get("finetune"))
+    facts.append(("sha256", f"{record.sha256[:16]}…"))
     return facts
+
+
+def _finetune_facts(finetune: Any) -> list[tuple[str, str]]:
+    """What a fine-tuning measured (``metadata["finetune"]``, see photos.finetune): the photos it used,
+    accuracy before → after on the held-out photos and on the test set, and the negative flips."""
+    if finetune is None:
+        return []
+    if not isinstance(finetune, dict):
+        return [("fine-tuned", _text(finetune))]
+    before: dict[str, Any] = _of(finetune.get("before"), dict) or {}
+    after: dict[str, Any] = _of(finetune.get("after"), dict) or {}
+    facts = [
+        (
+            "fine-tuned on",
+            f"{_text(finetune.get('photos'))} ({_text(finetune.get('photos_used'), ',')} photos trained on, "
+            f"{_text(finetune.get('held_out'), ',')} held out)",
+        ),
+        (
+            "photos: before → after",
+            f"{_text(before.get('photos'), '.4f')} → {_text(after.get('photos'), '.4f')}",
+        ),
+        ("test: before → after", f"{_text(before.get('test'), '.4f')} → {_text(after.get('test'), '.4f')}"),
+    ]
+    flips = finetune.get("negative_flips")
+    if flips is not None:
+        facts.append(("negative flips", f"{_text(flips, ',')} test images right before, wrong after"))
+    return facts
+
+
+def table_html(rows: list[tuple[str, str]]) -> str:
+    """``HTML`` widget markup of a two-column key/value table (keys bold and grey), every piece escaped
+    and untouched by MathJax. Built of ``div`` and ``span`` (a CSS grid), like the app's other markup."""
+    key = "font-weight:bold;color:#666;white-space:nowrap"
+    value = "overflow-wrap:anywhere"
+    cells = "".join(
+        f'<span style="{key}">{html.escape(k)}</span><span style="{value}">{html.escape(v)}</span>'
+        for k, v in rows
+    )
+    grid = "display:grid;grid-template-columns:max-content minmax(0,1fr);gap:2px 14px;line-height:1.4"
+    return f'<div class="{" ".join(NO_MATH)}" style="{grid}">{cells}</div>'
+
+
+def photos_text(name: str, result: PhotoEvaluation, record: ModelRecord) -> str:
+    """ "accuracy on my-photos: 0.4300 (700 photos) — test set: 0.7866"."""
+    ev = result.evaluation
+    skipped = f"; {len(result.skipped)} could not be read" if result.skipped else ""
+    test = "not recorded" if record.test_accuracy is None else f"{record.test_accuracy:.4f}"
+    return f"accuracy on {name}: {ev.accuracy:.4f} ({_photos(ev.n)}{skipped}) — test set: {test}"
+
+
+def _photos(n: int) -> str:
+    """ "1 photo", "1,200 photos"."""
+    return f"{n:,} photo" + ("" if n == 1 else "s")
 
 
 def _points(history: Any, key: str) -> list[tuple[float, float]]:
@@ -137,14 +225,33 @@ class ModelsPanel(w.VBox):
         for box in (self.search, self.tag_filter):  # search as you type, once typing pauses
             box.observe(guard(lambda _: self._refresh_soon()), names="value")
         self.sort.observe(guard(lambda _: self.refresh(reset=True)), names="value")
-        self.refresh_button.on_click(guard(lambda _: self.refresh()))
+        self.refresh_button.on_click(guard(lambda _: self._refresh_all()))
         self.prev_button.on_click(guard(lambda _: self.turn(-1)))
         self.next_button.on_click(guard(lambda _: self.turn(1)))
 
         # The selected version.
         self.selected_label = label("select a version above", "jc-models-selected")
-        self.details = w.HTML()  # text_html: escaped text, one fact a line
+        self.details = w.HTML()  # table_html: key/value rows, escaped
         self.details.add_class("jc-models-details")
+        # Its accuracy on a photo set of the store, measured on request.
+        self.photo_sets = w.Dropdown(
+            options=[], description="Photo set", layout=w.Layout(width="280px", display="none")
+        )
+        self.photo_sets.add_class("jc-models-photo-set")
+        self.photos_button = button(
+            "Accuracy on photos",
+            "jc-models-photos",
+            icon="check",
+            tooltip="load this version and measure its accuracy on the photo set",
+        )
+        self.photos_button.layout.width = "auto"
+        self.photos_button.disabled = True  # until the store's photo sets are known
+        self.photos_hint = label("", "jc-models-photos-hint")
+        self.photos_result = label("", "jc-models-photos-result")
+        for widget in (self.photos_hint, self.photos_result):
+            widget.add_class("jc-wrap")
+        self._photo_sets_asked = 0  # the latest listing asked for: an older answer is not shown
+        self.photos_button.on_click(guard(lambda _: self.evaluate_on_photos()))
         self.downloads = DownloadBox(session, self.errors)
         self.load_button = button("Load into this kernel", "jc-models-load", style="primary", icon="upload")
         self.load_button.layout.width = "auto"
@@ -191,6 +298,10 @@ class ModelsPanel(w.VBox):
         self.detail_box = w.VBox(
             [
                 self.details,
+                w.HBox(
+                    [self.photo_sets, self.photos_button, self.photos_hint, self.photos_result],
+                    layout=_wrap(),
+                ),
                 self.downloads,
                 w.HBox([self.load_button, self.alias, self.alias_button], layout=_wrap()),
                 w.HBox([self.tags, self.edit_button], layout=_wrap()),
@@ -204,7 +315,8 @@ class ModelsPanel(w.VBox):
             ],
             layout=w.Layout(display="none"),
         )
-        session.observe(lambda _: self.refresh(), names="store_changed")
+        session.observe(lambda _: self._store_changed(), names="store_changed")
+        session.observe(lambda _: self._photos_changed(), names="photos_changed")
         self.children = [
             w.HBox([self.search, self.tag_filter, self.sort, self.refresh_button], layout=_wrap()),
             self.table,
@@ -214,6 +326,18 @@ class ModelsPanel(w.VBox):
             self.errors,
         ]
         self.add_class("jc-models")
+
+    def _store_changed(self) -> None:
+        self.refresh()
+        self._photos_changed()
+
+    def _photos_changed(self) -> None:
+        if self.selected is not None:  # the photo sets are listed once a version is shown
+            self.refresh_photo_sets()
+
+    def _refresh_all(self) -> None:
+        self.refresh()
+        self._photos_changed()
 
     # -- the list --------------------------------------------------------------------------------
     def _filters(self) -> dict[str, Any]:
@@ -274,15 +398,17 @@ class ModelsPanel(w.VBox):
     def select(self, record: ModelRecord) -> None:
         self.selected = record
         self.selected_label.value = f"selected: {record.ref}"
-        self.details.value = text_html(*_facts(record))
+        self.details.value = table_html(_facts(record))
         self.tags.value = ", ".join(f"{k}={v}" for k, v in record.tags.items())
         self.notes.value = record.notes
         self.alias.value = ""  # an alias typed for another version must not move with one click
         self.status.value = ""
+        self.photos_result.value = ""  # another version's accuracy must not stay beside this one
         self.downloads.show(record)
         self._cancel_delete()
         self.detail_box.layout.display = None
         self._draw_curves()
+        self.refresh_photo_sets()
 
     @property
     def notes_view(self) -> w.Textarea:
@@ -366,6 +492,10 @@ class ModelsPanel(w.VBox):
             raise RuntimeError("select a version first")
         return self.selected
 
+    def _load_model(self, record: ModelRecord) -> keras.Model:
+        """The version's model, loaded from the store (call it in a background thread)."""
+        return self.session.store().load(record.ref)
+
     def load(self) -> threading.Thread:
         record = self._require_selected()
         session = self.session
@@ -376,8 +506,70 @@ class ModelsPanel(w.VBox):
             self.status.value = f"loaded {record.ref}: classify with it, or continue training it"
 
         return in_background(
-            lambda: session.store().load(record.ref), done=done, errors=self.errors, busy=[self.load_button]
+            lambda: self._load_model(record), done=done, errors=self.errors, busy=[self.load_button]
         )
+
+    # -- its accuracy on a photo set -------------------------------------------------------------
+    def refresh_photo_sets(self) -> threading.Thread:
+        """List the store's photo sets (in the background) into the dropdown, with their counts."""
+        from ..errors import BadParameter
+
+        self._photo_sets_asked += 1
+        asked, session = self._photo_sets_asked, self.session
+
+        def work() -> list[dict[str, Any]] | str:
+            try:
+                return session.photos().sets()
+            except BadParameter as e:  # a kind of store that keeps no photos: said in place, not an error
+                return str(e).removeprefix("--store: ")
+
+        def done(found: list[dict[str, Any]] | str) -> None:
+            if asked == self._photo_sets_asked:
+                self._show_photo_sets(found)
+
+        return in_background(work, done=done, errors=self.errors)
+
+    def _show_photo_sets(self, found: list[dict[str, Any]] | str) -> None:
+        sets = found if isinstance(found, list) else []
+        hint = found if isinstance(found, str) else "" if sets else NO_PHOTO_SETS
+        wanted = self.photo_sets.value or self.session.photo_set
+        with self.hold_sync():
+            self.photo_sets.options = [(f"{s['name']} ({_photos(s['count'])})", s["name"]) for s in sets]
+            names = [s["name"] for s in sets]
+            if names:
+                self.photo_sets.value = wanted if wanted in names else names[0]
+            self.photo_sets.layout.display = None if sets else "none"
+            self.photos_button.layout.display = None if sets else "none"
+            self.photos_button.disabled = not sets
+            self.photos_hint.value = hint
+            self.photos_hint.layout.display = "none" if sets else None
+
+    def evaluate_on_photos(self) -> threading.Thread:
+        """Load the selected version and measure its accuracy on the chosen photo set (in the background):
+        "accuracy on my-photos: 0.4300 (700 photos) — test set: 0.7866" beside the button."""
+        from ..photos.finetune import evaluate_photos
+        from ..photos.labelled import set_photos
+
+        record = self._require_selected()
+        name = self.photo_sets.value
+        if not name:
+            raise RuntimeError(NO_PHOTO_SETS)
+        session = self.session
+        self.photos_result.value = f"loading {record.ref} and measuring it on {name}…"
+
+        def work() -> PhotoEvaluation:
+            try:
+                photos = set_photos(session.photos(), name)
+                return evaluate_photos(self._load_model(record), photos)
+            except BaseException:
+                self.photos_result.value = ""  # the error says what happened
+                raise
+
+        def done(result: PhotoEvaluation) -> None:
+            if self.selected is not None and self.selected.ref == record.ref:
+                self.photos_result.value = photos_text(name, result, record)
+
+        return in_background(work, done=done, errors=self.errors, busy=[self.photos_button, self.photo_sets])
 
     def set_alias(self) -> threading.Thread:
         record = self._require_selected()
@@ -456,30 +648,32 @@ def _summary(record: ModelRecord) -> dict[str, str]:
     dataset: dict[str, Any] = _of(meta.get("dataset"), dict) or {}
     history: list[Any] = _of(meta.get("history"), list) or []
     val = [y for _, y in _points(history, "val_accuracy")]
-
-    def text(value: Any, fmt: str = "") -> str:
-        if value is None or value == "":
-            return "-"
-        if fmt and isinstance(value, int | float) and not isinstance(value, bool):
-            return format(value, fmt)
-        return str(value)
-
+    seconds = meta.get("seconds")
     return {
-        "preset": text(meta.get("preset")),
+        "preset": _text(meta.get("preset")),
         "epochs of training": epochs_text(epochs_done(history)) if history else "-",
-        "batch size": text(hyper.get("batch_size")),
-        "learning rate": text(hyper.get("learning_rate"), "g"),
-        "seed": text(hyper.get("seed")),
-        "precision": text(hyper.get("precision")),
-        "training images": text(dataset.get("n_train"), ","),
-        "test accuracy": text(record.test_accuracy, ".4f"),
-        "best validation accuracy": text(max(val) if val else None, ".4f"),
-        "training time": text(meta.get("seconds"), ".0f") + (" s" if meta.get("seconds") is not None else ""),
-        "images/s": text(meta.get("images_per_second"), ",.0f"),
-        "continued from": text(meta.get("parent")),
+        "batch size": _text(hyper.get("batch_size")),
+        "learning rate": _text(hyper.get("learning_rate"), "g"),
+        "seed": _text(hyper.get("seed")),
+        "precision": _text(hyper.get("precision")),
+        "training images": _text(dataset.get("n_train"), ","),
+        "test accuracy": _text(record.test_accuracy, ".4f"),
+        "best validation accuracy": _text(max(val) if val else None, ".4f"),
+        "training time": "-" if seconds is None else _text(seconds, ".0f") + " s",
+        "images/s": _text(meta.get("images_per_second"), ",.0f"),
+        "continued from": _text(meta.get("parent")),
         "created (UTC)": record.created[:19].replace("T", " "),
         "size": size_text(record.size),
     }
+
+
+def _text(value: Any, fmt: str = "") -> str:
+    """A metadata value as text: a number in ``fmt``, anything else as the text it is ("-" for none)."""
+    if value is None or value == "":
+        return "-"
+    if fmt and isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, fmt)
+    return str(value)
 
 
 def _of(value: Any, kind: type) -> Any:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ..data import Dataset
     from ..jobs.client import JobClient
+    from ..photos.store import PhotoStore
     from ..store.base import ModelRecord, ModelStore
 
 
@@ -31,6 +32,10 @@ class Session(HasTraits):
     model_changed = AnyTrait(None)
     #: Bumped when the store's contents change (a save, a delete), so lists refresh.
     store_changed = AnyTrait(None)
+    #: The photo set corrections go to and fine-tuning reads (see jupyter_cifar.photos).
+    photo_set = Unicode("my-photos")
+    #: Bumped when a photo set changes (a correction kept), so counts refresh.
+    photos_changed = AnyTrait(None)
 
     def __init__(self, *, store_uri: str | None = None, data: str | None = None) -> None:
         super().__init__()
@@ -48,11 +53,13 @@ class Session(HasTraits):
         self._store: ModelStore | None = None
         self._data: Dataset | None = None
         self._jobs: JobClient | None = None
+        self._photos: PhotoStore | None = None
         self._jobs_known = False  # asked the server once
         # One lock each: decoding the data the first time takes seconds, and must not hold up the store.
         self._store_lock = threading.Lock()
         self._data_lock = threading.Lock()
         self._jobs_lock = threading.Lock()
+        self._photos_lock = threading.Lock()
 
     # -- lazily opened resources -----------------------------------------------------------------
     def store(self) -> ModelStore:
@@ -72,6 +79,16 @@ class Session(HasTraits):
 
                 self._data = load_cifar10(self.data_source, progress=progress)
             return self._data
+
+    def photos(self) -> PhotoStore:
+        """The photo sets kept beside the store's models (opened once)."""
+        store = self.store()
+        with self._photos_lock:
+            if self._photos is None:
+                from ..photos.store import open_photo_store
+
+                self._photos = open_photo_store(store)
+            return self._photos
 
     def loaded_data(self) -> Dataset | None:
         """CIFAR-10 if it is loaded already (nothing is loaded for asking)."""

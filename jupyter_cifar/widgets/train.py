@@ -22,12 +22,14 @@ Start, and its result becomes the model in hand.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..errors import BadParameter
 from ..history import epoch_ends, epoch_fractions, epochs_done, epochs_text
 from ..jobs.records import ACTIVE
 from ..nets import DEFAULT_PRESET, PRESETS
@@ -49,6 +51,7 @@ FLUSH_SECONDS = 0.3  # at most ~3 updates a second reach the browser
 SMOOTHING = 0.9  # TensorBoard-style exponential moving average of per-batch values
 FAR = {"batch_size": 4.0, "learning_rate": 3.0}  # a value this many times off its recipe's is "far"
 SUBMIT_GAP = 1.0  # seconds: a second click on Start within this is the same click (a double click)
+LIMIT_CHOICES = (1000, 5000, 10000, 20000)  # offered in the train-images box, after "all (50,000)"
 
 
 def _duration(seconds: float | None) -> str:
@@ -111,8 +114,24 @@ class TrainPanel(w.VBox):
         self.learning_rate = w.BoundedFloatText(
             preset.learning_rate, min=1e-7, max=10.0, step=1e-4, description="Learning rate", **_narrow()
         )
-        self.limit = w.BoundedIntText(0, min=0, max=50000, description="Train images (0: all)", **_narrow())
-        self.limit.add_class("jc-train-limit")
+        # How many training images: self.limit holds the number that config() reads (0: all of them);
+        # limit_box shows it as text, 0 as "all (50,000)" (the data's count once it is loaded), never 0.
+        self.limit = w.BoundedIntText(0, min=0, max=50000, description="Train images")
+        self.limit_box = w.Combobox(
+            value=_all_text(None),
+            options=[],
+            ensure_option=False,
+            continuous_update=False,  # read once typed (Enter, or leaving the box), not at each key
+            placeholder="all, or a number",
+            description="Train images",
+            tooltip="how many training images (a class-balanced sample), or all of them",
+            **_narrow(),
+        )
+        self.limit_box.add_class("jc-train-limit")
+        self.limit.observe(lambda _: self._show_limit(), names="value")
+        self._limit_refused = False  # the errors area shows a refused train-images text
+        self.limit_box.observe(self._on_limit_text, names="value")
+        self._show_limit()
 
         self.start_button = button(
             "Start", "jc-train-start", style="success", icon="play", tooltip="train a new network"
@@ -181,7 +200,7 @@ class TrainPanel(w.VBox):
 
         self.form = [
             w.HBox([self.preset, self.preset_info], layout=w.Layout(align_items="center")),
-            w.HBox([self.epochs, self.batch_size, self.learning_rate, self.limit], layout=_wrap()),
+            w.HBox([self.epochs, self.batch_size, self.learning_rate, self.limit_box], layout=_wrap()),
             self.as_job,
         ]
         self.save_rows = [
@@ -245,6 +264,46 @@ class TrainPanel(w.VBox):
     def _show_preset_info(self) -> None:
         self.preset_info.value = text_html(PRESETS[self.preset.value].description)
 
+    def _train_count(self) -> int | None:
+        """How many training images the data has, once it is loaded (None before: it is not loaded for
+        asking)."""
+        data = self.session.loaded_data()
+        return None if data is None else len(data.x_train)
+
+    def _show_limit(self) -> None:
+        """The train-images box shows the number in ``self.limit``: 0 as "all (50,000)" ("all" while the
+        data is not loaded), any other number as the digits typed (a text that means it stays as typed)."""
+        total = self._train_count()
+        wanted = self.limit.value
+        try:
+            shown = parse_train_images(self.limit_box.value)
+        except BadParameter:
+            shown = None
+        with self.hold_sync():
+            self.limit_box.options = [
+                _all_text(total),
+                *(str(n) for n in LIMIT_CHOICES if total is None or n < total),
+            ]
+            if shown != wanted or (wanted == 0 and self.limit_box.value != _all_text(total)):
+                self.limit_box.value = str(wanted) if wanted else _all_text(total)
+
+    def _on_limit_text(self, change: dict[str, Any]) -> None:
+        """Text typed into the train-images box: "all" (or nothing, or 0) or a number; anything else is
+        refused, saying so, and the box shows the number in hand again. (Not ``guarded``: the box also
+        changes when the data's count comes, which must not clear another error.)"""
+        try:
+            wanted = parse_train_images(change["new"])
+        except BadParameter as e:
+            self._show_limit()
+            self.errors.show(e)
+            self._limit_refused = True
+            return
+        if self._limit_refused:  # the refusal shown is answered
+            self._limit_refused = False
+            self.errors.clear()
+        self.limit.value = wanted  # at most 50,000 (BoundedIntText): the box then shows what it kept
+        self._show_limit()
+
     def _on_model_changed(self, _change: dict[str, Any]) -> None:
         """A model came into hand: the form shows its recipe (unless a training is running)."""
         recipe = self.session.recipe
@@ -255,6 +314,7 @@ class TrainPanel(w.VBox):
                 with self.hold_sync():
                     self.batch_size.value = recipe.get("batch_size", self.batch_size.value)
                     self.learning_rate.value = recipe.get("learning_rate", self.learning_rate.value)
+        self._show_limit()  # the data may have been loaded meanwhile: "all" gets its count
         self._update_continue()
 
     def _update_continue(self) -> None:
@@ -311,7 +371,6 @@ class TrainPanel(w.VBox):
         return far
 
     def _on_name(self, change: dict[str, Any]) -> None:
-        from ..errors import BadParameter
         from ..store.base import check_name
 
         self.name_hint.value = ""
@@ -375,6 +434,7 @@ class TrainPanel(w.VBox):
 
             try:
                 data = session.data(progress=lambda message: setattr(self.status, "value", message))
+                self._show_limit()  # "all" now says how many
                 if continue_training:
                     self.status.value = f"preparing {session.model_label} to train further…"
                     trainer = Trainer(data, config, model=model, history=history, parent=parent)
@@ -792,6 +852,7 @@ class TrainPanel(w.VBox):
     def show(self) -> None:
         """The tab is shown: its figures can be drawn now."""
         self.showing = True
+        self._show_limit()
         if not self.figure_row.children:
             self.figure_row.children = [self.loss_fig, self.acc_fig]
         self._place_result()
@@ -847,6 +908,23 @@ class TrainPanel(w.VBox):
             self.follower.detach()
         self.jobs_list.close()
         super().close()
+
+
+def _all_text(total: int | None) -> str:
+    """ "all (50,000)": what 0 training images (all of them) reads as; "all" while the count is unknown."""
+    return "all" if total is None else f"all ({total:,})"
+
+
+def parse_train_images(text: str) -> int:
+    """The train-images box's text as a number: "all", "all (50,000)", nothing or 0 mean all (0);
+    "1000", "1,000" or "1 000" that many."""
+    cleaned = text.strip().lower()
+    if not cleaned or cleaned.startswith("all"):
+        return 0
+    digits = re.sub(r"[,_ ]", "", cleaned)
+    if not re.fullmatch(r"[0-9]+", digits):
+        raise BadParameter("Train images", f"{text.strip()!r} is not a number of images: write one, or all")
+    return int(digits)
 
 
 def _narrow() -> dict[str, Any]:
