@@ -11,7 +11,7 @@ gets wrong). The test images the photos were made from are left out of the test 
 test image is ever trained on.
 
 Side by side, each in a fresh process from the same model: ours (``finetune``'s defaults: 16 views of
-each photo mixed with 2 CIFAR-10 training images for each view) against the baseline without replay
+each photo mixed with 4 CIFAR-10 training images for each view) against the baseline without replay
 (the photo views alone, as fine-tuning is usually done).
 Seconds are ``finetune``'s whole call: decoding, the before and after measurements, training.
 Without ``--model``, ``fast`` is first trained on all of CIFAR-10 (its default recipe).
@@ -94,13 +94,7 @@ def main() -> None:
         common = ["--child", "--data", args.data, "--model", args.model, "--photos", str(args.photos),
                   "--used", str(args.used)]  # fmt: skip
         runs = {
-            "ours: photo views + 4x CIFAR-10 replay": [
-                *common,
-                "--epochs",
-                str(args.epochs),
-                "--replay",
-                "4",
-            ],
+            "ours: photo views + CIFAR-10 replay": [*common, "--epochs", str(args.epochs)],
             "baseline: photo views alone": [*common, "--epochs", str(args.epochs), "--replay", "0"],
         }
         results = {name: run_child(__file__, argv) for name, argv in runs.items()}

@@ -83,7 +83,7 @@ def test_a_wrong_answer_corrected_is_kept_with_who_said_what(app: App, photos: l
         said,
     )
     assert kept.filename == "a.jpg" and app.session.photos().read(kept.id) == sources[0]
-    wait_for(lambda: classify.photos.counts.value == f"1 photos: 1 {right}", what="the counts")
+    wait_for(lambda: classify.photos.counts.value == f"1 photo: 1 {right}", what="the counts")
 
     # Another model in hand draws the cards again: the kept choice is still shown, not lost.
     in_hand(app, "other")

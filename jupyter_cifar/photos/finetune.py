@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_EPOCHS = 4
 DEFAULT_HOLDOUT = 0.2
 VIEWS_PER_PHOTO = 16  # training views cut from each photo per fine-tuning (each epoch sees all of them)
-REPLAY = 2.0  # CIFAR-10 training images per photo view
+REPLAY = 4.0  # CIFAR-10 training images per photo view
 CROP = (1 / 3, 1.0)  # a training crop's side, as a share of the photo's shorter side
 LEARNING_RATE_SHARE = 0.06  # of the preset's own rate: the model is already trained
 

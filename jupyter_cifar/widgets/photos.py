@@ -155,7 +155,7 @@ class PhotoSetBar(w.VBox):
             total = sum(counts.values())
             by_class = ", ".join(f"{n} {name}" for name, n in counts.items())
             self.counts.value = (
-                f"{total} photos: {by_class}"
+                f"{total} photo{'' if total == 1 else 's'}: {by_class}"
                 if total
                 else "no photos yet: mark a wrong answer below and keep it, or `jupyter cifar photos add`"
             )
