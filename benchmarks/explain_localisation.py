@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parent.parent / "tests"),
 ]
 
-from benchmarks._common import DEFAULT_DATA, machine, table
+from benchmarks._common import DEFAULT_DATA, machine, table, trained_fast
 
 
 def deepest_conv(model) -> str:  # type: ignore[no-untyped-def]
@@ -62,12 +61,7 @@ def main() -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            args.model = str(Path(tmp) / "fast.keras")
-            subprocess.run(
-                [sys.executable, "-m", "jupyter_cifar", "train", "--preset", "fast", "--seed", "0",
-                 "--data", args.data, "--save", args.model],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+            args.model = trained_fast(args.data, Path(tmp) / "fast.keras")
         from photoset import make_photo_set
 
         from jupyter_cifar.data import load_cifar10

@@ -31,7 +31,7 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parent.parent / "tests"),
 ]
 
-from benchmarks._common import DEFAULT_DATA, machine, print_result, run_child, table
+from benchmarks._common import DEFAULT_DATA, machine, print_result, run_child, table, trained_fast
 
 
 def child(args: argparse.Namespace) -> None:
@@ -83,14 +83,7 @@ def main() -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            import subprocess
-
-            args.model = str(Path(tmp) / "fast.keras")
-            subprocess.run(
-                [sys.executable, "-m", "jupyter_cifar", "train", "--preset", "fast", "--seed", "0",
-                 "--data", args.data, "--save", args.model],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+            args.model = trained_fast(args.data, Path(tmp) / "fast.keras")
         common = ["--child", "--data", args.data, "--model", args.model, "--photos", str(args.photos),
                   "--used", str(args.used)]  # fmt: skip
         runs = {
