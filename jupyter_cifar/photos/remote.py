@@ -16,7 +16,8 @@ from .store import PhotoStore
 
 class RemotePhotoStore(PhotoStore):
     """The server checks and keeps each photo; here they are checked first too, so that a batch with a
-    bad photo is refused whole before the first is sent."""
+    bad photo is refused whole before the first is sent. It borrows the model store's connection (whoever
+    opened that store closes it)."""
 
     def __init__(self, store: RemoteModelStore) -> None:
         self.store = store
@@ -84,6 +85,3 @@ class RemotePhotoStore(PhotoStore):
 
     def _counts(self) -> dict[str, dict[str, int]]:
         return {s["name"]: dict(s["counts"]) for s in self._call("GET", "/sets")["sets"]}
-
-    def close(self) -> None:
-        self.store.close()

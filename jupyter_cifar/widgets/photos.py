@@ -49,6 +49,7 @@ class CorrectionRow(w.VBox):
         self.keep.layout.width = "64px"
         self.keep.on_click(guarded(errors)(lambda _: self.save()))
         self.status = label("", "jc-correct-status", max_width="250px")
+        self.status.add_class("jc-wrap")
         self.children = [
             w.HBox([label("wrong? it is", "jc-correct-ask"), self.choice, self.keep]),
             self.status,
@@ -90,12 +91,14 @@ class PhotoSetBar(w.VBox):
     def __init__(self, session: Session, errors: ErrorArea) -> None:
         super().__init__()
         self.session, self.errors = session, errors
-        self.set_name = w.Text(
-            value=session.photo_set, description="Photo set", layout=w.Layout(width="260px")
-        )
+        self.set_name = w.Text(  # read when typing ends (Enter, or leaving the box), not at each key
+            value=session.photo_set, description="Photo set", continuous_update=False,
+            layout=w.Layout(width="260px"),
+        )  # fmt: skip
         self.set_name.add_class("jc-photos-set")
         self.set_name.observe(guarded(errors)(self._on_set_name), names="value")
         self.counts = label("", "jc-photos-counts")
+        self.counts.add_class("jc-wrap")  # ten classes' counts, or the hint: wrapped, never clipped
         self.evaluate_button = button(
             "Evaluate on my photos",
             "jc-photos-evaluate",
@@ -113,6 +116,7 @@ class PhotoSetBar(w.VBox):
         self.save_as = w.Text(value="", placeholder="save as NAME", layout=w.Layout(width="180px"))
         self.save_as.add_class("jc-photos-save-as")
         self.status = label("", "jc-photos-status", max_width="900px")
+        self.status.add_class("jc-wrap")
         self.output = w.VBox()
         self.output.add_class("jc-photos-output")
         self.evaluate_button.on_click(guarded(errors)(lambda _: self.evaluate()))
@@ -157,7 +161,7 @@ class PhotoSetBar(w.VBox):
             self.counts.value = (
                 f"{total} photo{'' if total == 1 else 's'}: {by_class}"
                 if total
-                else "no photos yet: mark a wrong answer below and keep it, or `jupyter cifar photos add`"
+                else "no photos yet: keep a corrected answer below, or `jupyter cifar photos add`"
             )
 
         return in_background(

@@ -145,6 +145,10 @@ class Session(HasTraits):
         self.store_changed = object()
 
     def close(self) -> None:
+        with self._photos_lock:
+            if self._photos is not None:
+                self._photos.close()
+                self._photos = None
         with self._store_lock:
             if self._store is not None:
                 self._store.close()
