@@ -54,10 +54,13 @@ def print_result(result: Mapping[str, Any]) -> None:
     print(RESULT + json.dumps(result), flush=True)
 
 
-def run_child(script: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run ``python script *args`` and return what it gave :func:`print_result`."""
-    out = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True, text=True,
-                         env=None if env is None else {**os.environ, **env})  # fmt: skip
+def run_child(
+    script: str, args: Sequence[str], env: Mapping[str, str] | None = None, python: str | None = None
+) -> dict[str, Any]:
+    """Run ``python script *args`` (this interpreter unless ``python`` names another) and return what it
+    gave :func:`print_result`."""
+    out = subprocess.run([python or sys.executable, os.path.abspath(script), *args], capture_output=True,
+                         text=True, env=None if env is None else {**os.environ, **env})  # fmt: skip
     found = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
     if out.returncode or not found:
         raise ChildFailed(out.stderr.strip()[-3000:] or f"exit status {out.returncode}, no result")

@@ -73,7 +73,7 @@ def child(args: argparse.Namespace) -> dict:
     config = TrainConfig(
         preset=args.run_preset,
         seed=args.run_seed,
-        epochs=1 if quick else None,
+        epochs=1 if quick else args.epochs,
         train_limit=5000 if quick else None,
         test_limit=1000 if quick else None,
         precision=args.precision,
@@ -251,6 +251,9 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=660.0, help="stop a run after this")
     parser.add_argument("--precision", default=None, help="auto, float32, mixed_bfloat16, mixed_float16")
     parser.add_argument("--lossless", default=str(DEFAULT_LOSSLESS))
+    parser.add_argument(
+        "--epochs", type=int, help="instead of each preset's own (its schedule fitted to them)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 images, 1 epoch, 1 seed")
     parser.add_argument("--json", help="also write every run's figures to this file")
     parser.add_argument("--run-preset", help=argparse.SUPPRESS)  # internal: one run, in a child
@@ -270,6 +273,7 @@ def main() -> None:
             command += ["--budget-seconds", str(args.budget_seconds), "--lossless", args.lossless]
             command += ["--npz", args.npz] if args.npz else []
             command += ["--precision", args.precision] if args.precision else []
+            command += ["--epochs", str(args.epochs)] if args.epochs else []
             command += ["--quick"] if args.quick else []
             try:
                 run = run_child(__file__, command)
