@@ -332,7 +332,7 @@ def _evaluate(args: argparse.Namespace, out: _Output) -> int:
     if args.photos is not None:
         from .photos.cli import evaluate_photos_command
 
-        return evaluate_photos_command(args, out, model)
+        return evaluate_photos_command(args, out, model, _view_plan(args.ref, args.store))
     data = _load_data(args.data, out).subset(None, args.test_limit)
     ev = evaluate(model, data.x_test, data.y_test, data.class_names)
     out.result(
@@ -350,7 +350,8 @@ def _classify(args: argparse.Namespace, out: _Output) -> int:
 
     model = _load_ref(args.ref, args.store)
     files = expand_inputs(args.inputs)
-    items = classify(model, files, top=args.top)  # a missing or unreadable file gets its own error
+    # A missing or unreadable file gets its own error; a photo is seen through its version's views.
+    items = classify(model, files, top=args.top, plan=_view_plan(args.ref, args.store))
     results = [c.to_json() for c in items]
     if args.explain is not None:
         from .data import CLASS_NAMES
@@ -679,6 +680,13 @@ def _load_ref(ref: str, store_uri: str | None) -> Any:
         return load_model(ref)
     except ModelFileError as e:
         raise BadParameter("REF", str(e)) from None
+
+
+def _view_plan(ref: str, store_uri: str | None) -> Any:
+    """The views a stored version classifies photos with (views.stored_plan); the default for a file."""
+    from .views import DEFAULT_PLAN, stored_plan
+
+    return DEFAULT_PLAN if _is_file_ref(ref) else stored_plan(_open_store(store_uri).resolve(ref).metadata)
 
 
 def _open_store(uri: str | None) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 from .data import CLASS_NAMES
 from .errors import BadParameter, ImageError
 from .images import ImageSource, describe, load_images
-from .views import VIEWS, decode_photos, photo_probabilities
+from .views import DEFAULT_PLAN, VIEWS, ViewPlan, decode_photos, photo_probabilities
 
 if TYPE_CHECKING:
     import keras
@@ -75,6 +75,7 @@ def classify(
     names: Sequence[str] | None = None,
     class_names: Sequence[str] = CLASS_NAMES,
     views: str = "auto",
+    plan: ViewPlan | None = None,
 ) -> list[Classification]:
     """Top-``top`` labels for each source (bytes, paths, arrays, PIL images), in one batched pass.
 
@@ -82,7 +83,9 @@ def classify(
     ``views`` (see :mod:`jupyter_cifar.views`): "auto" classifies a picture clearly larger than the model's
     input from several views of it (the whole frame and crops), which finds an object that is small and
     off-centre, and a CIFAR-sized one from its one view, as before; "single" always classifies the one
-    centre crop (the answers of earlier versions); "multi" always uses several views.
+    centre crop (the answers of earlier versions); "multi" always uses several views. ``plan``: which
+    views and how they are combined (a stored version's own: :func:`~jupyter_cifar.views.stored_plan`),
+    by default :data:`~jupyter_cifar.views.DEFAULT_PLAN`.
     """
     if top < 1:
         raise BadParameter("--top", f"must be at least 1 (got {top})")
@@ -96,7 +99,7 @@ def classify(
     labels = [describe(s, None if names is None else names[i]) for i, s in enumerate(sources)]
     arrays = {i: d for i, d in enumerate(decoded) if not isinstance(d, ImageError)}
     good = list(arrays)
-    probs = photo_probabilities(model, list(arrays.values()), views) if arrays else None
+    probs = photo_probabilities(model, list(arrays.values()), views, plan or DEFAULT_PLAN) if arrays else None
     k = min(top, len(class_names))
     row_of = {i: row for row, i in enumerate(good)}
     results = []

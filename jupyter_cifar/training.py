@@ -121,6 +121,7 @@ class TrainResult:
     dataset: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
     error: str | None = None
+    test_predicted: np.ndarray | None = None  # the class the final model gives each test image
 
     @property
     def epochs(self) -> int | float:
@@ -340,14 +341,14 @@ class Trainer:
                         batches_source.close()
             model = self.final_model()
             self.model = model
-            evaluation = self._evaluate(model)
+            evaluation, test_predicted = self._evaluate(model)
             pictures = evaluation.pictures(self.data.x_test)
             self._publish({"type": "evaluation", **evaluation.to_json(), "pictures": pictures})
             status = "stopped" if self._stop.is_set() else "finished"
             error = None
         except Exception as e:
             log.debug("training failed", exc_info=True)
-            status, error, evaluation = "failed", f"{type(e).__name__}: {e}", None
+            status, error, evaluation, test_predicted = "failed", f"{type(e).__name__}: {e}", None, None
         seconds = time.perf_counter() - start
         self.result = TrainResult(
             model=model,
@@ -361,6 +362,7 @@ class Trainer:
             dataset={**self.data.describe()},
             parent=self.parent,
             error=error,
+            test_predicted=test_predicted,
         )
         self.state = status
         self._publish(
@@ -400,14 +402,16 @@ class Trainer:
             "val_accuracy": round(float((probs.argmax(axis=1) == y).mean()), 6),
         }
 
-    def _evaluate(self, model: keras.Model) -> Evaluation:
-        """The final evaluation, reusing the last epoch's validation pass when nothing changed since."""
+    def _evaluate(self, model: keras.Model) -> tuple[Evaluation, np.ndarray]:
+        """The final evaluation and the class given to each test image, reusing the last epoch's
+        validation pass when nothing changed since."""
         last = self._last_val
         if last is not None and self.history and last[0] == self.history[-1]["epoch"]:
             probs = last[1]
         else:
             probs = predict_proba(model, self.data.x_test)
-        return evaluate_probabilities(probs, self.data.y_test, self.data.class_names)
+        evaluation = evaluate_probabilities(probs, self.data.y_test, self.data.class_names)
+        return evaluation, probs.argmax(axis=1)
 
 
 class Batches(keras.utils.PyDataset):

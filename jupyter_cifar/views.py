@@ -18,6 +18,11 @@ counts the whole frame twice, and answers with the best-scoring view. Measured w
 spoils more large ones (1.5 times: 0.42 and 0.736). The figures, with the strategies not kept, are
 benchmarks/photo_views.py's.
 
+Which is right depends on the photos: a person's labelled photos say it. A fine-tuned version carries the
+combination of its views that did best on the photos it was trained on (measured with the model before
+training on them, :func:`plan_choices`), in its metadata's ``views``; classify and evaluate read it
+(:func:`stored_plan`) wherever they are given a stored version.
+
 The views only start where the picture is clearly larger than what the model takes (longer side more
 than 1.5 times :data:`~jupyter_cifar.images.SIZE`): a CIFAR-like 32x32 picture keeps its one view and
 gets exactly the probabilities it got before, so accuracy on the test set does not move.
@@ -26,9 +31,9 @@ gets exactly the probabilities it got before, so accuracy on the test set does n
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -50,7 +55,11 @@ __all__ = [
     "decode_photos",
     "make_views",
     "photo_probabilities",
+    "plan_choices",
+    "stack_probabilities",
+    "stored_plan",
     "uses_views",
+    "view_probabilities",
 ]
 
 #: ``auto``: several views for a picture clearly larger than the model's input, one for the others;
@@ -110,14 +119,57 @@ class ViewPlan:
                 raise BadParameter("scales", f"each must be in (0, 1], not {scale!r}")
         if not (isinstance(self.overlap, int | float) and 0 <= self.overlap < 1):
             raise BadParameter("overlap", f"must be in [0, 1), not {self.overlap!r}")
+        if not isinstance(self.flip, bool):
+            raise BadParameter("flip", f"must be true or false, not {self.flip!r}")
         if self.combine not in COMBINES:
             raise BadParameter("combine", f"must be one of {', '.join(COMBINES)}, not {self.combine!r}")
         if not (isinstance(self.whole_weight, int | float) and self.whole_weight > 0):
             raise BadParameter("whole_weight", f"must be a positive number, not {self.whole_weight!r}")
 
+    def to_json(self) -> dict[str, Any]:
+        return {"whole": self.whole, "scales": list(self.scales), "overlap": self.overlap, "flip": self.flip,
+                "combine": self.combine, "whole_weight": self.whole_weight}  # fmt: skip
+
+    def describe(self) -> str:
+        """A short line for people: "contrast, whole frame x2"."""
+        whole = "no whole frame" if self.whole is None else f"whole frame x{self.whole_weight:g}"
+        return f"{self.combine}, {whole}"
+
 
 #: The views and combination classify() uses (measured in benchmarks/photo_views.py).
 DEFAULT_PLAN = ViewPlan()
+
+
+def stored_plan(metadata: Mapping[str, Any] | None) -> ViewPlan:
+    """The plan a stored version classifies photos with: its metadata's ``views`` (a fine-tuning chose it
+    on the photos it trained on), else :data:`DEFAULT_PLAN`. Metadata is whatever JSON its saver sent: a
+    ``views`` that is not a valid plan counts as absent."""
+    found = (metadata or {}).get("views")
+    if not isinstance(found, dict):
+        return DEFAULT_PLAN
+    fields = {k: found[k] for k in DEFAULT_PLAN.to_json() if k in found}
+    if isinstance(fields.get("scales"), list):
+        fields["scales"] = tuple(fields["scales"])
+    try:
+        return ViewPlan(**fields)
+    except (BadParameter, TypeError):
+        return DEFAULT_PLAN
+
+
+def plan_choices(plan: ViewPlan = DEFAULT_PLAN) -> list[ViewPlan]:
+    """``plan`` and the combinations of the same views that count the whole frame once, by contrast or by
+    the most confident view: what a fine-tuning chooses from for its version. The whole frame counted
+    twice keeps an object that fills the frame; once, it finds more small ones (`fast` on 1,000 generated
+    photos: 0.35 and 0.47; benchmarks/finetune_photos.py prints what the choice costs a fine-tuned version
+    on pictures the object fills). Which kind a person's photos are, their labelled photos say."""
+    choices = [plan]
+    for other in (
+        replace(plan, combine="contrast", whole_weight=1.0),
+        replace(plan, combine="max", whole_weight=1.0),
+    ):
+        if other not in choices and plan.whole is not None:
+            choices.append(other)
+    return choices
 
 
 def decode_photos(
@@ -239,26 +291,38 @@ def photo_probabilities(
     To evaluate a labelled set of photos: :func:`decode_photos` them, pass the ones that decoded here, and
     these rows with their labels to :func:`~jupyter_cifar.predict.evaluate_probabilities`.
     """
+    _check_views(views)
+    return stack_probabilities(model, (make_views(image, views, plan) for image in images), plan)
+
+
+def stack_probabilities(
+    model: keras.Model, stacks: Iterable[np.ndarray], plan: ViewPlan = DEFAULT_PLAN
+) -> np.ndarray:
+    """:func:`photo_probabilities` from view stacks already made by :func:`make_views` with ``plan``: the
+    views of a set are made once to be classified by several models (before and after a fine-tuning)."""
+    rows = [combine(probs, plan) for probs in view_probabilities(model, stacks)]
+    return np.stack(rows) if rows else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def view_probabilities(model: keras.Model, stacks: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Each stack's views' probabilities (v, classes), uncombined: to combine them several ways."""
     from .predict import predict_proba
 
-    _check_views(views)
-    classes = model.output_shape[-1]
     rows: list[np.ndarray] = []
-    for chunk in _chunks(images, views, plan):
+    for chunk in _chunks(stacks):
         probs = predict_proba(model, np.concatenate(chunk))
         start = 0
         for stack in chunk:
-            rows.append(combine(probs[start : start + len(stack)], plan))
+            rows.append(probs[start : start + len(stack)])
             start += len(stack)
-    return np.stack(rows) if rows else np.zeros((0, classes), np.float32)
+    return rows
 
 
-def _chunks(images: Iterable[np.ndarray], views: str, plan: ViewPlan) -> Iterator[list[np.ndarray]]:
+def _chunks(stacks: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
     """The pictures' view stacks, grouped until a group holds :data:`_CHUNK_VIEWS` views."""
     chunk: list[np.ndarray] = []
     count = 0
-    for image in images:
-        stack = make_views(image, views, plan)
+    for stack in stacks:
         chunk.append(stack)
         count += len(stack)
         if count >= _CHUNK_VIEWS:

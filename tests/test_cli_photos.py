@@ -16,6 +16,8 @@ from photoset import make_photo_set, write_folders
 from test_cli import assert_one_line_error, cli
 
 from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.photos.cli import finetune_text
+from jupyter_cifar.views import DEFAULT_PLAN, plan_choices, stored_plan
 
 pytestmark = pytest.mark.slow
 
@@ -149,6 +151,22 @@ def test_finetune_on_photos_lifts_held_out_photos_and_keeps_the_test_set(
         and meta["finetune"]["after"] == after
     )
     assert len(meta["history"]) == 6  # the parent's 2 epochs and these 4
+    # The version classifies photos through the combination of views that did best on the 150 photos it
+    # trained on (measured before training on them); "after" was measured through it.
+    views = meta["finetune"]["views"]
+    assert result["views"] == views
+    assert finetune_text(result).startswith("saved fast-mine:1 (from fast:1), fine-tuned on 150 photos; ")
+    assert finetune_text(result).endswith(
+        f"it sees photos through {views['chosen']} (the parent through them: {views['before_photos']:.4f})"
+    )
+    plan = stored_plan(meta)
+    assert meta["views"] == plan.to_json() and plan in plan_choices()
+    assert views["chosen"] == plan.describe() and views["chosen_on"] == 150
+    assert list(views["candidates"]) == [choice.describe() for choice in plan_choices()]
+    assert views["candidates"][plan.describe()] == max(views["candidates"].values())
+    assert 0 <= views["before_photos"] <= 1 and 0 <= views["after_photos_parent_views"] <= 1
+    if plan == DEFAULT_PLAN:
+        assert views["before_photos"] == before["photos"]
 
 
 def test_finetune_refuses_what_it_cannot_do(

@@ -12,6 +12,7 @@ import pytest
 
 from jupyter_cifar.errors import BadParameter
 from jupyter_cifar.modelfiles import load_model
+from jupyter_cifar.predict import predict_proba
 from jupyter_cifar.training import TrainConfig, Trainer, TrainResult
 
 pytestmark = pytest.mark.slow
@@ -77,8 +78,13 @@ def test_events_are_plain_json_and_complete(tutorial_runs, small) -> None:
     }
 
 
-def test_final_evaluation_has_per_class_and_confusion(tutorial_runs) -> None:
+def test_final_evaluation_has_per_class_and_confusion(small, tutorial_runs) -> None:
     ev = tutorial_runs[0].evaluation
+    # The class the final model gives each test image comes with it (a fine-tuning's negative flips
+    # read it instead of classifying the test set again).
+    predicted = predict_proba(tutorial_runs[0].model, small.x_test).argmax(axis=1)
+    np.testing.assert_array_equal(tutorial_runs[0].test_predicted, predicted)
+    assert ev.accuracy == pytest.approx(float((predicted == small.y_test).mean()), abs=1e-6)
     confusion = np.array(ev.confusion)
     assert confusion.shape == (10, 10) and confusion.sum() == ev.n == 1000
     assert ev.accuracy == pytest.approx(np.trace(confusion) / ev.n, abs=1e-6)

@@ -8,6 +8,7 @@ images: the object small and off-centre, as in a person's photo.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,16 @@ from jupyter_cifar.images import load_image, load_images
 from jupyter_cifar.predict import classify, predict_proba
 from jupyter_cifar.views import (
     DEFAULT_PLAN,
+    ViewPlan,
     crop_boxes,
     decode_photos,
     make_views,
     photo_probabilities,
+    plan_choices,
+    stack_probabilities,
+    stored_plan,
     uses_views,
+    view_probabilities,
 )
 
 
@@ -159,3 +165,88 @@ def test_a_photo_is_decoded_whole_and_at_most_256_pixels_a_side() -> None:
     assert frame[:, :120].mean() > 240 and frame[:, 136:].mean() < 15  # the whole width, not a crop
     small = decode_photos([jpeg(wide[:40, :60])])[0]
     assert isinstance(small, np.ndarray) and small.shape == (40, 60, 3)  # never enlarged
+
+
+def test_a_view_plan_round_trips_through_metadata_and_anything_else_is_the_default() -> None:
+    plan = ViewPlan(combine="max", whole_weight=1.0)
+    assert stored_plan({"views": json.loads(json.dumps(plan.to_json()))}) == plan
+    assert stored_plan({}) == stored_plan(None) == stored_plan({"views": None}) == DEFAULT_PLAN
+    # Metadata is whatever JSON its saver sent: what is not a plan counts as absent.
+    for bad in ("max", [1, 2], {"combine": "vote"}, {"whole_weight": -1}, {"scales": "half"},
+                {"scales": [2.0]}, {"flip": "yes"}, {"whole": "stretch"}):  # fmt: skip
+        assert stored_plan({"views": bad}) == DEFAULT_PLAN, bad
+    assert stored_plan({"views": {"combine": "max", "colour": "blue"}}) == ViewPlan(combine="max")
+    assert plan.describe() == "max, whole frame x1"
+    assert DEFAULT_PLAN.describe() == "contrast, whole frame x2"
+
+
+def test_a_fine_tuning_chooses_among_the_plan_and_its_whole_frame_counted_once() -> None:
+    from jupyter_cifar.photos.finetune import choose_views
+
+    once = ViewPlan(whole_weight=1.0)
+    assert plan_choices() == [DEFAULT_PLAN, once, ViewPlan(combine="max", whole_weight=1.0)]
+    assert plan_choices(once) == [once, ViewPlan(combine="max", whole_weight=1.0)]
+    assert plan_choices(ViewPlan(whole=None)) == [ViewPlan(whole=None)]
+
+    # A photo of a cat (3) whose whole frame says airplane (0) and one crop says cat: counted twice, the
+    # whole frame wins; counted once, the crop does. Each view twice (it and its mirror).
+    whole = np.full(10, 0.05)
+    whole[0] = 0.55
+    crop = np.full(10, 0.4 / 9)
+    crop[3] = 0.6
+    views = np.stack([whole, crop, np.full(10, 0.1)] * 2)
+    small = np.full((1, 10), 0.02)  # a 32x32 picture: one view, the same answer under every plan
+    small[0, 3] = 0.82
+    chosen, scores = choose_views([views, small], np.array([3, 3]), DEFAULT_PLAN)
+    assert chosen == once  # the first of the best, when the plan itself is not among them
+    assert scores == {
+        "contrast, whole frame x2": 0.5,
+        "contrast, whole frame x1": 1.0,
+        "max, whole frame x1": 1.0,
+    }
+    # Where none does better, the plan stays.
+    assert choose_views([small], np.array([3]), DEFAULT_PLAN)[0] == DEFAULT_PLAN
+    assert choose_views([views], np.array([0]), DEFAULT_PLAN)[0] == DEFAULT_PLAN
+
+
+def test_views_made_once_are_classified_as_photo_probabilities_does(small, photos) -> None:
+    model = small[0]
+    frames = decode_photos([p.data for p in photos[:12]])
+    stacks = [make_views(f) for f in frames]
+    per_view = view_probabilities(model, stacks)
+    assert [len(p) for p in per_view] == [len(s) for s in stacks]
+    for plan in plan_choices():
+        np.testing.assert_allclose(
+            stack_probabilities(model, stacks, plan), photo_probabilities(model, frames, plan=plan), atol=1e-6
+        )
+
+
+def test_classify_sees_a_photo_through_its_stored_versions_views(small, photos, tmp_path: Path) -> None:
+    """Two versions of one model, one keeping the default views, one whose metadata says the most
+    confident view with the whole frame counted once: `jupyter cifar classify` answers each photo as
+    each version's own plan does, on photos where the two plans disagree."""
+    from test_cli import cli
+
+    from jupyter_cifar.store import open_store
+
+    model = small[0]
+    crops = ViewPlan(combine="max", whole_weight=1.0)
+    frames = decode_photos([p.data for p in photos])
+    plain, chosen = (
+        photo_probabilities(model, frames, plan=plan).argmax(1) for plan in (DEFAULT_PLAN, crops)
+    )
+    differ = np.flatnonzero(plain != chosen)[:4]
+    assert len(differ), "the two plans answer every photo alike: nothing to tell them apart by"
+    files = []
+    for i in differ:
+        files.append(tmp_path / f"photo{i}.jpg")
+        files[-1].write_bytes(photos[i].data)
+    store_dir = tmp_path / "store"
+    with open_store(str(store_dir)) as store:
+        store.save(model, "plain")
+        store.save(model, "crops", metadata={"views": crops.to_json()})
+    for ref, expected in (("plain", plain), ("crops", chosen)):
+        proc = cli("classify", ref, *files, "--store", store_dir, "--json")
+        assert proc.returncode == 0, proc.stderr
+        answered = [item["top"][0]["label"] for item in json.loads(proc.stdout)]
+        assert answered == [CLASS_NAMES[expected[i]] for i in differ], ref

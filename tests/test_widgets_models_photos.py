@@ -20,6 +20,7 @@ from storetools import tiny_model
 from jupyter_cifar.photos import open_photo_store
 from jupyter_cifar.photos.finetune import evaluate_photos
 from jupyter_cifar.photos.labelled import set_photos
+from jupyter_cifar.views import DEFAULT_PLAN, ViewPlan
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.common import NO_MATH
 from jupyter_cifar.widgets.models import NO_PHOTO_SETS
@@ -130,11 +131,14 @@ def test_a_fine_tuned_version_shows_before_and_after(bare_app: App) -> None:
         "photos": "the set my-photos", "photos_used": 560, "held_out": 140,
         "before": {"photos": 0.43, "test": 0.7866}, "after": {"photos": 0.71, "test": 0.7801},
         "negative_flips": 123, "skipped": [],
+        "views": {"chosen": "contrast, whole frame x1", "chosen_on": 560, "before_photos": 0.52,
+                  "candidates": {"contrast, whole frame x2": 0.41, "contrast, whole frame x1": 0.5}},
     }  # fmt: skip
+    views = ViewPlan(whole_weight=1.0)
     record = store.save(
         tiny_model(),
         "cnn-photos",
-        metadata={"test_accuracy": 0.7801, "parent": "cnn:1", "finetune": finetune},
+        metadata={"test_accuracy": 0.7801, "parent": "cnn:1", "finetune": finetune, "views": views.to_json()},
     )
     models = bare_app.models
     models.select(record)
@@ -144,6 +148,15 @@ def test_a_fine_tuned_version_shows_before_and_after(bare_app: App) -> None:
     assert rows["test: before → after"] == "0.7866 → 0.7801"
     assert rows["negative flips"] == "123 test images right before, wrong after"
     assert rows["continued from"] == "cnn:1" and rows["test accuracy"] == "0.7801"
+    assert rows["photos seen through"] == "contrast, whole frame x1"
+    assert rows["photos: its views, before"] == (
+        "0.5200 (the parent through the views chosen, contrast, whole frame x1, on the 560 photos trained on)"
+    )
+    # Put in hand, the version classifies and evaluates photos through its own views.
+    bare_app.session.set_model(tiny_model(), record=record)
+    assert bare_app.session.view_plan == views
+    bare_app.session.set_model(tiny_model(), record=store.resolve("cnn-photos:1"))
+    assert bare_app.session.view_plan == views
 
     # Metadata is whatever JSON its saver sent: other shapes are shown as text, not trusted.
     odd = store.save(tiny_model(), "odd", metadata={"finetune": {"before": "<b>?</b>", "after": [1]}})
@@ -157,6 +170,14 @@ def test_a_fine_tuned_version_shows_before_and_after(bare_app: App) -> None:
     models.select(hostile)
     assert table(models.details.value)["fine-tuned"] == "<img src=x onerror=alert(1)>"
     assert "<img" not in models.details.value and models.errors.value == ""
+    odd_views = store.save(tiny_model(), "odd-views", metadata={"views": {"combine": "<b>vote</b>"}})
+    models.select(odd_views)
+    assert table(models.details.value)["photos seen through"] == (
+        "the default views (contrast, whole frame x2); its own are not a view plan: "
+        "{'combine': '<b>vote</b>'}"
+    )
+    bare_app.session.set_model(tiny_model(), record=odd_views)
+    assert bare_app.session.view_plan == DEFAULT_PLAN
 
 
 # -- accuracy on a photo set --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from test_widgets import texts
 from jupyter_cifar.data import CLASS_NAMES
 from jupyter_cifar.photos.finetune import evaluate_photos
 from jupyter_cifar.photos.labelled import set_photos
+from jupyter_cifar.views import stored_plan
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.photos import CorrectionRow
 
@@ -156,6 +157,8 @@ def test_fine_tune_on_my_photos_saves_a_version_with_before_and_after(app: App, 
     before, after = meta["finetune"]["before"], meta["finetune"]["after"]
     assert bar.status.value.startswith("saved tiny-photos:1 (from tiny:1), fine-tuned on ")
     assert f"{before['photos']:.1%} → {after['photos']:.1%}" in bar.status.value
+    # The new version in hand classifies photos through the views its fine-tuning chose.
+    assert meta["views"] == app.session.view_plan.to_json() and app.session.view_plan == stored_plan(meta)
 
 
 def test_fine_tune_and_evaluate_say_what_is_missing(app: App) -> None:
@@ -187,6 +190,10 @@ def test_fine_tune_runs_as_a_job_where_the_server_runs_jobs(
         assert app.session.record is not None and app.session.record.ref == "tiny-photos:1", bar.status.value
         meta = app.session.record.metadata
         assert meta["parent"] == record.ref and meta["job"] and meta["finetune"]["held_out"] >= 10
+        assert (
+            meta["views"] == app.session.view_plan.to_json()
+            and meta["finetune"]["views"]["chosen_on"] == meta["finetune"]["photos_used"]
+        )
         [job], _ = app.session.jobs().list([])
         assert job["spec"]["photos"] == "my-photos" and job["state"] == "finished"
         assert job["model"] == "tiny-photos:1" and bar.status.value.startswith(

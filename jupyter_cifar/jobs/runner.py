@@ -174,6 +174,7 @@ class _Run:
         from ..photos.finetune import FinetunePlan
         from ..photos.labelled import set_photos
         from ..photos.store import open_photo_store
+        from ..views import stored_plan
 
         spec = self.record.spec
         assert spec.photos is not None and parent is not None  # JobSpec.from_json checked both
@@ -181,7 +182,7 @@ class _Run:
             found = set_photos(photos, spec.photos)
         self.plan = FinetunePlan(
             self.models.load(parent), found, data, preset=config.preset, seed=spec.seed or 0,
-            learning_rate=spec.learning_rate,
+            learning_rate=spec.learning_rate, views=stored_plan(self.models.resolve(parent).metadata),
         )  # fmt: skip
         return self.plan.trainer(
             model, history=history, parent=parent, epochs=config.epochs, checkpoint=config.checkpoint

@@ -165,12 +165,13 @@ def _photos_text(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_photos_command(args: argparse.Namespace, out: Any, model: Any) -> int:
+def evaluate_photos_command(args: argparse.Namespace, out: Any, model: Any, plan: Any = None) -> int:
+    """``evaluate REF --photos``: ``plan`` is the views REF classifies photos with (its version's)."""
     from .finetune import evaluate_photos
     from .labelled import resolve_photos
 
     found = resolve_photos(args.photos, args.store)
-    result = evaluate_photos(model, found)
+    result = evaluate_photos(model, found, plan=plan)
     for item in result.skipped:
         out.note(f"skipped {item['error']}")
     ev = result.evaluation
@@ -189,6 +190,7 @@ def finetune_command(args: argparse.Namespace, out: Any) -> int:
     from ..cli import _import_keras_quietly, _load_data, _open_store, _ProgressBar, _training_from
     from ..nets import PRESETS
     from ..store.base import check_name
+    from ..views import stored_plan
     from .finetune import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, finetune
     from .labelled import resolve_photos
 
@@ -206,6 +208,7 @@ def finetune_command(args: argparse.Namespace, out: Any) -> int:
             epochs=args.epochs or DEFAULT_EPOCHS,
             holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
             history=history, parent=parent, seed=args.seed, on_event=bar.on_event,
+            views=stored_plan(store.resolve(parent).metadata) if parent else None,
         )  # fmt: skip
     for item in done.skipped:
         out.note(f"skipped {item['error']}")
@@ -215,13 +218,18 @@ def finetune_command(args: argparse.Namespace, out: Any) -> int:
     out.result(
         {"name": record.name, "version": record.version, "parent": parent, "photos_used": done.photos_used,
          "held_out": done.holdout, "before": done.before, "after": done.after,
-         "negative_flips": done.negative_flips, "seconds": round(done.seconds, 1)},
-        lambda r: (
-            f"saved {r['name']}:{r['version']} (from {r['parent']}), "
-            f"fine-tuned on {r['photos_used']} photos; "
-            f"on {r['held_out']} held-out photos {r['before']['photos']:.4f} -> {r['after']['photos']:.4f}, "
-            f"on the test set {r['before']['test']:.4f} -> {r['after']['test']:.4f} "
-            f"({r['negative_flips']} test images it no longer gets right)"
-        ),
+         "negative_flips": done.negative_flips, "seconds": round(done.seconds, 1), "views": done.views},
+        finetune_text,
     )  # fmt: skip
     return 1 if done.skipped else 0
+
+
+def finetune_text(r: dict[str, Any]) -> str:
+    """``finetune``'s result for people (its JSON is ``r``)."""
+    return (
+        f"saved {r['name']}:{r['version']} (from {r['parent']}), fine-tuned on {r['photos_used']} photos; "
+        f"on {r['held_out']} held-out photos {r['before']['photos']:.4f} -> {r['after']['photos']:.4f}, "
+        f"on the test set {r['before']['test']:.4f} -> {r['after']['test']:.4f} "
+        f"({r['negative_flips']} test images it no longer gets right); it sees photos through "
+        f"{r['views']['chosen']} (the parent through them: {r['views']['before_photos']:.4f})"
+    )

@@ -28,13 +28,17 @@ if TYPE_CHECKING:
     from ..data import Dataset
     from ..predict import Evaluation
     from ..training import Trainer, TrainResult
+    from ..views import ViewPlan
 
 DEFAULT_EPOCHS = 4
 DEFAULT_HOLDOUT = 0.2
 VIEWS_PER_PHOTO = 16  # training views cut from each photo per fine-tuning (each epoch sees all of them)
 REPLAY = 4.0  # CIFAR-10 training images per photo view
 CROP = (1 / 3, 1.0)  # a training crop's side, as a share of the photo's shorter side
-LEARNING_RATE_SHARE = 0.06  # of the preset's own rate: the model is already trained
+# Of the preset's own rate: the model is already trained. With 4x replay the test set does not drop even at
+# a quarter (fast: 0.788 -> 0.794), and the photos need it: at 0.06 `fast` got only 0.51 of the 300 photos
+# it was fine-tuned on right (underfitted), at 0.25 0.74-0.78 (benchmarks/finetune_photos.py).
+LEARNING_RATE_SHARE = 0.25
 
 
 @dataclass
@@ -72,11 +76,14 @@ def decode(photos: LabelledPhotos) -> _Decoded:
     return found
 
 
-def evaluate_photos(model: keras.Model, photos: LabelledPhotos, views: str = "auto") -> PhotoEvaluation:
+def evaluate_photos(
+    model: keras.Model, photos: LabelledPhotos, views: str = "auto", plan: ViewPlan | None = None
+) -> PhotoEvaluation:
     """Accuracy, per class and confusion of ``model`` on labelled photos (a photo that cannot be read is
-    listed in ``skipped``, the rest evaluated); BadParameter when none can be read."""
+    listed in ``skipped``, the rest evaluated); BadParameter when none can be read. ``plan``: the views
+    the model classifies photos with (a stored version's: views.stored_plan), by default the default."""
     found = decode(photos)
-    result = _evaluated(model, found.frames, found.labels, found.skipped, photos, views)
+    result = _evaluated(model, found.frames, found.labels, found.skipped, photos, views, plan)
     result.rows = found.rows
     return result
 
@@ -88,15 +95,38 @@ def _evaluated(
     skipped: list[dict[str, str]],
     photos: LabelledPhotos,
     views: str = "auto",
+    plan: ViewPlan | None = None,
 ) -> PhotoEvaluation:
     from ..predict import evaluate_probabilities
-    from ..views import photo_probabilities
+    from ..views import DEFAULT_PLAN, photo_probabilities
 
     if not len(frames):
         raise BadParameter("--photos", f"none of the {len(photos)} photos of {photos.where} could be read")
     _check_classes(model, photos.class_names)
-    probs = photo_probabilities(model, list(frames), views)
+    probs = photo_probabilities(model, list(frames), views, plan or DEFAULT_PLAN)
     return PhotoEvaluation(evaluate_probabilities(probs, labels, photos.class_names), skipped, photos.where)
+
+
+def _accuracy(view_probs: Sequence[np.ndarray], labels: np.ndarray, plan: ViewPlan) -> float:
+    """Accuracy on photos from their views' probabilities (views.view_probabilities) combined by ``plan``."""
+    from ..views import combine
+
+    right = [combine(probs, plan).argmax() == label for probs, label in zip(view_probs, labels, strict=True)]
+    return round(float(np.mean(right)), 6) if right else 0.0
+
+
+def choose_views(
+    view_probs: Sequence[np.ndarray], labels: np.ndarray, plan: ViewPlan
+) -> tuple[ViewPlan, dict[str, float]]:
+    """The combination of ``plan``'s views (:func:`~jupyter_cifar.views.plan_choices`) that answers the
+    most of these photos right, ``plan`` itself unless another does strictly better; with each one's
+    accuracy. Measured with the model before it trains on them, so what it chooses is not what it has
+    memorised."""
+    from ..views import plan_choices
+
+    scores = {choice: _accuracy(view_probs, labels, choice) for choice in plan_choices(plan)}
+    best = max(scores, key=lambda choice: (scores[choice], choice == plan))
+    return best, {choice.describe(): score for choice, score in scores.items()}
 
 
 def _check_classes(model: keras.Model, class_names: Sequence[str], parameter: str = "REF") -> None:
@@ -160,6 +190,8 @@ class FinetuneResult:
     evaluation_after: PhotoEvaluation | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    views: dict[str, Any] = field(default_factory=dict)  # the version's view plan, and how it was chosen
+    plan: ViewPlan | None = None
 
     @property
     def model(self) -> keras.Model:
@@ -174,11 +206,16 @@ class FinetuneResult:
             "after": self.after,
             "negative_flips": self.negative_flips,
             "skipped": self.skipped,
+            "views": self.views,
         }
 
     def metadata(self) -> dict[str, Any]:
-        """The new version's metadata: the training's, with what the fine-tuning measured."""
-        return {**self.result.metadata(), "finetune": self.summary()}
+        """The new version's metadata: the training's, with what the fine-tuning measured, and the view
+        plan it classifies photos with (views.stored_plan reads it)."""
+        out = {**self.result.metadata(), "finetune": self.summary()}
+        if self.plan is not None:
+            out["views"] = self.plan.to_json()
+        return out
 
 
 class FinetunePlan:
@@ -198,10 +235,12 @@ class FinetunePlan:
         seed: int = 0,
         learning_rate: float | None = None,
         test_limit: int | None = None,
+        views: ViewPlan | None = None,
     ) -> None:
         from ..nets import get_preset
         from ..predict import predict_proba
         from ..training import TrainConfig, why_not_trainable
+        from ..views import DEFAULT_PLAN, make_views, view_probabilities
 
         self.start = time.perf_counter()
         _check_classes(model, photos.class_names)
@@ -222,13 +261,28 @@ class FinetunePlan:
             held_rows = train_rows
             self.notes.append("no photos held out: before and after are measured on the photos trained on")
         self.photos, self.skipped = photos, found.skipped
-        self.used, self.held = len(train_rows), [frames[i] for i in held_rows]
-        self.held_labels = labels[held_rows]
+        self.used, self.held_labels = len(train_rows), labels[held_rows]
+        # The version's view plan: the combination of the model's views that does best on the photos
+        # trained on, measured before training on them. "before" is what the model answered with its own.
+        self.parent_plan = views or DEFAULT_PLAN
+        stacks = [make_views(frames[i], plan=self.parent_plan) for i in train_rows]
+        self.plan, candidates = choose_views(
+            view_probabilities(model, stacks), labels[train_rows], self.parent_plan
+        )
+        # The held-out photos' views, made once: measured before, and after with the same views.
+        self.held = [make_views(frames[i], plan=self.parent_plan) for i in held_rows]
+        held_before = view_probabilities(model, self.held)
         self.test = data.subset(None, test_limit)
         self.old_right = predict_proba(model, self.test.x_test).argmax(1) == self.test.y_test
         self.before = {
-            "photos": _evaluated(model, self.held, self.held_labels, [], photos).evaluation.accuracy,
+            "photos": _accuracy(held_before, self.held_labels, self.parent_plan),
             "test": round(float(self.old_right.mean()), 6),
+        }
+        self.views: dict[str, Any] = {
+            "chosen": self.plan.describe(),
+            "chosen_on": len(train_rows),
+            "candidates": candidates,
+            "before_photos": _accuracy(held_before, self.held_labels, self.plan),
         }
         x_photos = training_views([frames[i] for i in train_rows], VIEWS_PER_PHOTO, seed)
         y_photos = np.repeat(labels[train_rows], VIEWS_PER_PHOTO)
@@ -268,13 +322,26 @@ class FinetunePlan:
         return Trainer(self.data, config, model=model, history=history, parent=parent)
 
     def finish(self, result: TrainResult) -> FinetuneResult:
-        """Measure the trained model "after", on the held-out photos and the test set."""
-        from ..predict import predict_proba
+        """Measure the trained model "after", on the held-out photos and the test set (the training's own
+        final evaluation, on the same test images)."""
+        from ..predict import evaluate_probabilities, predict_proba
+        from ..views import combine, view_probabilities
 
         if result.status == "failed":
             raise RuntimeError(f"fine-tuning failed: {result.error}")
-        after_eval = _evaluated(result.model, self.held, self.held_labels, [], self.photos)
-        new_right = predict_proba(result.model, self.test.x_test).argmax(1) == self.test.y_test
+        view_probs = view_probabilities(result.model, self.held)
+        probs = np.stack([combine(p, self.plan) for p in view_probs])
+        after_eval = PhotoEvaluation(
+            evaluate_probabilities(probs, self.held_labels, self.photos.class_names), [], self.photos.where
+        )
+        views = {
+            **self.views,
+            "after_photos_parent_views": _accuracy(view_probs, self.held_labels, self.parent_plan),
+        }
+        predicted = result.test_predicted
+        if predicted is None or len(predicted) != len(self.test.y_test):
+            predicted = predict_proba(result.model, self.test.x_test).argmax(1)
+        new_right = predicted == self.test.y_test
         return FinetuneResult(
             result=result,
             photos_used=self.used,
@@ -287,6 +354,8 @@ class FinetunePlan:
             evaluation_after=after_eval,
             seconds=time.perf_counter() - self.start,
             notes=self.notes,
+            views=views,
+            plan=self.plan,
         )
 
 
@@ -303,17 +372,21 @@ def finetune(
     seed: int = 0,
     learning_rate: float | None = None,
     test_limit: int | None = None,
+    views: ViewPlan | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> FinetuneResult:
     """Train ``model`` further on ``photos`` with CIFAR-10 replay from ``data``; measure before and after.
 
     ``holdout`` of each class is kept aside to measure on (0: measure on the photos trained on, and say
-    so). ``preset`` gives the recipe (its optimizer, at 6 % of its learning rate unless
-    ``learning_rate`` is given). ``on_event`` sees the training's events (a progress bar, the app's curve).
+    so). ``preset`` gives the recipe (its optimizer, at :data:`LEARNING_RATE_SHARE` of its learning rate
+    unless ``learning_rate`` is given). ``views``: the plan ``model`` classifies photos with now (its
+    version's, views.stored_plan; the default otherwise); the new version gets the combination of those
+    views that does best on the photos trained on (:func:`choose_views`, in its metadata's ``views``).
+    ``on_event`` sees the training's events (a progress bar, the app's curve).
     """
     plan = FinetunePlan(
         model, photos, data, preset=preset, epochs=epochs, holdout=holdout, seed=seed,
-        learning_rate=learning_rate, test_limit=test_limit,
+        learning_rate=learning_rate, test_limit=test_limit, views=views,
     )  # fmt: skip
     trainer = plan.trainer(model, history=history, parent=parent)
     if on_event is not None:

@@ -233,6 +233,7 @@ class ClassifyPanel(w.VBox):
 
         top, class_names, by = self.top.value, self._class_names(), self.session.model_label
         heatmaps, session, corrections = self.heatmaps.value, self.session, self._kept
+        plan = session.view_plan
         self._shown = (sources, names, refused, truths)
         self.results_by.value = f"classifying {len(sources)} image(s) with {by}…"
         self.results.children = []
@@ -248,6 +249,7 @@ class ClassifyPanel(w.VBox):
                 top=top,
                 names=[names[i] for i in kept],
                 class_names=class_names,
+                plan=plan,
             )
             maps: dict[int, Any] = {}
             if heatmaps:

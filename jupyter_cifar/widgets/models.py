@@ -21,6 +21,7 @@ import ipywidgets as w
 
 from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
+from ..views import stored_plan
 from .common import (
     NO_MATH,
     ErrorArea,
@@ -102,6 +103,8 @@ def _facts(record: ModelRecord) -> list[tuple[str, str]]:
     if meta.get("parent"):
         facts.append(("continued from", _text(meta["parent"])))
     facts += _finetune_facts(meta.get("finetune"))
+    if meta.get("views") is not None:
+        facts.append(("photos seen through", _views_text(meta["views"])))
     facts.append(("sha256", f"{record.sha256[:16]}…"))
     return facts
 
@@ -130,7 +133,24 @@ def _finetune_facts(finetune: Any) -> list[tuple[str, str]]:
     flips = finetune.get("negative_flips")
     if flips is not None:
         facts.append(("negative flips", f"{_text(flips, ',')} test images right before, wrong after"))
+    views: dict[str, Any] = _of(finetune.get("views"), dict) or {}
+    if views.get("chosen") is not None and views.get("before_photos") is not None:
+        facts.append((
+            "photos: its views, before",
+            f"{_text(views.get('before_photos'), '.4f')} (the parent through the views chosen, "
+            f"{_text(views.get('chosen'))}, on the {_text(views.get('chosen_on'), ',')} photos trained on)",
+        ))  # fmt: skip
     return facts
+
+
+def _views_text(views: Any) -> str:
+    """A version's view plan (``metadata["views"]``) in words, or what is wrong with it."""
+    from ..views import DEFAULT_PLAN, stored_plan
+
+    plan = stored_plan({"views": views})
+    if plan == DEFAULT_PLAN and views != DEFAULT_PLAN.to_json():
+        return f"the default views ({plan.describe()}); its own are not a view plan: {_text(views)}"
+    return plan.describe()
 
 
 def table_html(rows: list[tuple[str, str]]) -> str:
@@ -560,7 +580,7 @@ class ModelsPanel(w.VBox):
         def work() -> PhotoEvaluation:
             try:
                 photos = set_photos(session.photos(), name)
-                return evaluate_photos(self._load_model(record), photos)
+                return evaluate_photos(self._load_model(record), photos, plan=stored_plan(record.metadata))
             except BaseException:
                 self.photos_result.value = ""  # the error says what happened
                 raise

@@ -180,12 +180,12 @@ class PhotoSetBar(w.VBox):
         from ..photos.labelled import set_photos
 
         model, session = self._model(), self.session
-        by = session.model_label
+        by, plan = session.model_label, session.view_plan
         self.status.value = f"evaluating {by} on {session.photo_set}…"
 
         def work() -> tuple[Any, list[str]]:
             found = set_photos(session.photos(), session.photo_set)
-            result = evaluate_photos(model, found)
+            result = evaluate_photos(model, found, plan=plan)
             return result, _worst_pictures(found, result.rows, result.evaluation.worst)
 
         def done(out: tuple[Any, list[str]]) -> None:
@@ -234,7 +234,7 @@ class PhotoSetBar(w.VBox):
             preset = record.metadata.get("preset")
             result = finetune(
                 model, found, data, preset=preset if isinstance(preset, str) else "fast", epochs=epochs,
-                history=session.history, parent=record.ref, on_event=on_event,
+                history=session.history, parent=record.ref, views=session.view_plan, on_event=on_event,
             )  # fmt: skip
             saved = session.store().save(result.model, name, metadata=result.metadata())
             return result.summary(), saved, result.model

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Any as AnyTrait
 from traitlets import HasTraits, Unicode
 
+from ..views import DEFAULT_PLAN, ViewPlan, stored_plan
+
 if TYPE_CHECKING:
     import keras
 
@@ -50,6 +52,8 @@ class Session(HasTraits):
         #: model trained here and not saved yet, the version its training started from (None: none).
         self.origin: str | None = None
         self.class_names: list[str] | None = None
+        #: How the model classifies photos (its stored version's views, else the default).
+        self.view_plan: ViewPlan = DEFAULT_PLAN
         self._store: ModelStore | None = None
         self._data: Dataset | None = None
         self._jobs: JobClient | None = None
@@ -132,6 +136,7 @@ class Session(HasTraits):
         self.history = list(history or _stored_history(meta.get("history")))
         self.class_names = class_names or _stored_class_names(meta.get("class_names"))
         self.recipe = dict(recipe) if recipe is not None else _stored_recipe(meta)
+        self.view_plan = stored_plan(meta)
         self.origin = record.ref if record is not None else origin
         if label is None:
             label = record.ref if record is not None else model.name
