@@ -56,6 +56,7 @@ __all__ = [
     "make_views",
     "photo_probabilities",
     "plan_choices",
+    "plan_from_json",
     "stack_probabilities",
     "stored_plan",
     "uses_views",
@@ -144,16 +145,20 @@ def stored_plan(metadata: Mapping[str, Any] | None) -> ViewPlan:
     """The plan a stored version classifies photos with: its metadata's ``views`` (a fine-tuning chose it
     on the photos it trained on), else :data:`DEFAULT_PLAN`. Metadata is whatever JSON its saver sent: a
     ``views`` that is not a valid plan counts as absent."""
-    found = (metadata or {}).get("views")
-    if not isinstance(found, dict):
-        return DEFAULT_PLAN
-    fields = {k: found[k] for k in DEFAULT_PLAN.to_json() if k in found}
+    return plan_from_json((metadata or {}).get("views")) or DEFAULT_PLAN
+
+
+def plan_from_json(value: Any) -> ViewPlan | None:
+    """The plan a ``to_json`` dict (or part of one: the rest default) describes; None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    fields = {k: value[k] for k in DEFAULT_PLAN.to_json() if k in value}
     if isinstance(fields.get("scales"), list):
         fields["scales"] = tuple(fields["scales"])
     try:
         return ViewPlan(**fields)
     except (BadParameter, TypeError):
-        return DEFAULT_PLAN
+        return None
 
 
 def plan_choices(plan: ViewPlan = DEFAULT_PLAN) -> list[ViewPlan]:

@@ -178,6 +178,9 @@ def test_a_fine_tuned_version_shows_before_and_after(bare_app: App) -> None:
     )
     bare_app.session.set_model(tiny_model(), record=odd_views)
     assert bare_app.session.view_plan == DEFAULT_PLAN
+    part = store.save(tiny_model(), "part-views", metadata={"views": {"whole_weight": 1}})  # the rest default
+    models.select(part)
+    assert table(models.details.value)["photos seen through"] == "contrast, whole frame x1"
 
 
 # -- accuracy on a photo set --------------------------------------------------------------------------

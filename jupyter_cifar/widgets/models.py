@@ -145,11 +145,11 @@ def _finetune_facts(finetune: Any) -> list[tuple[str, str]]:
 
 def _views_text(views: Any) -> str:
     """A version's view plan (``metadata["views"]``) in words, or what is wrong with it."""
-    from ..views import DEFAULT_PLAN, stored_plan
+    from ..views import DEFAULT_PLAN, plan_from_json
 
-    plan = stored_plan({"views": views})
-    if plan == DEFAULT_PLAN and views != DEFAULT_PLAN.to_json():
-        return f"the default views ({plan.describe()}); its own are not a view plan: {_text(views)}"
+    plan = plan_from_json(views)
+    if plan is None:
+        return f"the default views ({DEFAULT_PLAN.describe()}); its own are not a view plan: {_text(views)}"
     return plan.describe()
 
 
