@@ -729,7 +729,11 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     assert models.curves.axes[1].tick_format == ".0%" and models.curves.axes[1].scale.max == 1
     assert "a:2 training" in models.legend.value and "a:2 validation" in models.legend.value
     models.compare_with.value = "a:1"
-    wait_for(lambda: models.compare is not None, what="the comparison")
+    # The comparison is drawn in the callback that sets it (another thread): wait for the table itself.
+    wait_for(
+        lambda: models.compare is not None and "a:1" in [c.value for c in models.comparison.children],
+        what="the comparison",
+    )
     rows = [c.value for c in models.comparison.children]
     assert rows[:3] == ["", "a:2", "a:1"]
     at = rows.index("batch size")
