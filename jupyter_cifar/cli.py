@@ -328,11 +328,11 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
 def _evaluate(args: argparse.Namespace, out: _Output) -> int:
     from .predict import evaluate
 
-    model = _load_ref(args.ref, args.store)
+    model, views = _load_ref_and_views(args.ref, args.store)
     if args.photos is not None:
         from .photos.cli import evaluate_photos_command
 
-        return evaluate_photos_command(args, out, model, _view_plan(args.ref, args.store))
+        return evaluate_photos_command(args, out, model, views)
     data = _load_data(args.data, out).subset(None, args.test_limit)
     ev = evaluate(model, data.x_test, data.y_test, data.class_names)
     out.result(
@@ -348,10 +348,10 @@ def _evaluate(args: argparse.Namespace, out: _Output) -> int:
 def _classify(args: argparse.Namespace, out: _Output) -> int:
     from .predict import classify
 
-    model = _load_ref(args.ref, args.store)
+    model, views = _load_ref_and_views(args.ref, args.store)
     files = expand_inputs(args.inputs)
     # A missing or unreadable file gets its own error; a photo is seen through its version's views.
-    items = classify(model, files, top=args.top, plan=_view_plan(args.ref, args.store))
+    items = classify(model, files, top=args.top, plan=views)
     results = [c.to_json() for c in items]
     if args.explain is not None:
         from .data import CLASS_NAMES
@@ -667,26 +667,26 @@ def _is_file_ref(ref: str) -> bool:
 
 
 def _load_ref(ref: str, store_uri: str | None) -> Any:
+    return _load_ref_and_views(ref, store_uri)[0]
+
+
+def _load_ref_and_views(ref: str, store_uri: str | None) -> tuple[Any, Any]:
+    """The model REF names and the views it classifies photos with (a stored version's own,
+    views.stored_plan; the default for a file), the version resolved once."""
     from .modelfiles import load_model, sniff_format
+    from .views import DEFAULT_PLAN, stored_plan
 
     if not _is_file_ref(ref):
         store = _open_store(store_uri)
-        store.resolve(ref)  # an unknown REF fails before TensorFlow loads
+        record = store.resolve(ref)  # an unknown REF fails before TensorFlow loads
         _import_keras_quietly()
-        return store.load(ref)
+        return store.load(record.ref), stored_plan(record.metadata)
     try:
         sniff_format(Path(ref))  # a missing or foreign file fails before TensorFlow loads
         _import_keras_quietly()
-        return load_model(ref)
+        return load_model(ref), DEFAULT_PLAN
     except ModelFileError as e:
         raise BadParameter("REF", str(e)) from None
-
-
-def _view_plan(ref: str, store_uri: str | None) -> Any:
-    """The views a stored version classifies photos with (views.stored_plan); the default for a file."""
-    from .views import DEFAULT_PLAN, stored_plan
-
-    return DEFAULT_PLAN if _is_file_ref(ref) else stored_plan(_open_store(store_uri).resolve(ref).metadata)
 
 
 def _open_store(uri: str | None) -> Any:

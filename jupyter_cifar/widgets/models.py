@@ -21,7 +21,7 @@ import ipywidgets as w
 
 from ..history import epoch_ends, epochs_done, epochs_text
 from ..store.base import ModelRecord, Page
-from ..views import stored_plan
+from ..views import DEFAULT_PLAN, plan_from_json, stored_plan
 from .common import (
     NO_MATH,
     ErrorArea,
@@ -145,8 +145,6 @@ def _finetune_facts(finetune: Any) -> list[tuple[str, str]]:
 
 def _views_text(views: Any) -> str:
     """A version's view plan (``metadata["views"]``) in words, or what is wrong with it."""
-    from ..views import DEFAULT_PLAN, plan_from_json
-
     plan = plan_from_json(views)
     if plan is None:
         return f"the default views ({DEFAULT_PLAN.describe()}); its own are not a view plan: {_text(views)}"
