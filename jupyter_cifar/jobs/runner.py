@@ -126,12 +126,14 @@ class _Run:
         spec = self.record.spec
         data = load_cifar10(spec.data or os.environ.get("JUPYTER_CIFAR_DATA") or None)
         preset, model, history, parent = spec.preset, None, [], spec.parent
+        parent_metadata: dict[str, Any] = {}
         if parent is not None:
             stored = self.models.resolve(parent)
-            parent = stored.ref
+            parent, parent_metadata = stored.ref, stored.metadata
             model = self.models.load(stored.ref)
             history = list(stored.metadata.get("history") or [])
             preset = preset or stored.metadata.get("preset")
+        parent_model = model  # a resumed job trains its checkpoint; a fine-tuning measures this "before"
         epochs = spec.epochs
         if spec.photos is not None and epochs is None:
             from ..photos.finetune import DEFAULT_EPOCHS
@@ -165,12 +167,22 @@ class _Run:
         )
         self.checkpoint = checkpoint
         if spec.photos is not None:
-            return self._finetuning(data, config, model, history, parent)
+            return self._finetuning(data, config, model, history, parent, parent_model, parent_metadata)
         return Trainer(data, config, model=model, history=history, parent=parent)
 
-    def _finetuning(self, data: Any, config: Any, model: Any, history: list[Any], parent: str | None) -> Any:
-        """A fine-tuning job: its plan measures the parent version "before" (a resumed job too), and the
-        trainer goes on from ``model`` (the parent, or the checkpoint) for the epochs left."""
+    def _finetuning(
+        self,
+        data: Any,
+        config: Any,
+        model: Any,
+        history: list[Any],
+        parent: str | None,
+        parent_model: Any,
+        parent_metadata: dict[str, Any],
+    ) -> Any:
+        """A fine-tuning job: its plan measures the parent version (``parent_model``, loaded once) "before"
+        through its own views (a resumed job too), and the trainer goes on from ``model`` (the parent, or
+        the checkpoint) for the epochs left."""
         from ..photos.finetune import FinetunePlan
         from ..photos.labelled import set_photos
         from ..photos.store import open_photo_store
@@ -181,8 +193,8 @@ class _Run:
         with open_photo_store(self.models) as photos:
             found = set_photos(photos, spec.photos)
         self.plan = FinetunePlan(
-            self.models.load(parent), found, data, preset=config.preset, seed=spec.seed or 0,
-            learning_rate=spec.learning_rate, views=stored_plan(self.models.resolve(parent).metadata),
+            parent_model, found, data, preset=config.preset, seed=spec.seed or 0,
+            learning_rate=spec.learning_rate, views=stored_plan(parent_metadata),
         )  # fmt: skip
         return self.plan.trainer(
             model, history=history, parent=parent, epochs=config.epochs, checkpoint=config.checkpoint
