@@ -10,7 +10,9 @@ A variant is `accurate` changed by ``+``-joined tokens, applied in order:
 - ``gelu`` / ``relu``: the activation; ``scales`` / ``noscales``: BatchNorm with or without scales;
 - ``epN``, ``bsN``: epochs, batch size; ``lrX``, ``mX``, ``wdX``, ``lsX``: learning rate, momentum,
   weight decay, label smoothing; ``biasX``: the learning-rate multiple for BatchNorm's offsets;
-- ``flip-tta`` / ``shift-tta``: test-time augmentation over mirror images, or mirror images and shifts.
+- ``flip-tta`` / ``shift-tta``: test-time augmentation over mirror images, or mirror images and shifts;
+- ``muon``: the convolutions' kernels trained by Muon (airbench94_muon's optimizer), ``mlrX`` / ``mmX`` its
+  learning rate and momentum; ``lookahead``: airbench's lookahead (a slow average the weights are pulled to).
 
 Each (variant, seed) trains in its own process; ``--workers`` runs that many at once (on a GPU the small
 network leaves room for several; on a 2-core CPU keep 1). Every run also reports its final model's
@@ -52,9 +54,11 @@ NAMED: dict[str, dict[str, Any]] = {
     "noscales": {"bn_scale": False},
     "flip-tta": {"tta": "flip"},
     "shift-tta": {"tta": "flip-translate"},
+    "muon": {"kernels": "muon"},
+    "lookahead": {"lookahead": True},
 }
 NUMBERED = {"ep": "epochs", "bs": "batch_size", "lr": "learning_rate", "m": "momentum", "wd": "weight_decay",
-            "ls": "label_smoothing", "bias": "bias_lr"}  # fmt: skip
+            "ls": "label_smoothing", "bias": "bias_lr", "mlr": "muon_lr", "mm": "muon_momentum"}  # fmt: skip
 WIDTHS = (64, 256, 256)  # accurate's
 BUILD = ("activation", "bn_scale")  # options of the network, not of the recipe
 
@@ -66,7 +70,7 @@ def changes(variant: str) -> dict[str, Any]:
         if token in NAMED:
             out.update(NAMED[token])
             continue
-        match = re.fullmatch(r"(ep|bs|lr|m|wd|ls|bias)([0-9.e-]+)", token)
+        match = re.fullmatch(r"(ep|bs|lr|mlr|mm|m|wd|ls|bias)([0-9.e-]+)", token)
         if not match:
             raise ValueError(f"unknown variant token {token!r}")
         key = NUMBERED[match[1]]

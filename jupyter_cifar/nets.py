@@ -79,6 +79,15 @@ class Preset:
     tta: str = "none"
     # BatchNorm offsets ("beta") learn this many times faster than the other weights (airbench's 64).
     bias_lr: float = 1.0
+    # "muon": the convolutions' kernels train with :class:`jupyter_cifar.muon.KernelMuon` (airbench94_muon's
+    # optimizer) at ``muon_lr`` decaying linearly to zero, with ``muon_momentum``; the optimizer above
+    # keeps the other weights. "sgd": one optimizer for all.
+    kernels: str = "sgd"
+    # airbench's lookahead (:mod:`jupyter_cifar.lookahead`): every 5 steps the weights are pulled towards a
+    # slow average of themselves, harder as training ends; the last step sets them to it.
+    lookahead: bool = False
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
     # Small training sets: unless a batch size is asked for, batches shrink so that an epoch has at least
     # this many steps (the learning rate follows; 0: never).
     min_steps: int = 0
@@ -445,13 +454,16 @@ def as_float32(model: keras.Model, preset: str, num_classes: int) -> keras.Model
 
 
 BN_OFFSETS = r".*_bn\d/beta"  # the paths of BatchNorm's offsets in the presets' networks
+CONV_KERNELS = r".*_conv\d/kernel"  # and of their trained convolutions' kernels
 
 
 def make_optimizer(preset: Preset, learning_rate: float, total_steps: int) -> keras.Optimizer:
     """The preset's optimizer; built-in Keras objects only, so a saved model needs no code of ours.
 
     With ``preset.bias_lr`` other than 1, BatchNorm's offsets get their own optimizer at that multiple of
-    the learning rate (Keras' ``MultiOptimizer``, mapping variable paths to optimizers).
+    the learning rate (Keras' ``MultiOptimizer``, mapping variable paths to optimizers); with
+    ``preset.kernels == "muon"`` the convolutions' kernels get :class:`jupyter_cifar.muon.KernelMuon`
+    (registered with Keras' serialization: a checkpoint names it).
     """
     import keras
 
@@ -478,10 +490,18 @@ def make_optimizer(preset: Preset, learning_rate: float, total_steps: int) -> ke
             optimizer.exclude_from_weight_decay(var_names=["_bn"])
         return optimizer
 
-    if preset.bias_lr == 1:
+    if preset.bias_lr == 1 and preset.kernels == "sgd":
         return one(learning_rate)
     optimizers = keras.optimizers.OptimizerMap(one(learning_rate))
-    optimizers[BN_OFFSETS] = one(learning_rate * preset.bias_lr)
+    if preset.bias_lr != 1:
+        optimizers[BN_OFFSETS] = one(learning_rate * preset.bias_lr)
+    if preset.kernels == "muon":
+        from .muon import KernelMuon
+
+        decay = keras.optimizers.schedules.PolynomialDecay(preset.muon_lr, max(1, total_steps), 0.0)
+        optimizers[CONV_KERNELS] = KernelMuon(decay, momentum=preset.muon_momentum)
+    elif preset.kernels != "sgd":
+        raise ValueError(f"unknown optimizer for the kernels {preset.kernels!r}")
     return keras.optimizers.MultiOptimizer(optimizers)
 
 

@@ -318,7 +318,7 @@ class Trainer:
                         initial_epoch=initial,
                         shuffle=True,
                         verbose=0,
-                        callbacks=[hook],
+                        callbacks=[hook, *self._recipe_callbacks(model, batches * cfg.epochs)],
                     )
                 else:
                     batches_source = Batches(
@@ -335,7 +335,7 @@ class Trainer:
                             epochs=initial + cfg.epochs,
                             initial_epoch=initial,
                             verbose=0,
-                            callbacks=[hook],
+                            callbacks=[hook, *self._recipe_callbacks(model, batches * cfg.epochs)],
                         )
                     finally:
                         batches_source.close()
@@ -375,6 +375,15 @@ class Trainer:
             }
         )
         self._done.set()
+
+    def _recipe_callbacks(self, model: keras.Model, total_steps: int) -> list[keras.callbacks.Callback]:
+        """The preset's training-time pieces that live outside the model and its optimizer."""
+        if not self.preset.lookahead:
+            return []
+        from .lookahead import Lookahead
+
+        floats = [v for v in model.variables if "float" in str(v.dtype)]  # the model's, not the view's
+        return [Lookahead(total_steps, variables=floats)]
 
     def final_model(self) -> keras.Model:
         """The trained model as it is returned and saved: float32, test-time-augmented if the preset is.

@@ -1,0 +1,183 @@
+"""The CPU goals, measured the way a user meets them: the whole `jupyter cifar train` command, timed from
+the shell, beside this machine's matrix-product peak measured in the same run.
+
+    python benchmarks/cpu_goals.py [--runs fast,accurate,accurate@6] [--seed 0] [--data DIR] [--quick]
+
+Each run is ``python -m jupyter_cifar train --preset P [--epochs N] --json`` in a fresh process: start-up,
+TensorFlow's import, the data from its decoding cache (filled once before the runs), training with a
+validation pass after each epoch, and the final evaluation (with test-time augmentation where the preset
+has it). ``P@N`` trains N epochs instead of the preset's, to see what fits the time.
+
+The peak is TensorFlow's own square matrix product (2048 and 4096, the best of several) in float32 and
+bfloat16, on all cores, in a child process before the runs. Training GFLOP/s counts 6 FLOP per
+multiply-add of the network's forward pass per training image (the forward pass, then the gradients
+with respect to the inputs and to the weights, each as large), times the trainer's own images/s; it is
+compared with the peak of the precision the run trained in ("auto": :func:`jupyter_cifar.nets.
+resolve_precision`).
+
+Goals (issue 16): the whole command inside 60 s with `fast` at 0.70 or more; inside 10 minutes with
+`accurate` at 0.93 or more with AMX, 0.90 or more with AVX512-BF16 (no goal elsewhere); training at 80 %
+of the peak or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import DEFAULT_DATA, machine, print_result, run_child, table
+
+SIZES = (2048, 4096)
+GOAL_SHARE = 0.80
+
+
+def multiply_adds(model: Any) -> int:
+    """Multiply-adds of one image's forward pass through the model's Conv2D and Dense layers."""
+    from keras import layers
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel = layer.kernel.shape  # (kh, kw, in, out)
+            _, h, w, _ = layer.output.shape
+            total += h * w * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)
+
+
+def peak_child(presets: list[str]) -> dict[str, Any]:
+    """In a child: the matmul peak per precision, the precision "auto" trains in, each preset's size."""
+    import tensorflow as tf
+
+    from jupyter_cifar import nets
+
+    peaks = {}
+    for dtype in ("float32", "bfloat16"):
+        best = 0.0
+        for n in SIZES:
+            a = tf.random.normal((n, n), dtype=tf.float32)
+            a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+            tf.linalg.matmul(a, b)  # warm-up
+            reps = max(3, int(4e10 // (2 * n**3)))
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(reps):
+                    c = tf.linalg.matmul(a, b)
+                c.numpy()
+                best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+        peaks[dtype] = best
+    sizes = {p: multiply_adds(nets.build_model(p)) for p in presets}
+    return {"peaks": peaks, "precision": nets.resolve_precision("auto"), "multiply_adds": sizes}
+
+
+def parse_runs(text: str) -> list[tuple[str, int | None]]:
+    """``fast,accurate@6`` -> [("fast", None), ("accurate", 6)] (ValueError on a bad epoch count)."""
+    out: list[tuple[str, int | None]] = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        preset, _, epochs = item.partition("@")
+        if epochs and (not epochs.isdigit() or int(epochs) < 1):
+            raise ValueError(f"bad epochs in {item!r}: want PRESET@N with N >= 1")
+        out.append((preset, int(epochs) if epochs else None))
+    return out
+
+
+def whole_command(preset: str, epochs: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the train command as a user would and time it from outside."""
+    command = [sys.executable, "-m", "jupyter_cifar", "train", "--preset", preset, "--seed", str(args.seed),
+               "--data", args.data, "--json"]  # fmt: skip
+    if epochs:
+        command += ["--epochs", str(epochs)]
+    if args.quick:
+        command += ["--epochs", "1", "--train-limit", "5000", "--test-limit", "1000"]
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode:
+        raise SystemExit(f"{' '.join(command[2:])} failed:\n{out.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return {**result, "wall": wall}
+
+
+def goal(preset: str, flags: set[str]) -> tuple[float, float] | None:
+    """(seconds, accuracy) the issue sets for this preset on this CPU, or None."""
+    if preset == "fast":
+        return 60.0, 0.70
+    if preset == "accurate" and {"amx_tile", "amx_bf16"} <= flags:
+        return 600.0, 0.93
+    if preset == "accurate" and "avx512_bf16" in flags:
+        return 600.0, 0.90
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--runs", default="fast,accurate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 images, 1 epoch")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--peak-for", help=argparse.SUPPRESS)  # internal: the peak, in a child
+    args = parser.parse_args()
+    if args.peak_for:
+        print_result(peak_child(args.peak_for.split(",")))
+        return
+    try:
+        runs = parse_runs(args.runs)
+    except ValueError as e:
+        parser.error(str(e))
+    from jupyter_cifar import nets
+    from jupyter_cifar.data import load_cifar10
+
+    for preset, _ in runs:
+        try:
+            nets.get_preset(preset)
+        except Exception as e:
+            parser.error(str(e))
+    load_cifar10(args.data)  # decoded once: every run below loads from the cache, as a user's second run
+    print(f"CPU goals, {machine()}", flush=True)
+    presets = sorted({p for p, _ in runs})
+    measured = run_child(__file__, ["--peak-for", ",".join(presets)])
+    peaks, precision = measured["peaks"], measured["precision"]
+    print(
+        f"matmul peak (TensorFlow, {'/'.join(map(str, SIZES))} square, best): float32 {peaks['float32']:.0f} "
+        f'GFLOP/s, bfloat16 {peaks["bfloat16"]:.0f} GFLOP/s; "auto" trains in {precision} here',
+        flush=True,
+    )
+    peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
+    flags = nets._cpu_flags()
+    rows, results = [], []
+    for preset, epochs in runs:
+        r = whole_command(preset, epochs, args)
+        flops = 6 * measured["multiply_adds"][preset] * r["images_per_second"] / 1e9
+        target = goal(preset, flags)
+        verdict = "no goal here"
+        if target and not args.quick:
+            seconds, accuracy = target
+            met = r["wall"] <= seconds and r["test_accuracy"] >= accuracy
+            verdict = f"{accuracy:.2f} in {seconds:.0f} s: {'met' if met else 'not met'}"
+        results.append({**r, "preset": preset, "epochs_asked": epochs, "gflops": flops, "peak": peak})
+        name = f"{preset}@{epochs}" if epochs else preset
+        share = f"{flops:.0f} ({flops / peak:.0%})"
+        rows.append([name, r["epochs"], f"{r['test_accuracy']:.4f}", f"{r['wall']:.0f}",
+                     f"{r['seconds']:.0f}", f"{r['images_per_second']:.0f}", share, verdict])  # fmt: skip
+        print(f"  {rows[-1][0]}: done", flush=True)
+    print(table(["run", "epochs", "test accuracy", "whole command s", "trainer s", "train img/s",
+                 f"train GFLOP/s (of {peak:.0f})", "goal"], rows))  # fmt: skip
+    print(f"goal for training: {GOAL_SHARE:.0%} of the peak")
+    if args.json:
+        with open(args.json, "w") as f:
+            figures = {"machine": machine(), "peaks": peaks, "precision": precision, "runs": results}
+            json.dump(figures, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
