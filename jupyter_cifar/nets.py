@@ -457,13 +457,16 @@ BN_OFFSETS = r".*_bn\d/beta"  # the paths of BatchNorm's offsets in the presets'
 CONV_KERNELS = r".*_conv\d/kernel"  # and of their trained convolutions' kernels
 
 
-def make_optimizer(preset: Preset, learning_rate: float, total_steps: int) -> keras.Optimizer:
+def make_optimizer(
+    preset: Preset, learning_rate: float, total_steps: int, compute_dtype: str = "float32"
+) -> keras.Optimizer:
     """The preset's optimizer; built-in Keras objects only, so a saved model needs no code of ours.
 
     With ``preset.bias_lr`` other than 1, BatchNorm's offsets get their own optimizer at that multiple of
     the learning rate (Keras' ``MultiOptimizer``, mapping variable paths to optimizers); with
     ``preset.kernels == "muon"`` the convolutions' kernels get :class:`jupyter_cifar.muon.KernelMuon`
-    (registered with Keras' serialization: a checkpoint names it).
+    (registered with Keras' serialization: a checkpoint names it), its Newton-Schulz iterations in
+    bfloat16 when the model computes in a 16-bit type (``compute_dtype``), else in float32.
     """
     import keras
 
@@ -499,7 +502,8 @@ def make_optimizer(preset: Preset, learning_rate: float, total_steps: int) -> ke
         from .muon import KernelMuon
 
         decay = keras.optimizers.schedules.PolynomialDecay(preset.muon_lr, max(1, total_steps), 0.0)
-        optimizers[CONV_KERNELS] = KernelMuon(decay, momentum=preset.muon_momentum)
+        ns_dtype = "bfloat16" if compute_dtype in ("bfloat16", "float16") else "float32"
+        optimizers[CONV_KERNELS] = KernelMuon(decay, momentum=preset.muon_momentum, ns_dtype=ns_dtype)
     elif preset.kernels != "sgd":
         raise ValueError(f"unknown optimizer for the kernels {preset.kernels!r}")
     return keras.optimizers.MultiOptimizer(optimizers)
@@ -532,7 +536,7 @@ def compile_for_training(model: keras.Model, preset: Preset, learning_rate: floa
         else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     )
     model.compile(
-        optimizer=make_optimizer(preset, learning_rate, total_steps),
+        optimizer=make_optimizer(preset, learning_rate, total_steps, model.dtype_policy.compute_dtype),
         loss=loss,
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy")

@@ -41,6 +41,26 @@ def test_orthogonalize_equalises_the_singular_values(shape: tuple[int, int]) -> 
     assert cosine > 0.97
 
 
+def test_orthogonalize_in_bfloat16_stays_near_float32() -> None:
+    matrix = np.random.default_rng(4).normal(size=(2304, 256)).astype(np.float32)
+    exact = _numpy(orthogonalize(keras.ops.convert_to_tensor(matrix)))
+    rough = _numpy(orthogonalize(keras.ops.convert_to_tensor(matrix), dtype="bfloat16"))
+    assert rough.dtype == exact.dtype and rough.shape == exact.shape
+    assert np.linalg.norm(rough - exact) / np.linalg.norm(exact) < 0.03
+
+
+def test_muon_iterates_in_bfloat16_where_the_model_computes_in_16_bits() -> None:
+    preset = dataclasses.replace(nets.PRESETS["fast"], kernels="muon")
+    for compute, expected in (("float32", "float32"), ("bfloat16", "bfloat16"), ("float16", "bfloat16")):
+        optimizer = nets.make_optimizer(preset, 0.1, total_steps=10, compute_dtype=compute)
+        (muon,) = [o for o in optimizer.optimizers if isinstance(o, KernelMuon)]
+        assert muon.ns_dtype == expected
+    model = nets.build_model("fast", precision="mixed_bfloat16")
+    nets.compile_for_training(model, preset, 0.1, total_steps=10)
+    (muon,) = [o for o in model.optimizer.optimizers if isinstance(o, KernelMuon)]
+    assert muon.ns_dtype == "bfloat16"
+
+
 def test_a_step_renormalises_the_kernel_then_moves_it_by_the_orthogonalized_gradient() -> None:
     rng = np.random.default_rng(1)
     start = rng.normal(size=(3, 3, 8, 16)).astype(np.float32) * 5
