@@ -1,12 +1,13 @@
-"""What each change to a preset's recipe gives: variants of `accurate` trained side by side.
+"""What each change to a preset's recipe gives: variants of `accurate` (or ``--base``) trained side by side.
 
     python benchmarks/recipe_sweep.py [--variants accurate,before,ep10+m0.9] [--seeds 0,1]
-        [--workers N] [--data DIR] [--quick]
+        [--base accurate|fast] [--workers N] [--data DIR] [--quick]
 
-A variant is `accurate` changed by ``+``-joined tokens, applied in order:
+A variant is the base preset changed by ``+``-joined tokens, applied in order:
 
-- ``accurate``: no change; ``before``: the preset as it was before issue 6's last round (GELU, BatchNorm
-  scales, one learning rate for all, weight decay 5e-4, mirror-only test-time augmentation, 5 epochs);
+- ``accurate`` or ``base``: no change; ``before``: `accurate` as it was before issue 6's last round (GELU,
+  BatchNorm scales, one learning rate for all, weight decay 5e-4, mirror-only test-time augmentation, 5
+  epochs);
 - ``gelu`` / ``relu``: the activation; ``scales`` / ``noscales``: BatchNorm with or without scales;
 - ``epN``, ``bsN``: epochs, batch size; ``lrX``, ``mX``, ``wdX``, ``lsX``: learning rate, momentum,
   weight decay, label smoothing; ``biasX``: the learning-rate multiple for BatchNorm's offsets;
@@ -40,6 +41,7 @@ from benchmarks._common import DEFAULT_DATA, ChildFailed, machine, print_result,
 
 NAMED: dict[str, dict[str, Any]] = {
     "accurate": {},
+    "base": {},
     "before": {
         "activation": "gelu",
         "bn_scale": True,
@@ -59,7 +61,7 @@ NAMED: dict[str, dict[str, Any]] = {
 }
 NUMBERED = {"ep": "epochs", "bs": "batch_size", "lr": "learning_rate", "m": "momentum", "wd": "weight_decay",
             "ls": "label_smoothing", "bias": "bias_lr", "mlr": "muon_lr", "mm": "muon_momentum"}  # fmt: skip
-WIDTHS = (64, 256, 256)  # accurate's
+WIDTHS = {"fast": (24, 64, 128), "accurate": (64, 256, 256)}  # the whitened presets' (nets._fast, _accurate)
 BUILD = ("activation", "bn_scale")  # options of the network, not of the recipe
 
 
@@ -89,20 +91,20 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     data = load_cifar10(args.data)
     over = changes(args.run_variant)
     build = {k: over.pop(k) for k in BUILD if k in over}
-    activation, bn_scale = build.get("activation", "relu"), build.get("bn_scale", False)
-    preset = dataclasses.replace(
-        nets.PRESETS["accurate"],
-        build=lambda n: nets._whitened_net(
-            n, (64, 256, 256), "accurate", activation=activation, bn_scale=bn_scale
-        ),
-        **over,
-    )
-    nets.PRESETS["accurate"] = preset
+    base = nets.PRESETS[args.base]
+    if build:  # the network changes too: rebuilt at the base's widths (BatchNorm scales: fast has them)
+        activation = build.get("activation", "relu")
+        bn_scale = build.get("bn_scale", args.base == "fast")
+        widths = WIDTHS[args.base]
+        over["build"] = lambda n: nets._whitened_net(
+            n, widths, args.base, activation=activation, bn_scale=bn_scale
+        )
+    nets.PRESETS[args.base] = dataclasses.replace(base, **over)
     quick = 5000 if args.quick else None
     trainer = Trainer(
         data,
         TrainConfig(
-            preset="accurate",
+            preset=args.base,
             seed=args.run_seed,
             epochs=1 if quick else None,
             train_limit=quick,
@@ -174,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--variants", default="accurate,before")
+    parser.add_argument("--base", default="accurate", choices=sorted(WIDTHS), help="the preset varied")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--workers", type=int, default=1, help="runs at once")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 images, 1 epoch")
@@ -193,12 +196,14 @@ def main() -> None:
     from jupyter_cifar.data import load_cifar10
 
     load_cifar10(args.data)  # decoded once, before the children read the cache
-    print(f"recipe sweep, backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}, {machine()}", flush=True)
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    print(f"recipe sweep of {args.base}, backend {backend}, {machine()}", flush=True)
     jobs = [(v, int(s)) for s in args.seeds.split(",") for v in variants]
 
     def run(job: tuple[str, int]) -> dict[str, Any] | None:
         variant, seed = job
-        command = ["--data", args.data, "--run-variant", variant, "--run-seed", str(seed)]
+        command = ["--data", args.data, "--base", args.base, "--run-variant", variant]
+        command += ["--run-seed", str(seed)]
         try:
             result = run_child(__file__, command + (["--quick"] if args.quick else []))
         except ChildFailed as e:

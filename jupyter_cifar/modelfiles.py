@@ -106,6 +106,10 @@ _MODEL_MODULES = frozenset(
     {"keras.models", "keras.src.models.functional", "keras.src.models.sequential", "keras.src.models.model"}
 )
 _TOP_LEVEL = MODEL_CLASSES | {"DTypePolicy", "FloatDTypePolicy"}  # what module "keras" may name
+# This package's own registered objects that a training checkpoint's compile config may name, exactly as
+# Keras writes them (module, class, registered name): their code is ours, installed, never the file's;
+# their configs hold numbers. The optimizer of the presets that train their kernels with Muon.
+_OWN_OBJECTS = frozenset({("jupyter_cifar.muon", "KernelMuon", "jupyter_cifar>KernelMuon")})
 # Keras saves a function it owns (a loss passed as a function) as module "builtins", class "function" and
 # looks the name up among its activations, losses and metrics only; older Keras imported it from anywhere.
 _FUNCTION_MODULES = frozenset({"builtins", "keras.activations", "keras.losses", "keras.metrics"})
@@ -461,6 +465,8 @@ def _check_object(path: Path, node: dict[str, Any], layer_slot: bool, allowed: f
             return False
         where = repr(f"{module}.{function}")[:100]
         raise ModelFileError(f"{path}: refused: the model asks for the function {where}, which is not Keras'")
+    if (module, cls, registered) in _OWN_OBJECTS and not layer_slot:
+        return False
     if cls in CODE_LAYERS or cls.startswith("__"):
         raise ModelFileError(
             f"{path}: refused: the model asks for {where}, which runs code from the file (never allowed)"

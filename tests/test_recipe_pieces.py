@@ -192,3 +192,32 @@ def test_the_trainer_ends_a_lookahead_run_on_the_slow_weights(cifar10) -> None:
     kernel = result.model.get_layer("block2_conv2").kernel
     slow = callback.slow[[v.path for v in callback.variables].index(kernel.path)]
     np.testing.assert_allclose(_numpy(kernel), slow, atol=1e-6)
+
+
+def test_a_muon_checkpoint_passes_the_model_file_checks_and_a_lookalike_does_not(tmp_path) -> None:
+    """A checkpoint names KernelMuon in its compile config: ours, exactly as Keras writes it, passes."""
+    import json
+    import zipfile
+
+    from jupyter_cifar.errors import ModelFileError
+    from jupyter_cifar.modelfiles import load_model, save_model
+
+    preset = dataclasses.replace(nets.PRESETS["fast"], kernels="muon")
+    model = nets.build_model("fast")
+    nets.compile_for_training(model, preset, 0.1, total_steps=10)
+    x = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+    model.fit(x, keras.utils.to_categorical(np.arange(8), 10), verbose=0)
+    path = save_model(model, tmp_path / "checkpoint.keras")
+    assert "KernelMuon" in zipfile.ZipFile(path).read("config.json").decode()
+    np.testing.assert_allclose(_numpy(load_model(path)(x)), _numpy(model(x)), atol=1e-5)
+
+    with zipfile.ZipFile(path) as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    text = entries["config.json"].decode().replace('"jupyter_cifar.muon"', '"os"')
+    assert json.loads(text)  # still a config, now naming KernelMuon in another module
+    forged = tmp_path / "forged.keras"
+    with zipfile.ZipFile(forged, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, text if name == "config.json" else data)
+    with pytest.raises(ModelFileError, match="refused"):
+        load_model(forged)
