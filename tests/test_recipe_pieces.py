@@ -105,7 +105,7 @@ def test_refuses_what_it_cannot_train() -> None:
 def test_the_muon_recipe_gives_the_kernels_to_muon_and_the_rest_to_sgd() -> None:
     preset = dataclasses.replace(nets.PRESETS["fast"], kernels="muon", muon_lr=0.2, bias_lr=4.0)
     model = nets.build_model("fast")
-    optimizer = nets.make_optimizer(preset, 0.1, total_steps=50)
+    optimizer = nets.make_optimizer(preset, preset.learning_rate, total_steps=50)  # Muon at 0.2
     assert isinstance(optimizer, keras.optimizers.MultiOptimizer)
     variables = model.trainable_variables
     before = {v.path: _numpy(v).copy() for v in variables}
@@ -221,3 +221,17 @@ def test_a_muon_checkpoint_passes_the_model_file_checks_and_a_lookalike_does_not
             z.writestr(name, text if name == "config.json" else data)
     with pytest.raises(ModelFileError, match="refused"):
         load_model(forged)
+
+
+def test_balanced_trains_accurates_network_with_muon_at_its_rate_share() -> None:
+    balanced, accurate = nets.PRESETS["balanced"], nets.PRESETS["accurate"]
+    assert balanced.kernels == "muon" and accurate.kernels == "sgd" and not balanced.lookahead
+    assert balanced.build is accurate.build and balanced.tta == accurate.tta
+    assert balanced.epochs < accurate.epochs
+    for share in (1.0, 0.25):  # the preset's own rate, then a fine-tuning's quarter of it
+        optimizer = nets.make_optimizer(balanced, balanced.learning_rate * share, total_steps=100)
+        (muon,) = [o for o in optimizer.optimizers if isinstance(o, KernelMuon)]
+        schedule = muon._learning_rate
+        assert float(schedule(0)) == pytest.approx(balanced.muon_lr * share)
+        assert float(schedule(50)) == pytest.approx(balanced.muon_lr * share / 2)  # linear to zero
+        assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
