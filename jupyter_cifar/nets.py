@@ -13,6 +13,8 @@ translations (numpy, in the trainer: :class:`jupyter_cifar.training.Batches`). `
 BatchNorm's offsets 64 times the learning rate (airbench's bias scaler, through Keras' ``MultiOptimizer``)
 and averages each test image over its mirror image and 1-pixel shifts inside the saved model
 (:func:`with_tta`).
+``balanced`` is ``accurate`` for 5 epochs with its convolutions' kernels trained by Muon
+(:mod:`jupyter_cifar.muon`, airbench94_muon's optimizer), which gets more from each epoch.
 
 Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_accuracy.py``):
 

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+from jupyter_cifar.nets import PRESETS
+
 STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 
 REF = {
@@ -290,7 +292,7 @@ JOB_SCHEMAS = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "preset": {"type": "string", "enum": ["fast", "accurate", "tutorial"], "nullable": True},
+            "preset": {"type": "string", "enum": list(PRESETS), "nullable": True},
             "epochs": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": True},
             "batch_size": {"type": "integer", "minimum": 1, "maximum": 65536, "nullable": True},
             "learning_rate": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True},
