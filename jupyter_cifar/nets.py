@@ -85,11 +85,11 @@ class Preset:
     # optimizer) at ``muon_lr`` decaying linearly to zero, with ``muon_momentum``; the optimizer above
     # keeps the other weights. "sgd": one optimizer for all.
     kernels: str = "sgd"
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
     # airbench's lookahead (:mod:`jupyter_cifar.lookahead`): every 5 steps the weights are pulled towards a
     # slow average of themselves, harder as training ends; the last step sets them to it.
     lookahead: bool = False
-    muon_lr: float = 0.24
-    muon_momentum: float = 0.6
     # Small training sets: unless a batch size is asked for, batches shrink so that an epoch has at least
     # this many steps (the learning rate follows; 0: never).
     min_steps: int = 0
