@@ -27,31 +27,27 @@ def pull(step: int, total: int, decay: float, power: float) -> float:
 
 
 class Lookahead(keras.callbacks.Callback):
-    """See the module. ``variables``: what to average (default: the model's floating-point variables)."""
+    """See the module. ``variables``: what to average (the trainer gives the model's floating-point ones:
+    the fit runs a training view of the model, whose variables are the model's)."""
 
     def __init__(
         self,
+        variables: Sequence[Any],
         total_steps: int,
         *,
         every: int = 5,
         decay: float = 0.95**5,
         power: float = 3.0,
-        variables: Sequence[Any] | None = None,
     ) -> None:
         super().__init__()
         if total_steps < 1 or every < 1 or not 0 <= decay < 1:
             raise ValueError(f"bad lookahead: {total_steps=}, {every=}, {decay=}")
+        self.variables = list(variables)
         self.total, self.every, self.decay, self.power = total_steps, every, decay, power
-        self._given = variables
-        self.variables: list[Any] = []
         self.slow: list[np.ndarray] = []
         self.step = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self._given is not None:
-            self.variables = list(self._given)
-        else:
-            self.variables = [v for v in self.model.variables if "float" in str(v.dtype)]
         self.slow = [np.array(keras.ops.convert_to_numpy(v), np.float32) for v in self.variables]
         self.step = 0
 

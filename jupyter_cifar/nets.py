@@ -176,19 +176,23 @@ def _start_as_identity(conv: keras.layers.Layer) -> None:
     conv.set_weights([kernel])
 
 
+# The whitened presets' widths (recipe_sweep rebuilds them with other activations).
+WIDTHS: dict[str, tuple[int, int, int]] = {"fast": (24, 64, 128), "accurate": (64, 256, 256)}
+
+
 def _fast(num_classes: int) -> keras.Model:
     """airbench's shape at widths (24, 64, 128): 16.3 M multiply-adds per image (the tutorial's: 4.5 M)."""
-    return _whitened_net(num_classes, (24, 64, 128), "fast")
+    return _whitened_net(num_classes, WIDTHS["fast"], "fast")
 
 
 def _accurate(num_classes: int) -> keras.Model:
     """airbench's shape at its full widths (64, 256, 256): about 118 M multiply-adds per image."""
-    return _whitened_net(num_classes, (64, 256, 256), "accurate", bn_scale=False)
+    return _whitened_net(num_classes, WIDTHS["accurate"], "accurate", bn_scale=False)
 
 
 def _balanced(num_classes: int) -> keras.Model:
     """accurate's network, named for the preset that trains it (a model's name is its architecture)."""
-    return _whitened_net(num_classes, (64, 256, 256), "balanced", bn_scale=False)
+    return _whitened_net(num_classes, WIDTHS["accurate"], "balanced", bn_scale=False)
 
 
 # What fast and accurate share: airbench's recipe (Nesterov SGD, warm-up then cosine decay, label

@@ -283,7 +283,8 @@ class Trainer:
                 self.policy = model.dtype_policy.name
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
-            one_hot = _compile(model, self, batches * cfg.epochs)
+            steps = batches * cfg.epochs
+            one_hot = _compile(model, self, steps)
             fit_model = fastview.for_training(model)  # shares model's variables: training it trains model
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
@@ -318,7 +319,7 @@ class Trainer:
                         initial_epoch=initial,
                         shuffle=True,
                         verbose=0,
-                        callbacks=[hook, *self._recipe_callbacks(model, batches * cfg.epochs)],
+                        callbacks=[hook, *self._recipe_callbacks(model, steps)],
                     )
                 else:
                     batches_source = Batches(
@@ -335,7 +336,7 @@ class Trainer:
                             epochs=initial + cfg.epochs,
                             initial_epoch=initial,
                             verbose=0,
-                            callbacks=[hook, *self._recipe_callbacks(model, batches * cfg.epochs)],
+                            callbacks=[hook, *self._recipe_callbacks(model, steps)],
                         )
                     finally:
                         batches_source.close()
@@ -383,7 +384,7 @@ class Trainer:
         from .lookahead import Lookahead
 
         floats = [v for v in model.variables if "float" in str(v.dtype)]  # the model's, not the view's
-        return [Lookahead(total_steps, variables=floats)]
+        return [Lookahead(floats, total_steps)]
 
     def final_model(self) -> keras.Model:
         """The trained model as it is returned and saved: float32, test-time-augmented if the preset is.

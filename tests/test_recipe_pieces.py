@@ -149,13 +149,13 @@ def test_lookahead_pull_ramps_up_as_a_cube_and_ends_on_the_slow_copy() -> None:
     assert pull(99, 100, 0.8, 3) == pytest.approx(0.8 * 0.99**3)
     assert pull(100, 100, 0.8, 3) == 1.0
     with pytest.raises(ValueError, match="bad lookahead"):
-        Lookahead(0)
+        Lookahead([], 0)
 
 
 def test_lookahead_really_averages_and_sets_the_weights_to_the_average() -> None:
     """Drive the callback by hand: the weights move as an optimizer would move them between its calls."""
     v = keras.Variable(np.zeros(3, np.float32), name="w")
-    callback = Lookahead(total_steps=6, every=2, decay=0.5, power=1.0, variables=[v])
+    callback = Lookahead([v], total_steps=6, every=2, decay=0.5, power=1.0)
     callback.on_train_begin()
     for step, value in enumerate([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]):
         v.assign(_numpy(v) + value)  # an optimizer's step
