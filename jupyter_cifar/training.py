@@ -44,6 +44,7 @@ from .nets import (
     as_float32,
     build_model,
     get_preset,
+    inference_copy,
     init_from_data,
     resolve_precision,
     tta_views,
@@ -387,7 +388,8 @@ class Trainer:
         return [Lookahead(floats, total_steps)]
 
     def final_model(self) -> keras.Model:
-        """The trained model as it is returned and saved: float32, test-time-augmented if the preset is.
+        """The trained model as it is returned and saved: float32, test-time-augmented if the preset is,
+        not compiled.
 
         Made once, at the last epoch's end (so that epoch's validation already measures it) or when
         training ends early; validation results from before it are not reused for it.
@@ -399,6 +401,8 @@ class Trainer:
                 model = with_tta(model, self._tta)
             if model is not self.model:
                 self._last_val = None
+            else:  # the same predictions, without the optimizer: a saved model opens with plain Keras
+                model = inference_copy(model)
             self._final = model
         return self._final
 

@@ -117,15 +117,17 @@ def test_a_large_photo_is_classified_from_its_views_combined(small, photos) -> N
     )
 
 
-def test_views_find_the_small_object_that_the_centre_crop_misses(small, photos) -> None:
-    model = small[0]
+def test_views_find_the_small_object_that_the_centre_crop_misses(small) -> None:
+    model, x_test, y_test = small
+    photos = make_photo_set(x_test, y_test, 400, seed=3)  # more than the others use: the gain is noisy
     y = np.array([p.label for p in photos])
     data = [p.data for p in photos]
     single = predict_proba(model, np.stack(load_images(data))).argmax(1)  # type: ignore[arg-type]
     frames = decode_photos(data)
     several = photo_probabilities(model, frames).argmax(1)  # type: ignore[arg-type]
     single_acc, several_acc = float((single == y).mean()), float((several == y).mean())
-    # Measured with this model and these photos: 0.16 -> 0.28 (the full `fast` model: about +20 points).
+    # Measured with this model and these photos: 0.17 -> 0.27 (0.14 -> 0.20 with the photo set's seed 4;
+    # the full `fast` model: +17 points, benchmarks/photo_views.py).
     assert several_acc >= single_acc + 0.06, (single_acc, several_acc)
     by_classify = classify(model, data[:20], top=1)
     assert [r.top[0]["label"] for r in by_classify] == [CLASS_NAMES[k] for k in several[:20]]
