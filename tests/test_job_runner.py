@@ -60,7 +60,9 @@ def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar
 def test_a_stop_through_the_store_ends_it_within_a_batch_and_keeps_its_model(
     store_uri: str, cifar10_dir: Path
 ) -> None:
-    job = submit(store_uri, data=str(cifar10_dir), epochs=20, train_limit=2000)
+    # The first epoch long enough (625 batches, seconds) that the stop, brought back by the next heartbeat
+    # (2 s), lands inside it rather than in its validation pass at the end.
+    job = submit(store_uri, data=str(cifar10_dir), epochs=20, train_limit=20000)
     with open_store(store_uri) as models:
         jobs = open_job_store(models)
 

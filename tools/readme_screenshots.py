@@ -1,5 +1,5 @@
 """Takes the README's screenshots (docs/*.png) the way a user sees the app: JupyterLab in real Chromium,
-a realistic model (`fast` trained on all of CIFAR-10 in the Train tab, about 0.78), photos made from test
+a realistic model (`fast` trained on all of CIFAR-10 in the Train tab, about 0.81), photos made from test
 images (tests/photoset.py) classified with their heatmaps, a correction kept, and the Models tab.
 
     python tools/readme_screenshots.py [--data DIR] [--out docs]

@@ -36,8 +36,9 @@ VIEWS_PER_PHOTO = 16  # training views cut from each photo per fine-tuning (each
 REPLAY = 4.0  # CIFAR-10 training images per photo view
 CROP = (1 / 3, 1.0)  # a training crop's side, as a share of the photo's shorter side
 # Of the preset's own rate: the model is already trained. With 4x replay the test set does not drop even at
-# a quarter (fast: 0.788 -> 0.794), and the photos need it: at 0.06 `fast` got only 0.51 of the 300 photos
-# it was fine-tuned on right (underfitted), at 0.25 0.74-0.78 (benchmarks/finetune_photos.py).
+# a quarter (fast: 0.788 -> 0.794; with its Muon recipe 0.810 -> 0.815, Muon's rate a quarter too), and the
+# photos need it: at 0.06 `fast` got only 0.51 of the 300 photos it was fine-tuned on right (underfitted),
+# at 0.25 0.74-0.78 (SGD recipe; benchmarks/finetune_photos.py).
 LEARNING_RATE_SHARE = 0.25
 
 
