@@ -175,7 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--variants", default="accurate,before")
-    parser.add_argument("--base", default="accurate", choices=("accurate", "fast"), help="the preset varied")
+    from jupyter_cifar.nets import WIDTHS  # light: numpy only, no Keras
+
+    parser.add_argument("--base", default="accurate", choices=sorted(WIDTHS), help="the preset varied")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--workers", type=int, default=1, help="runs at once")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 images, 1 epoch")
