@@ -7,13 +7,14 @@ A variant is the base preset changed by ``+``-joined tokens, applied in order:
 
 - ``accurate`` or ``base``: no change; ``before``: `accurate` as it was before issue 6's last round (GELU,
   BatchNorm scales, one learning rate for all, weight decay 5e-4, mirror-only test-time augmentation, 5
-  epochs);
+  epochs, SGD for every weight);
 - ``gelu`` / ``relu``: the activation; ``scales`` / ``noscales``: BatchNorm with or without scales;
 - ``epN``, ``bsN``: epochs, batch size; ``lrX``, ``mX``, ``wdX``, ``lsX``: learning rate, momentum,
   weight decay, label smoothing; ``biasX``: the learning-rate multiple for BatchNorm's offsets;
 - ``flip-tta`` / ``shift-tta``: test-time augmentation over mirror images, or mirror images and shifts;
-- ``muon``: the convolutions' kernels trained by Muon (airbench94_muon's optimizer), ``mlrX`` / ``mmX`` its
-  learning rate and momentum; ``lookahead``: airbench's lookahead (a slow average the weights are pulled to).
+- ``muon`` / ``sgd``: the convolutions' kernels trained by Muon (airbench94_muon's optimizer, as the
+  whitened presets do) or by SGD as the other weights, ``mlrX`` / ``mmX`` Muon's learning rate and momentum;
+  ``lookahead``: airbench's lookahead (a slow average the weights are pulled to).
 
 Each (variant, seed) trains in its own process; ``--workers`` runs that many at once (on a GPU the small
 network leaves room for several; on a 2-core CPU keep 1). Every run also reports its final model's
@@ -49,6 +50,7 @@ NAMED: dict[str, dict[str, Any]] = {
         "weight_decay": 5e-4,
         "tta": "flip",
         "epochs": 5,
+        "kernels": "sgd",
     },
     "gelu": {"activation": "gelu"},
     "relu": {"activation": "relu"},
@@ -57,6 +59,7 @@ NAMED: dict[str, dict[str, Any]] = {
     "flip-tta": {"tta": "flip"},
     "shift-tta": {"tta": "flip-translate"},
     "muon": {"kernels": "muon"},
+    "sgd": {"kernels": "sgd"},
     "lookahead": {"lookahead": True},
 }
 NUMBERED = {"ep": "epochs", "bs": "batch_size", "lr": "learning_rate", "m": "momentum", "wd": "weight_decay",

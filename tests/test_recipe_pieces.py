@@ -223,17 +223,24 @@ def test_a_muon_checkpoint_passes_the_model_file_checks_and_a_lookalike_does_not
         load_model(forged)
 
 
-def test_balanced_trains_accurates_network_with_muon_at_its_rate_share() -> None:
+def test_balanced_is_accurates_network_and_recipe_for_fewer_epochs() -> None:
     balanced, accurate = nets.PRESETS["balanced"], nets.PRESETS["accurate"]
-    assert balanced.kernels == "muon" and accurate.kernels == "sgd" and not balanced.lookahead
-    assert balanced.tta == accurate.tta
     shapes = [[tuple(w.shape) for w in nets.build_model(p).weights] for p in ("balanced", "accurate")]
     assert shapes[0] == shapes[1]  # the same network
-    assert balanced.epochs < accurate.epochs
+    assert balanced.epochs < accurate.epochs and balanced.batch_size < accurate.batch_size
+    same = ("kernels", "muon_lr", "learning_rate", "weight_decay", "bias_lr", "tta", "lookahead")
+    assert {k: getattr(balanced, k) for k in same} == {k: getattr(accurate, k) for k in same}
+
+
+@pytest.mark.parametrize("name", ["fast", "accurate", "balanced"])
+def test_whitened_presets_train_their_kernels_with_muon_at_its_rate_share(name: str) -> None:
+    preset = nets.PRESETS[name]
+    assert preset.kernels == "muon" and not preset.lookahead
     for share in (1.0, 0.25):  # the preset's own rate, then a fine-tuning's quarter of it
-        optimizer = nets.make_optimizer(balanced, balanced.learning_rate * share, total_steps=100)
+        optimizer = nets.make_optimizer(preset, preset.learning_rate * share, total_steps=100)
         (muon,) = [o for o in optimizer.optimizers if isinstance(o, KernelMuon)]
         schedule = muon._learning_rate
-        assert float(schedule(0)) == pytest.approx(balanced.muon_lr * share)
-        assert float(schedule(50)) == pytest.approx(balanced.muon_lr * share / 2)  # linear to zero
+        assert float(schedule(0)) == pytest.approx(preset.muon_lr * share)
+        assert float(schedule(50)) == pytest.approx(preset.muon_lr * share / 2)  # linear to zero
         assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    assert nets.PRESETS["tutorial"].kernels == "sgd"  # Adam for everything: the seed's recipe
