@@ -1,0 +1,110 @@
+"""Where a preset's training step spends its time on this CPU: the whole step beside each layer alone.
+
+    python benchmarks/step_breakdown.py [--preset accurate] [--rounds 5]
+
+One process builds the preset's network in the precision "auto" picks, compiles it with the preset's
+optimizer and takes the trainer's view of it (:func:`jupyter_cifar.fastview.for_training`: the fused
+BatchNorm, the matmul weight gradients where they pay). It times the view's whole training step
+(``train_on_batch`` at the preset's batch size), then each layer of the view alone: its forward pass and
+the gradients with respect to its input and its weights, on random input of the shape it sees in the
+network. Convolutions also get their FLOP/s (6 per multiply-add), to set beside the matrix product's peak
+that ``benchmarks/cpu_goals.py`` measures. The layers alone add up to more than the step (each pays its
+own call), so read the shares, not the sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import machine, table
+
+
+def seconds(fn: Callable[[], Any], reps: int, rounds: int) -> float:
+    """The median over ``rounds`` of one call's time, each round ``reps`` calls (after a warm-up call)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        times.append((time.perf_counter() - start) / reps)
+    return statistics.median(times)
+
+
+def layer_step(layer: Any, batch: int) -> Callable[[], Any]:
+    """One layer's forward pass and its input and weight gradients, as a compiled TensorFlow function."""
+    import tensorflow as tf
+
+    inputs = tf.cast(tf.random.normal((batch, *layer.input.shape[1:])), layer.compute_dtype)
+
+    @tf.function
+    def step() -> list[Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(tf.cast(layer(inputs, training=True), tf.float32))
+        return [g for g in tape.gradient(loss, [inputs, *layer.trainable_weights]) if g is not None]
+
+    return lambda: [g.numpy() for g in step()]
+
+
+def multiply_adds(layer: Any) -> int:
+    """A convolution's multiply-adds per image (fastview's layers wrap one as ``.conv``), else 0."""
+    conv = getattr(layer, "conv", layer)
+    kernel = getattr(conv, "kernel", None)
+    if kernel is None or len(kernel.shape) != 4:
+        return 0
+    _, height, width, _ = conv.output.shape
+    kh, kw, channels, filters = kernel.shape
+    return int(height * width * kh * kw * channels * filters)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="accurate")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    import keras
+    import numpy as np
+
+    from jupyter_cifar import fastview, nets
+
+    preset = nets.get_preset(args.preset)
+    batch, precision = preset.batch_size, nets.resolve_precision(preset.precision)
+    model = nets.build_model(args.preset, precision=precision)
+    nets.compile_for_training(model, preset, preset.learning_rate, total_steps=1000)
+    view = fastview.for_training(model)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.float32)
+    labels = keras.utils.to_categorical(np.arange(batch) % 10, 10)
+    for _ in range(2):
+        view.train_on_batch(images, labels)
+    whole = seconds(lambda: view.train_on_batch(images, labels), 3, args.rounds)
+    print(f"training step of {args.preset}, batch {batch}, {precision}; {machine()}")
+    print(f"whole step: {whole * 1e3:.0f} ms ({batch / whole:.0f} images/s)")
+    rows, kinds = [], {"convolutions": 0.0, "the other layers": 0.0}
+    for layer in view.layers[1:]:
+        if any(d is None for d in layer.input.shape[1:]):
+            continue
+        took = seconds(layer_step(layer, batch), 5, args.rounds)
+        macs = multiply_adds(layer)
+        kinds["convolutions" if macs else "the other layers"] += took
+        flops = f"{6 * macs * batch / took / 1e9:.0f}" if macs else ""
+        shape = "x".join(map(str, layer.input.shape[1:]))
+        rows.append([layer.name, type(layer).__name__, shape, f"{took * 1e3:.1f}", flops])
+    total = sum(kinds.values())
+    for row, took in zip(rows, (float(r[3]) for r in rows), strict=True):
+        row.insert(4, f"{took / 1e3 / total:.1%}")
+    print(table(["layer", "kind", "input", "ms alone", "share of the layers", "GFLOP/s"], rows))
+    print("; ".join(f"{kind}: {took * 1e3:.0f} ms ({took / total:.0%})" for kind, took in kinds.items()))
+
+
+if __name__ == "__main__":
+    main()
