@@ -8,8 +8,10 @@ BatchNorm, the matmul weight gradients where they pay). It times the view's whol
 (``train_on_batch`` at the preset's batch size), then each layer of the view alone: its forward pass and
 the gradients with respect to its input and its weights, on random input of the shape it sees in the
 network. Convolutions also get their FLOP/s (6 per multiply-add), to set beside the matrix product's peak
-that ``benchmarks/cpu_goals.py`` measures. The layers alone add up to more than the step (each pays its
-own call), so read the shares, not the sum.
+that ``benchmarks/cpu_goals.py`` measures; what the whole step takes beyond its layers (the loss, the
+optimizer's update, also timed alone) comes last. The time of the harness itself (a sum standing for the loss,
+and its gradient, on the layer's output) is measured on its own and taken away. The layers alone add up
+to a little less or more than the step: read the shares, not the sum.
 """
 
 from __future__ import annotations
@@ -40,18 +42,24 @@ def seconds(fn: Callable[[], Any], reps: int, rounds: int) -> float:
     return statistics.median(times)
 
 
-def layer_step(layer: Any, batch: int) -> Callable[[], Any]:
-    """One layer's forward pass and its input and weight gradients, as a compiled TensorFlow function."""
+def layer_step(layer: Any, shape: tuple[int, ...], dtype: str) -> Callable[[], Any]:
+    """One layer's forward pass and its input and weight gradients, as a compiled TensorFlow function.
+
+    ``layer`` None: the harness alone (the sum that stands for a loss, its gradient), on an output of
+    ``shape``, to take away from a layer's time.
+    """
     import tensorflow as tf
 
-    inputs = tf.cast(tf.random.normal((batch, *layer.input.shape[1:])), layer.compute_dtype)
+    inputs = tf.cast(tf.random.normal(shape), dtype)
+    weights = layer.trainable_weights if layer is not None else []
 
     @tf.function
     def step() -> list[Any]:
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            loss = tf.reduce_sum(tf.cast(layer(inputs, training=True), tf.float32))
-        return [g for g in tape.gradient(loss, [inputs, *layer.trainable_weights]) if g is not None]
+            outputs = layer(inputs, training=True) if layer is not None else tf.identity(inputs)
+            loss = tf.reduce_sum(tf.cast(outputs, tf.float32))
+        return [g for g in tape.gradient(loss, [inputs, *weights]) if g is not None]
 
     return lambda: [g.numpy() for g in step()]
 
@@ -90,13 +98,19 @@ def main() -> None:
     print(f"training step of {args.preset}, batch {batch}, {precision}; {machine()}")
     print(f"whole step: {whole * 1e3:.0f} ms ({batch / whole:.0f} images/s)")
     rows, kinds = [], {"convolutions": 0.0, "the other layers": 0.0}
+    harness: dict[tuple[tuple[int, ...], str], float] = {}
     for layer in view.layers[1:]:
         if any(d is None for d in layer.input.shape[1:]):
             continue
-        took = seconds(layer_step(layer, batch), 5, args.rounds)
+        out = ((batch, *layer.output.shape[1:]), layer.compute_dtype)
+        if out not in harness:
+            harness[out] = seconds(layer_step(None, *out), 5, args.rounds)
+        step = layer_step(layer, (batch, *layer.input.shape[1:]), layer.compute_dtype)
+        alone = seconds(step, 5, args.rounds)
+        took = max(0.0, alone - harness[out])
         macs = multiply_adds(layer)
         kinds["convolutions" if macs else "the other layers"] += took
-        flops = f"{6 * macs * batch / took / 1e9:.0f}" if macs else ""
+        flops = f"{6 * macs * batch / took / 1e9:.0f}" if macs and took > 0 else ""
         shape = "x".join(map(str, layer.input.shape[1:]))
         rows.append([layer.name, type(layer).__name__, shape, f"{took * 1e3:.1f}", flops])
     total = sum(kinds.values())
@@ -104,6 +118,27 @@ def main() -> None:
         row.insert(4, f"{took / 1e3 / total:.1%}")
     print(table(["layer", "kind", "input", "ms alone", "share of the layers", "GFLOP/s"], rows))
     print("; ".join(f"{kind}: {took * 1e3:.0f} ms ({took / total:.0%})" for kind, took in kinds.items()))
+    update = seconds(optimizer_update(view), 5, args.rounds)
+    print(f"the optimizer's update alone ({type(view.optimizer).__name__}): {update * 1e3:.0f} ms "
+          f"({update / whole:.0%} of the step)")  # fmt: skip
+    rest = whole - total
+    if rest > 0:  # the loss, the optimizer's update, the step's own calls
+        print(f"the whole step beyond its layers alone: {rest * 1e3:.0f} ms ({rest / whole:.0%} of the step)")
+
+
+def optimizer_update(model: Any) -> Callable[[], Any]:
+    """The model's optimizer applying one step of fixed small gradients to its trainable weights."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    grads = [tf.random.normal(v.shape, stddev=1e-3, dtype=v.dtype) for v in variables]
+
+    @tf.function
+    def update() -> Any:
+        model.optimizer.apply(grads, variables)
+        return variables[0]
+
+    return lambda: update().numpy()
 
 
 if __name__ == "__main__":
