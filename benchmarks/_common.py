@@ -44,6 +44,21 @@ def machine() -> str:
     return f"{cpu} ({features}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def multiply_adds(layer: Any) -> int:
+    """One image's multiply-adds through a Conv2D or Dense layer (a fastview layer's ``.conv`` counts as
+    the convolution it wraps); 0 for any other layer."""
+    from keras import layers
+
+    inner = getattr(layer, "conv", layer)
+    if isinstance(inner, layers.Conv2D):
+        kh, kw, channels, filters = inner.kernel.shape
+        _, height, width, _ = inner.output.shape
+        return int(height * width * kh * kw * channels * filters)
+    if isinstance(inner, layers.Dense):
+        return int(inner.kernel.shape[0] * inner.kernel.shape[1])
+    return 0
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

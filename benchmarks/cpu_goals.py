@@ -33,25 +33,10 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, print_result, run_child, table
+from benchmarks._common import DEFAULT_DATA, machine, multiply_adds, print_result, run_child, table
 
 SIZES = (2048, 4096)
 GOAL_SHARE = 0.80
-
-
-def multiply_adds(model: Any) -> int:
-    """Multiply-adds of one image's forward pass through the model's Conv2D and Dense layers."""
-    from keras import layers
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            kernel = layer.kernel.shape  # (kh, kw, in, out)
-            _, h, w, _ = layer.output.shape
-            total += h * w * kernel[0] * kernel[1] * kernel[2] * kernel[3]
-        elif isinstance(layer, layers.Dense):
-            total += layer.kernel.shape[0] * layer.kernel.shape[1]
-    return int(total)
 
 
 def peak_child(presets: list[str]) -> dict[str, Any]:
@@ -75,7 +60,7 @@ def peak_child(presets: list[str]) -> dict[str, Any]:
                 c.numpy()
                 best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
         peaks[dtype] = best
-    sizes = {p: multiply_adds(nets.build_model(p)) for p in presets}
+    sizes = {p: sum(map(multiply_adds, nets.build_model(p).layers)) for p in presets}
     return {"peaks": peaks, "precision": nets.resolve_precision("auto"), "multiply_adds": sizes}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import machine, table
+from benchmarks._common import machine, multiply_adds, table
 
 
 def seconds(fn: Callable[[], Any], reps: int, rounds: int) -> float:
@@ -64,68 +64,6 @@ def layer_step(layer: Any, shape: tuple[int, ...], dtype: str) -> Callable[[], A
     return lambda: [g.numpy() for g in step()]
 
 
-def multiply_adds(layer: Any) -> int:
-    """A convolution's multiply-adds per image (fastview's layers wrap one as ``.conv``), else 0."""
-    conv = getattr(layer, "conv", layer)
-    kernel = getattr(conv, "kernel", None)
-    if kernel is None or len(kernel.shape) != 4:
-        return 0
-    _, height, width, _ = conv.output.shape
-    kh, kw, channels, filters = kernel.shape
-    return int(height * width * kh * kw * channels * filters)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="accurate")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    import keras
-    import numpy as np
-
-    from jupyter_cifar import fastview, nets
-
-    preset = nets.get_preset(args.preset)
-    batch, precision = preset.batch_size, nets.resolve_precision(preset.precision)
-    model = nets.build_model(args.preset, precision=precision)
-    nets.compile_for_training(model, preset, preset.learning_rate, total_steps=1000)
-    view = fastview.for_training(model)
-    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.float32)
-    labels = keras.utils.to_categorical(np.arange(batch) % 10, 10)
-    for _ in range(2):
-        view.train_on_batch(images, labels)
-    whole = seconds(lambda: view.train_on_batch(images, labels), 3, args.rounds)
-    print(f"training step of {args.preset}, batch {batch}, {precision}; {machine()}")
-    print(f"whole step: {whole * 1e3:.0f} ms ({batch / whole:.0f} images/s)")
-    rows, kinds = [], {"convolutions": 0.0, "the other layers": 0.0}
-    harness: dict[tuple[tuple[int, ...], str], float] = {}
-    for layer in view.layers[1:]:
-        if any(d is None for d in layer.input.shape[1:]):
-            continue
-        out = ((batch, *layer.output.shape[1:]), layer.compute_dtype)
-        if out not in harness:
-            harness[out] = seconds(layer_step(None, *out), 5, args.rounds)
-        step = layer_step(layer, (batch, *layer.input.shape[1:]), layer.compute_dtype)
-        alone = seconds(step, 5, args.rounds)
-        took = max(0.0, alone - harness[out])
-        macs = multiply_adds(layer)
-        kinds["convolutions" if macs else "the other layers"] += took
-        flops = f"{6 * macs * batch / took / 1e9:.0f}" if macs and took > 0 else ""
-        shape = "x".join(map(str, layer.input.shape[1:]))
-        rows.append([layer.name, type(layer).__name__, shape, f"{took * 1e3:.1f}", flops])
-    total = sum(kinds.values())
-    for row, took in zip(rows, (float(r[3]) for r in rows), strict=True):
-        row.insert(4, f"{took / 1e3 / total:.1%}")
-    print(table(["layer", "kind", "input", "ms alone", "share of the layers", "GFLOP/s"], rows))
-    print("; ".join(f"{kind}: {took * 1e3:.0f} ms ({took / total:.0%})" for kind, took in kinds.items()))
-    update = seconds(optimizer_update(view), 5, args.rounds)
-    print(f"the optimizer's update alone ({type(view.optimizer).__name__}): {update * 1e3:.0f} ms "
-          f"({update / whole:.0%} of the step)")  # fmt: skip
-    rest = whole - total
-    if rest > 0:  # the loss, the optimizer's update, the step's own calls
-        print(f"the whole step beyond its layers alone: {rest * 1e3:.0f} ms ({rest / whole:.0%} of the step)")
-
-
 def optimizer_update(model: Any) -> Callable[[], Any]:
     """The model's optimizer applying one step of fixed small gradients to its trainable weights."""
     import tensorflow as tf
@@ -139,6 +77,64 @@ def optimizer_update(model: Any) -> Callable[[], Any]:
         return variables[0]
 
     return lambda: update().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="accurate")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
+    import keras
+    import numpy as np
+
+    from jupyter_cifar import fastview, nets
+
+    try:
+        preset = nets.get_preset(args.preset)
+    except Exception as e:
+        parser.error(str(e))
+    batch, precision = preset.batch_size, nets.resolve_precision(preset.precision)
+    model = nets.build_model(args.preset, precision=precision)
+    nets.compile_for_training(model, preset, preset.learning_rate, total_steps=1000)
+    view = fastview.for_training(model)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.float32)
+    labels = keras.utils.to_categorical(np.arange(batch) % 10, 10)
+    for _ in range(2):
+        view.train_on_batch(images, labels)
+    whole = seconds(lambda: view.train_on_batch(images, labels), 3, args.rounds)
+    print(f"training step of {args.preset}, batch {batch}, {precision}; {machine()}")
+    print(f"whole step: {whole * 1e3:.0f} ms ({batch / whole:.0f} images/s)")
+    rows, times, kinds = [], [], {"convolutions": 0.0, "the other layers": 0.0}
+    harness: dict[tuple[tuple[int, ...], str], float] = {}
+    for layer in view.layers[1:]:
+        if any(d is None for d in layer.input.shape[1:]):
+            continue
+        out = ((batch, *layer.output.shape[1:]), layer.compute_dtype)
+        if out not in harness:
+            harness[out] = seconds(layer_step(None, *out), 5, args.rounds)
+        step = layer_step(layer, (batch, *layer.input.shape[1:]), layer.compute_dtype)
+        alone = seconds(step, 5, args.rounds)
+        took = max(0.0, alone - harness[out])
+        macs = multiply_adds(layer)
+        convolution = isinstance(getattr(layer, "conv", layer), keras.layers.Conv2D)
+        kinds["convolutions" if convolution else "the other layers"] += took
+        flops = f"{6 * macs * batch / took / 1e9:.0f}" if macs and took > 0 else ""
+        shape = "x".join(map(str, layer.input.shape[1:]))
+        rows.append([layer.name, type(layer).__name__, shape, f"{took * 1e3:.1f}", flops])
+        times.append(took)
+    total = sum(kinds.values())
+    for row, took in zip(rows, times, strict=True):
+        row.insert(4, f"{took / total:.1%}")
+    print(table(["layer", "kind", "input", "ms alone", "share of the layers", "GFLOP/s"], rows))
+    print("; ".join(f"{kind}: {took * 1e3:.0f} ms ({took / total:.0%})" for kind, took in kinds.items()))
+    update = seconds(optimizer_update(view), 5, args.rounds)
+    print(f"the optimizer's update alone ({type(view.optimizer).__name__}): {update * 1e3:.0f} ms "
+          f"({update / whole:.0%} of the step)")  # fmt: skip
+    rest = whole - total
+    if rest > 0:  # the loss, the optimizer's update, the step's own calls
+        print(f"the whole step beyond its layers alone: {rest * 1e3:.0f} ms ({rest / whole:.0%} of the step)")
 
 
 if __name__ == "__main__":
