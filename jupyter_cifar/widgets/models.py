@@ -415,7 +415,6 @@ class ModelsPanel(w.VBox):
     # -- one version -----------------------------------------------------------------------------
     def select(self, record: ModelRecord) -> None:
         self.selected = record
-        self.selected_label.value = f"selected: {record.ref}"
         self.details.value = table_html(_facts(record))
         self.tags.value = ", ".join(f"{k}={v}" for k, v in record.tags.items())
         self.notes.value = record.notes
@@ -425,6 +424,8 @@ class ModelsPanel(w.VBox):
         self.downloads.show(record)
         self._cancel_delete()
         self.detail_box.layout.display = None
+        # After the facts: a page (or a test) that sees this label sees this version's facts beside it.
+        self.selected_label.value = f"selected: {record.ref}"
         self._draw_curves()
         self.refresh_photo_sets()
 

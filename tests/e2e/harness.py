@@ -967,3 +967,5 @@ def select_model(page: AppPage, ref: str, timeout: float = 60) -> None:
     row.first.wait_for(state="visible", timeout=timeout * 1000)
     row.first.click()
     page.wait_text("jc-models-selected", re.escape(ref), timeout=timeout)
+    # The facts come in their own message from the kernel: wait for this version's, not the last one's.
+    page.wait_text("jc-models-details", rf"^version\s+{re.escape(ref)}\s", timeout=timeout)
