@@ -7,7 +7,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,25 @@ def multiply_adds(layer: Any) -> int:
     if isinstance(inner, layers.Dense):
         return int(inner.kernel.shape[0] * inner.kernel.shape[1])
     return 0
+
+
+def matmul_gflops(n: int, dtype: str, reps: int) -> Callable[[], float]:
+    """A probe of the machine's matrix-product speed: each call times ``reps`` of TensorFlow's ``n``-square
+    products in ``dtype`` on all cores (after one warm-up when made) and returns their GFLOP/s."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    tf.linalg.matmul(a, b).numpy()
+
+    def probe() -> float:
+        start = time.perf_counter()
+        for _ in range(reps):
+            c = tf.linalg.matmul(a, b)
+        c.numpy()
+        return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+    return probe
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -33,7 +33,15 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, multiply_adds, print_result, run_child, table
+from benchmarks._common import (
+    DEFAULT_DATA,
+    machine,
+    matmul_gflops,
+    multiply_adds,
+    print_result,
+    run_child,
+    table,
+)
 
 SIZES = (2048, 4096)
 GOAL_SHARE = 0.80
@@ -41,25 +49,12 @@ GOAL_SHARE = 0.80
 
 def peak_child(presets: list[str]) -> dict[str, Any]:
     """In a child: the matmul peak per precision, the precision "auto" trains in, each preset's size."""
-    import tensorflow as tf
-
     from jupyter_cifar import nets
 
     peaks = {}
     for dtype in ("float32", "bfloat16"):
-        best = 0.0
-        for n in SIZES:
-            a = tf.random.normal((n, n), dtype=tf.float32)
-            a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-            tf.linalg.matmul(a, b)  # warm-up
-            reps = max(3, int(4e10 // (2 * n**3)))
-            for _ in range(3):
-                start = time.perf_counter()
-                for _ in range(reps):
-                    c = tf.linalg.matmul(a, b)
-                c.numpy()
-                best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
-        peaks[dtype] = best
+        probes = [matmul_gflops(n, dtype, reps=max(3, int(4e10 // (2 * n**3)))) for n in SIZES]
+        peaks[dtype] = max(probe() for probe in probes for _ in range(3))
     sizes = {p: sum(map(multiply_adds, nets.build_model(p).layers)) for p in presets}
     return {"peaks": peaks, "precision": nets.resolve_precision("auto"), "multiply_adds": sizes}
 

@@ -12,6 +12,15 @@ that ``benchmarks/cpu_goals.py`` measures; what the whole step takes beyond its 
 optimizer's update, also timed alone) comes last. The time of the harness itself (a sum standing for the loss,
 and its gradient, on the layer's output) is measured on its own and taken away. The layers alone add up
 to a little less or more than the step: read the shares, not the sum.
+
+First, the step beside the machine's matrix-product speed at the same moment: ``--pairs`` times, a
+probe of TensorFlow's 2048-square product (in the precision the step computes in; four products, about
+a tenth of a second) right before one training step. A shared virtual machine's speed can change
+twofold from one second to the next (on a 2-core Xeon with AMX: the product at 540-1,360 GFLOP/s, the
+step at 360-790 ms, within one minute), so a peak measured once and a training speed averaged over
+minutes (``benchmarks/cpu_goals.py``) can compare a fast moment with slow ones. Each pair's share (the
+step's GFLOP/s over the probe's just before it) and the fastest step against the fastest probe are
+printed.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import machine, multiply_adds, table
+from benchmarks._common import machine, matmul_gflops, multiply_adds, table
 
 
 def seconds(fn: Callable[[], Any], reps: int, rounds: int) -> float:
@@ -79,13 +88,29 @@ def optimizer_update(model: Any) -> Callable[[], Any]:
     return lambda: update().numpy()
 
 
+def paired_with_peak(step: Callable[[], Any], dtype: str, pairs: int) -> list[tuple[float, float]]:
+    """``pairs`` times: the matrix product's GFLOP/s, then one ``step``'s seconds, right after it."""
+    probe = matmul_gflops(2048, dtype, reps=4)
+    step()
+    found = []
+    for _ in range(pairs):
+        peak = probe()
+        start = time.perf_counter()
+        step()
+        found.append((peak, time.perf_counter() - start))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="accurate")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=20, help="steps timed beside the matrix product")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
+    if args.pairs < 1:
+        parser.error("--pairs must be 1 or more")
     import keras
     import numpy as np
 
@@ -106,6 +131,18 @@ def main() -> None:
     whole = seconds(lambda: view.train_on_batch(images, labels), 3, args.rounds)
     print(f"training step of {args.preset}, batch {batch}, {precision}; {machine()}")
     print(f"whole step: {whole * 1e3:.0f} ms ({batch / whole:.0f} images/s)")
+    flop = 6 * batch * sum(map(multiply_adds, view.layers))
+    dtype = "bfloat16" if "bfloat16" in precision else "float32"
+    pairs = paired_with_peak(lambda: view.train_on_batch(images, labels), dtype, args.pairs)
+    shares = sorted(flop / took / 1e9 / peak for peak, took in pairs)
+    best_peak, best_step = max(peak for peak, _ in pairs), min(took for _, took in pairs)
+    fastest = flop / best_step / 1e9
+    print(f"beside the {dtype} matrix product, {args.pairs} pairs (the product at "
+          f"{min(p for p, _ in pairs):.0f}-{best_peak:.0f} GFLOP/s, the step at "
+          f"{best_step * 1e3:.0f}-{max(t for _, t in pairs) * 1e3:.0f} ms): training at "
+          f"{statistics.median(shares):.0%} of the product's speed just before "
+          f"[{shares[0]:.0%}-{shares[-1]:.0%}]; the fastest step {fastest:.0f} GFLOP/s, "
+          f"{fastest / best_peak:.0%} of the fastest product")  # fmt: skip
     rows, times, kinds = [], [], {"convolutions": 0.0, "the other layers": 0.0}
     harness: dict[tuple[tuple[int, ...], str], float] = {}
     for layer in view.layers[1:]:
