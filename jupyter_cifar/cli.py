@@ -74,7 +74,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from .nets import DEFAULT_PRESET, PRESETS
-    from .store.base import GARBAGE_AGE_SECONDS
+    from .store.records import GARBAGE_AGE_SECONDS
 
     parser = _Parser(prog=PROG, description="Train, evaluate and classify CIFAR-10 image classifiers.")
     parser.add_argument("--version", action="version", version=f"jupyter_cifar {__version__}")
@@ -264,7 +264,7 @@ def _train(args: argparse.Namespace, out: _Output) -> int:
         return detach(args, out, tags)
     store = None
     if args.save is not None and not _is_file_ref(args.save):
-        from .store.base import check_name
+        from .store.records import check_name
 
         check_name(args.save, "--save")
         store = _open_store(args.store)  # an unreachable store fails now, not after training
@@ -565,7 +565,7 @@ def _models_check(store: Any, args: argparse.Namespace, out: _Output) -> int:
 
 
 def _check_text(r: dict[str, Any]) -> str:
-    from .store.base import LOST_KINDS
+    from .store.records import LOST_KINDS
 
     problems = r["problems"]
     lines = []

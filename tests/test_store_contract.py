@@ -29,7 +29,7 @@ from storetools import (
 
 from jupyter_cifar.errors import BadParameter, IntegrityError, ModelFileError, NotFound
 from jupyter_cifar.store import ModelStore, Ref, open_store
-from jupyter_cifar.store.base import PROBLEM_KINDS
+from jupyter_cifar.store.records import PROBLEM_KINDS
 
 BACKENDS = ["local", "mongo", "remote"]
 
@@ -149,7 +149,7 @@ def test_text_utf8_cannot_hold_is_refused_and_nothing_changes(store: ModelStore,
 
 
 def check_name_error(name: str) -> str:
-    from jupyter_cifar.store.base import check_name
+    from jupyter_cifar.store.records import check_name
 
     with pytest.raises(BadParameter) as caught:
         check_name(name)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BadParameter
-from ..store.base import Ref, check_name, check_notes, check_tags
+from ..store.records import Ref, check_name, check_notes, check_tags
 
 STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running", "stopping")  # not ended: a process runs it, or will

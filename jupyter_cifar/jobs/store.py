@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import BadParameter, Conflict, NotFound
-from ..store.base import MAX_INT, ModelStore, now_iso
+from ..store.base import ModelStore
+from ..store.records import MAX_INT, now_iso
 from .records import ACTIVE, RESUMABLE, STATES, JobRecord, JobSpec, check_job_id, new_job_id
 
 STALE_SECONDS = 30.0  # no heartbeat for this long: the job's process is gone

@@ -189,7 +189,7 @@ def evaluate_photos_command(args: argparse.Namespace, out: Any, model: Any, plan
 def finetune_command(args: argparse.Namespace, out: Any) -> int:
     from ..cli import _import_keras_quietly, _load_data, _open_store, _ProgressBar, _training_from
     from ..nets import PRESETS
-    from ..store.base import check_name
+    from ..store.records import check_name
     from ..views import stored_plan
     from .finetune import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, finetune
     from .labelled import resolve_photos

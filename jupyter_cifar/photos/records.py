@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data import CLASS_NAMES
 from ..errors import BadParameter, ImageError
-from ..store.base import check_name, now_iso, who
+from ..store.records import check_name, now_iso, who
 
 DEFAULT_SET = "my-photos"
 ORIGINS = ("import", "correction")

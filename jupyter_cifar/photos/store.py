@@ -18,7 +18,8 @@ from typing import Any
 
 from ..data import CLASS_NAMES
 from ..errors import BadParameter, NotFound
-from ..store.base import MAX_INT, ModelStore
+from ..store.base import ModelStore
+from ..store.records import MAX_INT
 from .records import DEFAULT_SET, MAX_LIST, PhotoRecord, check_photo_id, check_set, new_record
 
 

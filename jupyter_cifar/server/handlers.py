@@ -45,10 +45,10 @@ from ..errors import (
     NotFound,
     StoreUnavailable,
 )
-from ..store.base import (
+from ..store.base import ModelStore
+from ..store.records import (
     CHUNK,
     MAX_METADATA_DEPTH,
-    ModelStore,
     Ref,
     check_alias,
     check_json_shape,

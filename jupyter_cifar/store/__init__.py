@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlencode, urlsplit
 
 from ..errors import BadParameter
-from .base import ModelRecord, ModelStore, Page, Query, Ref
+from .base import ModelStore
+from .records import ModelRecord, Page, Query, Ref
 from .uri import redacted
 
 ENV_STORE = "JUPYTER_CIFAR_STORE"

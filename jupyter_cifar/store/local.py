@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import IntegrityError, NotFound, StoreUnavailable
-from .base import CHUNK, Leftover, ModelRecord, ModelStore, Page, Query
+from .base import ModelStore
+from .records import CHUNK, Leftover, ModelRecord, Page, Query
 
 try:
     import fcntl

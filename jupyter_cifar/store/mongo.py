@@ -64,7 +64,8 @@ from pymongo.errors import (
 )
 
 from ..errors import BadParameter, Conflict, IntegrityError, NotFound, StoreError, StoreUnavailable
-from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, Leftover, ModelRecord, ModelStore, Page, Query
+from .base import ModelStore
+from .records import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, Leftover, ModelRecord, Page, Query
 from .uri import split_userinfo
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from ..errors import (
     NotFound,
     StoreUnavailable,
 )
-from .base import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, ModelRecord, ModelStore, Page, Query, Ref
+from .base import ModelStore
+from .records import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, ModelRecord, Page, Query, Ref
 
 ENV_SERVER_URL = "JUPYTER_CIFAR_SERVER_URL"
 ENV_SERVER_TOKEN = "JUPYTER_CIFAR_SERVER_TOKEN"

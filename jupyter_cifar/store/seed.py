@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JupyterCifarError, ModelFileError, StoreUnavailable
-from .base import ModelRecord, ModelStore
+from .base import ModelStore
+from .records import ModelRecord
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -57,7 +58,7 @@ def import_seed_documents(
     import pymongo
     from pymongo.errors import ConnectionFailure, OperationFailure
 
-    from .base import check_name
+    from .records import check_name
 
     check_name(name)
     say = progress or (lambda message: None)

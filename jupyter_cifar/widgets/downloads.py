@@ -24,7 +24,7 @@ import ipywidgets as w
 from .common import NO_MATH, ErrorArea, button, guarded, in_background, label, text_html
 
 if TYPE_CHECKING:
-    from ..store.base import ModelRecord
+    from ..store.records import ModelRecord
     from .session import Session
 
 #: The menu: (label, format).

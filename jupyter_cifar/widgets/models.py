@@ -20,7 +20,7 @@ import bqplot as bq
 import ipywidgets as w
 
 from ..history import epoch_ends, epochs_done, epochs_text
-from ..store.base import ModelRecord, Page
+from ..store.records import ModelRecord, Page
 from ..views import DEFAULT_PLAN, plan_from_json, stored_plan
 from .common import (
     NO_MATH,

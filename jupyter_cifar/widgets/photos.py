@@ -206,7 +206,7 @@ class PhotoSetBar(w.VBox):
         the server runs jobs, else in this kernel."""
         from ..photos.finetune import finetune
         from ..photos.labelled import set_photos
-        from ..store.base import check_name
+        from ..store.records import check_name
 
         model, session = self._model(), self.session
         record = session.record

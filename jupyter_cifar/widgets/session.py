@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from ..data import Dataset
     from ..jobs.client import JobClient
     from ..photos.store import PhotoStore
-    from ..store.base import ModelRecord, ModelStore
+    from ..store.base import ModelStore
+    from ..store.records import ModelRecord
 
 
 class Session(HasTraits):

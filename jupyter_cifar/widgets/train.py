@@ -42,7 +42,7 @@ from .session import Session
 if TYPE_CHECKING:
     from ..jobs.client import JobClient
     from ..jobs.follow import JobFollower
-    from ..store.base import ModelRecord
+    from ..store.records import ModelRecord
     from ..training import TrainConfig, Trainer, TrainResult
 
 __all__ = ["MAX_POINTS", "Curve", "TrainPanel"]
@@ -371,7 +371,7 @@ class TrainPanel(w.VBox):
         return far
 
     def _on_name(self, change: dict[str, Any]) -> None:
-        from ..store.base import check_name
+        from ..store.records import check_name
 
         self.name_hint.value = ""
         if change["new"].strip():
@@ -577,7 +577,7 @@ class TrainPanel(w.VBox):
 
     def _submit(self, continue_training: bool) -> threading.Thread | None:
         """Queue the form's training as a job on the server, and attach to it."""
-        from ..store.base import check_name
+        from ..store.records import check_name
 
         now = time.monotonic()
         if self._busy or now - self._last_submit < SUBMIT_GAP:
@@ -864,7 +864,7 @@ class TrainPanel(w.VBox):
     def save(self) -> threading.Thread | None:
         """Save the last result as the next version of the name given; its parent is the version its
         training started from. A result is saved once: a second Save says where it already is."""
-        from ..store.base import check_name
+        from ..store.records import check_name
 
         result = self.result
         if result is None:
