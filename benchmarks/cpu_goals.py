@@ -13,7 +13,9 @@ bfloat16, on all cores, in a child process before the runs. Training GFLOP/s cou
 multiply-add of the network's forward pass per training image (the forward pass, then the gradients
 with respect to the inputs and to the weights, each as large), times the trainer's own images/s; it is
 compared with the peak of the precision the run trained in ("auto": :func:`jupyter_cifar.nets.
-resolve_precision`).
+resolve_precision`). That sets minutes of training against the product's best moment: on a machine whose
+speed swings (a shared VM), ``benchmarks/step_breakdown.py --pairs N`` times each training step right
+after a probe of the product, the fairer share.
 
 Goals (issue 16): the whole command inside 60 s with `fast` at 0.70 or more; inside 10 minutes with
 `accurate` or `balanced` at 0.93 or more with AMX, 0.90 or more with AVX512-BF16 (no goal elsewhere);
