@@ -16,8 +16,8 @@ to a little less or more than the step: read the shares, not the sum.
 First, the step beside the machine's matrix-product speed at the same moment: ``--pairs`` times, a
 probe of TensorFlow's 2048-square product (in the precision the step computes in; four products, about
 a tenth of a second) right before one training step. A shared virtual machine's speed can change
-twofold from one second to the next (on a 2-core Xeon with AMX: the product at 540-1,360 GFLOP/s, the
-step at 360-790 ms, within one minute), so a peak measured once and a training speed averaged over
+twofold from one second to the next (on a 2-core Xeon with AMX: the product at 488-1,510 GFLOP/s, the
+step at 352-842 ms, within one minute), so a peak measured once and a training speed averaged over
 minutes (``benchmarks/cpu_goals.py``) can compare a fast moment with slow ones. Each pair's share (the
 step's GFLOP/s over the probe's just before it) and the fastest step against the fastest probe are
 printed.
