@@ -20,6 +20,7 @@ from ..cli import (
     _parse_tags,
 )
 from ..errors import BadParameter, ModelFileError
+from .records import GARBAGE_AGE_SECONDS, LOST_KINDS, Ref
 
 Adder = Callable[[argparse.ArgumentParser], None]
 
@@ -35,8 +36,6 @@ def _seconds(text: str) -> float:
 
 
 def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
-    from .records import GARBAGE_AGE_SECONDS
-
     models = sub.add_parser("models", help="list and manage the models in the store")
     verbs = models.add_subparsers(dest="verb", metavar="VERB", parser_class=type(models))
     verbs.required = True
@@ -176,8 +175,6 @@ def _models_show(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 
 def _models_export(store: Any, args: argparse.Namespace, out: Any) -> int:
-    from pathlib import Path
-
     from ..export import export_format
 
     fmt = export_format(Path(args.path), args.format)
@@ -256,8 +253,6 @@ def _models_import_seed(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 def _models_alias(store: Any, args: argparse.Namespace, out: Any) -> int:
     if args.remove:
-        from .records import Ref
-
         store.remove_alias(Ref.parse(args.ref).name, args.alias)
         record = store.resolve(Ref.parse(args.ref).name)
     else:
@@ -286,8 +281,6 @@ def _models_note(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 
 def _models_delete(store: Any, args: argparse.Namespace, out: Any) -> int:
-    from .records import Ref
-
     ref = Ref.parse(args.ref)
     if args.all:
         if ref.version is not None or ref.alias is not None:
@@ -314,8 +307,6 @@ def _models_check(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 
 def _check_text(r: dict[str, Any]) -> str:
-    from .records import LOST_KINDS
-
     problems = r["problems"]
     lines = []
     for p in problems:
