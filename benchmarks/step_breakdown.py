@@ -1,6 +1,6 @@
 """Where a preset's training step spends its time on this CPU: the whole step beside each layer alone.
 
-    python benchmarks/step_breakdown.py [--preset accurate] [--rounds 5]
+    python benchmarks/step_breakdown.py [--preset accurate] [--rounds 5] [--pairs 20]
 
 One process builds the preset's network in the precision "auto" picks, compiles it with the preset's
 optimizer and takes the trainer's view of it (:func:`jupyter_cifar.fastview.for_training`: the fused
@@ -89,9 +89,9 @@ def optimizer_update(model: Any) -> Callable[[], Any]:
 
 
 def paired_with_peak(step: Callable[[], Any], dtype: str, pairs: int) -> list[tuple[float, float]]:
-    """``pairs`` times: the matrix product's GFLOP/s, then one ``step``'s seconds, right after it."""
+    """``pairs`` times: the matrix product's GFLOP/s, then one ``step``'s seconds, right after it (``step``
+    already warmed up)."""
     probe = matmul_gflops(2048, dtype, reps=4)
-    step()
     found = []
     for _ in range(pairs):
         peak = probe()
