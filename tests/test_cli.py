@@ -108,6 +108,11 @@ def test_classify_all_good_exits_0_with_text(trained, cifar10_dir: Path) -> None
         (["train", "--preset", "resnet9000"], ["--preset", "resnet9000"]),
         (["train", "--learning-rate", "-1"], ["--learning-rate"]),
         (["train", "--save", "model.h5"], ["--save", ".keras"]),
+        # What the store would refuse is refused before training, not after it.
+        (["train", "--save", "m", "--tag", "bad key=1"], ["tag", "bad key"]),
+        (["train", "--save", "m", "--notes", "x" * 100_001], ["notes", "at most"]),
+        (["finetune", "m", "--photos", "p", "--save", "n", "--epochs", "0"], ["--epochs", "at least 1"]),
+        (["jobs", "list", "--limit", "0"], ["--limit", "at least 1"]),
         (["train", "--data", "/no/such/folder"], ["--data", "/no/such/folder"]),
         (["classify", "/no/model.keras", "x.jpg"], ["REF", "/no/model.keras"]),
         (["evaluate", "README.md"], ["REF", "README.md", "not a Keras model"]),

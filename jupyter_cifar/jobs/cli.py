@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from ..cli_common import ProgressBar, add_json_arg, add_store_arg, count
 from ..errors import BadParameter
 from .records import STATES
 
 WATCH_POLL_SECONDS = 10  # each long poll waits this long for an event at most
-Adder = Callable[[argparse.ArgumentParser], None]
 
 
-def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
+def add_parser(sub: Any) -> None:
     jobs = sub.add_parser("jobs", help="training jobs a Jupyter server runs (see train --detach)")
     verbs = jobs.add_subparsers(dest="verb", metavar="VERB", parser_class=type(jobs))
     verbs.required = True
@@ -30,13 +29,13 @@ def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
         p = verbs.add_parser(name, help=help)
         if with_id:
             p.add_argument("job", metavar="ID", help="a job's id (jobs list shows them)")
-        store_arg(p)
-        common(p)
+        add_store_arg(p)
+        add_json_arg(p)
         return p
 
     p = verb("list", "the jobs, newest first", with_id=False)
     p.add_argument("--state", action="append", default=[], choices=STATES, help="only these (repeatable)")
-    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.add_argument("--limit", type=count, default=50, metavar="N")
     verb("show", "one job")
     verb("watch", "follow a job's progress to its end (exit 0: finished; 1: stopped, failed, interrupted)")
     verb("stop", "stop a job: a queued one at once, a running one after its current batch")
@@ -44,7 +43,7 @@ def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
     verb("delete", "delete a job that is not running: its record, events and checkpoint (never its model)")
 
 
-def detach(args: argparse.Namespace, out: Any, tags: dict[str, str | None]) -> int:
+def detach(args: argparse.Namespace, out: Any, tags: dict[str, str]) -> int:
     """``train --detach``: queue the training as a job on the server; print its id and state."""
     from ..store import open_store
     from ..store.remote import RemoteModelStore
@@ -67,7 +66,7 @@ def detach(args: argparse.Namespace, out: Any, tags: dict[str, str | None]) -> i
         "seed": args.seed,
         "data": args.data,  # as the server's machine sees it; none: the server's own
         "save": args.save,
-        "tags": {k: v for k, v in tags.items() if v is not None},
+        "tags": tags,
         "notes": args.notes,
     }
     client = open_jobs(store)
@@ -104,11 +103,10 @@ def run(args: argparse.Namespace, out: Any) -> int:
 
 def _watch(client: Any, job_id: str, out: Any) -> int:
     """Events until the job ends: JSON lines on stdout with --json, else a bar (or lines) on stderr."""
-    from ..cli import _ProgressBar
     from .follow import follow
 
     client.get(job_id)  # an unknown id is an error before anything is drawn
-    with _ProgressBar(out) as bar:
+    with ProgressBar(out) as bar:
         for event in follow(client, job_id, wait=WATCH_POLL_SECONDS):
             if out.as_json:
                 sys.stdout.write(json.dumps(event) + "\n")

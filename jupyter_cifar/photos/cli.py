@@ -10,29 +10,38 @@ a folder. Exit statuses as elsewhere: 0 done, 1 partly (photos that could not be
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..cli_common import (
+    ProgressBar,
+    add_data_arg,
+    add_json_arg,
+    add_store_arg,
+    count,
+    expand_inputs,
+    import_keras_quietly,
+    load_data,
+    training_from,
+)
 from ..data import CLASS_NAMES
 from ..errors import BadParameter
 from .records import DEFAULT_SET
 
-Adder = Callable[[argparse.ArgumentParser], None]
 SET_HELP = f"the photo set (default: {DEFAULT_SET})"
 PHOTOS_HELP = "a photo set of the store, or a folder with one sub-folder per class (cat/, dog/, …)"
 
 
-def add_parsers(sub: Any, common: Adder, store_arg: Adder, data_arg: Adder, parser_class: type) -> None:
+def add_parsers(sub: Any) -> None:
     photos = sub.add_parser("photos", help="your own labelled photos, in named sets of the store")
-    verbs = photos.add_subparsers(dest="verb", metavar="VERB", parser_class=parser_class)
+    verbs = photos.add_subparsers(dest="verb", metavar="VERB", parser_class=type(photos))
     verbs.required = True
 
     def verb(name: str, help: str) -> argparse.ArgumentParser:
         p = verbs.add_parser(name, help=help)
         p.add_argument("--set", default=DEFAULT_SET, help=SET_HELP)
-        store_arg(p)
-        common(p)
+        add_store_arg(p)
+        add_json_arg(p)
         return p
 
     p = verb("add", "add photos: files (or folders of files) with --label, or --from-folders DIR")
@@ -52,7 +61,7 @@ def add_parsers(sub: Any, common: Adder, store_arg: Adder, data_arg: Adder, pars
     finetune.add_argument("ref", metavar="REF", help="a stored version (NAME, NAME:VERSION, NAME@ALIAS)")
     finetune.add_argument("--photos", required=True, metavar="SET_OR_DIR", help=PHOTOS_HELP)
     finetune.add_argument("--save", required=True, metavar="NAME", help="save it as the next version of NAME")
-    finetune.add_argument("--epochs", type=int, metavar="N", help="default: 4")
+    finetune.add_argument("--epochs", type=count, metavar="N", help="default: 4")
     finetune.add_argument(
         "--holdout",
         type=float,
@@ -61,9 +70,8 @@ def add_parsers(sub: Any, common: Adder, store_arg: Adder, data_arg: Adder, pars
         "photos trained on)",
     )
     finetune.add_argument("--seed", type=int, default=0)
-    data_arg(finetune)
-    store_arg(finetune)
-    common(finetune)
+    for add in (add_data_arg, add_store_arg, add_json_arg):
+        add(finetune)
 
 
 def run_photos(args: argparse.Namespace, out: Any) -> int:
@@ -112,7 +120,6 @@ def run_photos(args: argparse.Namespace, out: Any) -> int:
 
 def _items_to_add(args: argparse.Namespace) -> tuple[list[tuple[bytes, str, str]], list[dict[str, str]]]:
     """The photos to add, and the files skipped (not images this package reads, named with why)."""
-    from ..cli import expand_inputs
     from ..errors import ImageError
     from .records import new_record
 
@@ -187,22 +194,20 @@ def evaluate_photos_command(args: argparse.Namespace, out: Any, model: Any, plan
 
 
 def finetune_command(args: argparse.Namespace, out: Any) -> int:
-    from ..cli import _import_keras_quietly, _load_data, _open_store, _ProgressBar, _training_from
     from ..nets import PRESETS
+    from ..store import open_store
     from ..store.records import check_name
     from ..views import stored_plan
     from .finetune import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, finetune
     from .labelled import resolve_photos
 
     check_name(args.save, "--save")
-    if args.epochs is not None and args.epochs < 1:
-        raise BadParameter("--epochs", f"must be at least 1 (got {args.epochs})")
-    store = _open_store(args.store)
+    store = open_store(args.store)
     found = resolve_photos(args.photos, args.store)  # an empty set or a bad folder fails before training
-    data = _load_data(args.data, out)
-    model, history, parent, preset = _training_from(args.ref, args.store, data.class_names, param="REF")
-    _import_keras_quietly()
-    with _ProgressBar(out) as bar:
+    data = load_data(args.data, out)
+    model, history, parent, preset = training_from(args.ref, args.store, data.class_names, param="REF")
+    import_keras_quietly()
+    with ProgressBar(out) as bar:
         done = finetune(
             model, found, data, preset=preset if preset in PRESETS else "fast",
             epochs=args.epochs or DEFAULT_EPOCHS,

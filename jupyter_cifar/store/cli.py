@@ -6,23 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cli import (
+from ..cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     STORE_REF_HELP,
-    _count,
-    _import_keras_quietly,
-    _open_store,
-    _parse_tags,
+    add_json_arg,
+    add_store_arg,
+    count,
+    import_keras_quietly,
+    parse_tags,
+    tags_to_set,
 )
 from ..errors import BadParameter, ModelFileError
+from . import open_store
 from .records import GARBAGE_AGE_SECONDS, LOST_KINDS, Ref
-
-Adder = Callable[[argparse.ArgumentParser], None]
 
 
 def _seconds(text: str) -> float:
@@ -35,15 +35,15 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
+def add_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="list and manage the models in the store")
     verbs = models.add_subparsers(dest="verb", metavar="VERB", parser_class=type(models))
     verbs.required = True
 
     def verb(name: str, help: str) -> argparse.ArgumentParser:
         p = verbs.add_parser(name, help=help)
-        store_arg(p)
-        common(p)
+        add_store_arg(p)
+        add_json_arg(p)
         return p
 
     p = verb("list", "versions in the store, newest first")
@@ -55,7 +55,7 @@ def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
     p.add_argument(
         "--sort", default="-created", help="created, name, version, test_accuracy or size; '-': descending"
     )
-    p.add_argument("--limit", type=_count, default=50, metavar="N")
+    p.add_argument("--limit", type=count, default=50, metavar="N")
     p.add_argument("--offset", type=int, default=0, metavar="N")
     p = verb("show", "one version's record")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
@@ -127,7 +127,7 @@ def add_parser(sub: Any, common: Adder, store_arg: Adder) -> None:
 
 
 def run(args: argparse.Namespace, out: Any) -> int:
-    store = _open_store(args.store)
+    store = open_store(args.store)
     with store:
         return MODEL_VERBS[args.verb](store, args, out)
 
@@ -159,7 +159,7 @@ def _record_text(r: dict[str, Any]) -> str:
 
 
 def _models_list(store: Any, args: argparse.Namespace, out: Any) -> int:
-    tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
+    tags = tags_to_set(args.tag)
     page = store.list(
         name=args.name, search=args.search, tags=tags, sort=args.sort, limit=args.limit, offset=args.offset
     )
@@ -207,14 +207,14 @@ def _models_import(store: Any, args: argparse.Namespace, out: Any) -> int:
     from ..modelfiles import inspect_model_file, load_model, uses_layer
     from ..scaling import SCALING_LAYERS, scaling_plan, with_input_scaling
 
-    tags = {k: v for k, v in _parse_tags(args.tag).items() if v is not None}
+    tags = tags_to_set(args.tag)
     try:
         facts = inspect_model_file(args.path)  # checked without Keras
         scaling, rescaling = scaling_plan(uses_layer(args.path, SCALING_LAYERS), args.scale)
         metadata: dict[str, Any] = {"input_scaling": scaling}
         source: Any = args.path  # a .keras file goes in byte for byte; a legacy .h5 is converted by Keras
         if rescaling is not None or facts["format"] == "h5":
-            _import_keras_quietly()
+            import_keras_quietly()
         if rescaling is not None:  # stored as the model with a Rescaling in front
             source = with_input_scaling(load_model(args.path), *rescaling)
             metadata |= {"imported_from": Path(args.path).name, "imported_format": facts["format"]}
@@ -233,7 +233,7 @@ def _models_import(store: Any, args: argparse.Namespace, out: Any) -> int:
 def _models_import_seed(store: Any, args: argparse.Namespace, out: Any) -> int:
     from .seed import import_seed_documents
 
-    _import_keras_quietly()
+    import_keras_quietly()
     report = import_seed_documents(
         args.source, store, args.name, collection=args.collection, rescale=args.rescale, progress=out.note
     )
@@ -264,7 +264,7 @@ def _models_alias(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 
 def _models_tag(store: Any, args: argparse.Namespace, out: Any) -> int:
-    record = store.set_tags(args.ref, _parse_tags(args.tags))
+    record = store.set_tags(args.ref, parse_tags(args.tags))
     out.result(
         record.to_json(),
         lambda r: (
