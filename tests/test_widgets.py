@@ -54,9 +54,9 @@ def trained(panel) -> bool:
 
 def train(app: App, *, epochs: int = 1, limit: int = 1000, preset: str = "tutorial") -> None:
     panel = app.train
-    panel.preset.value = preset
-    panel.epochs.value = epochs
-    panel.limit.value = limit
+    panel.form.preset.value = preset
+    panel.form.epochs.value = epochs
+    panel.form.limit.value = limit
     click(panel.start_button)
     wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
     wait_for(lambda: panel.start_button.disabled is False, what="the Start button")
@@ -71,9 +71,9 @@ def test_the_app_has_three_tabs_and_its_css_classes(app: App) -> None:
 
 
 def test_choosing_a_preset_fills_in_its_recipe(app: App) -> None:
-    app.train.preset.value = "tutorial"
-    assert (app.train.epochs.value, app.train.batch_size.value) == (10, 32)
-    assert app.train.learning_rate.value == pytest.approx(1e-3)
+    app.train.form.preset.value = "tutorial"
+    assert (app.train.form.epochs.value, app.train.form.batch_size.value) == (10, 32)
+    assert app.train.form.learning_rate.value == pytest.approx(1e-3)
 
 
 def test_training_draws_curves_and_shows_the_result(app: App) -> None:
@@ -83,7 +83,7 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
 
     def watch() -> None:
         while panel.trainer is None or panel.trainer.state in ("ready", "running"):
-            seen_points.add(len(panel.loss_train.mark.x))
+            seen_points.add(len(panel.progress.loss_train.mark.x))
             seen_status.add(panel.status.value)
             time.sleep(0.02)
 
@@ -94,7 +94,7 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
     assert len(seen_points) >= 3, seen_points  # the curve grew while training ran
     assert any(s.startswith("epoch 1/2 · batch") and "images/s" in s for s in seen_status), seen_status
     assert panel.status.value.startswith("finished after 2 epochs")
-    assert len(panel.loss_val.mark.x) == 2 and len(panel.acc_val.mark.y) == 2
+    assert len(panel.progress.loss_val.mark.x) == 2 and len(panel.progress.acc_val.mark.y) == 2
     assert panel.result_label.value.startswith("test accuracy ")
     assert panel.result_box.layout.display is None and len(panel.result_box.children) == 3
     gallery = panel.result_box.children[2]
@@ -110,11 +110,11 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
 
 def test_stop_ends_training_within_a_batch(app: App) -> None:
     panel = app.train
-    panel.preset.value = "tutorial"
-    panel.epochs.value = 5
-    panel.limit.value = 5000
+    panel.form.preset.value = "tutorial"
+    panel.form.epochs.value = 5
+    panel.form.limit.value = 5000
     click(panel.start_button)
-    wait_for(lambda: panel.trainer is not None and panel._batch is not None, what="the first batch")
+    wait_for(lambda: panel.trainer is not None and panel.progress.batch is not None, what="the first batch")
     assert not panel.stop_button.disabled and panel.start_button.disabled  # busy state
     click(panel.stop_button)
     seen = [panel.status.value]
@@ -138,7 +138,7 @@ def test_continue_appends_to_the_model_in_hand(app: App) -> None:
         what="continue",
     )
     assert [h["epoch"] for h in app.train.result.history] == [1, 2]
-    assert max(app.train.loss_train.mark.x) > 1  # the curve went on past the first epoch
+    assert max(app.train.progress.loss_train.mark.x) > 1  # the curve went on past the first epoch
 
 
 def test_save_browse_load_and_classify(app: App, cifar10_dir: Path) -> None:
@@ -280,10 +280,10 @@ def test_a_bad_save_name_is_reported_with_the_rule_and_nothing_left_saving(app: 
 
 def test_a_double_click_on_start_starts_one_training(app: App) -> None:
     panel = app.train
-    panel.preset.value, panel.epochs.value, panel.limit.value = "tutorial", 1, 1000
+    panel.form.preset.value, panel.form.epochs.value, panel.form.limit.value = "tutorial", 1, 1000
     starts: list[dict] = []
-    on_start = panel._on_start
-    panel._on_start = lambda event: (starts.append(event), on_start(event))  # type: ignore[method-assign]
+    on_start = panel.progress.on_start
+    panel.progress.on_start = lambda event: (starts.append(event), on_start(event))  # type: ignore[method-assign]
     click(panel.start_button)
     assert panel.start_button.disabled and panel.status.value == "loading CIFAR-10…"  # at once
     click(panel.start_button)  # the second click of a double click, before the first one's work is done
@@ -291,30 +291,30 @@ def test_a_double_click_on_start_starts_one_training(app: App) -> None:
     wait_for(lambda: not panel.start_button.disabled, what="the Start button")
     time.sleep(1)  # a second training, had it started, would have reported by now
     assert len(starts) == 1
-    xs = list(panel.loss_train.mark.x)
+    xs = list(panel.progress.loss_train.mark.x)
     assert xs == sorted(xs)  # one run: no zig-zag of two into the same curve
 
 
 def test_continue_trains_the_model_in_hand_as_its_own_network_with_its_recipe(app: App) -> None:
     panel = app.train
-    panel.preset.value = "tutorial"
-    panel.learning_rate.value = 0.002  # a recipe of its own: not the preset's 0.001
-    panel.epochs.value, panel.limit.value = 1, 1000
+    panel.form.preset.value = "tutorial"
+    panel.form.learning_rate.value = 0.002  # a recipe of its own: not the preset's 0.001
+    panel.form.epochs.value, panel.form.limit.value = 1, 1000
     click(panel.start_button)
     wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
     wait_for(lambda: not panel.start_button.disabled, what="the Start button")
     assert "Continue trains the current model for 1 epoch more" in panel.continue_note.value
     assert "(it has had 1 epoch: tutorial trained here, 1 epoch, test accuracy" in panel.continue_note.value
-    panel.preset.value = "fast"  # to look at another network: Continue must not take fast's settings
+    panel.form.preset.value = "fast"  # to look at another network: Continue must not take fast's settings
     assert panel.continue_button.disabled
     assert "as the tutorial network it is" in panel.continue_note.value
-    panel.preset.value = "tutorial"  # the form shows the model's own recipe again, not the preset's
-    assert (panel.batch_size.value, panel.learning_rate.value) == (32, 0.002)
+    panel.form.preset.value = "tutorial"  # the form shows the model's own recipe again, not the preset's
+    assert (panel.form.batch_size.value, panel.form.learning_rate.value) == (32, 0.002)
     assert not panel.continue_button.disabled and "far from" not in panel.continue_note.value
-    panel.learning_rate.value = 1.0
+    panel.form.learning_rate.value = 1.0
     assert "far from its own recipe: learning rate 1 (it was trained with 0.002)" in panel.continue_note.value
-    panel.learning_rate.value = 0.002
-    panel.epochs.value = 1
+    panel.form.learning_rate.value = 0.002
+    panel.form.epochs.value = 1
     click(panel.continue_button)
     wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="continue")
     wait_for(lambda: not panel.start_button.disabled, what="the Start button")
@@ -328,10 +328,10 @@ def test_a_loaded_version_brings_its_recipe_into_the_form(app: App) -> None:
     panel.save_name.value = "tut"
     click(panel.save_button)
     wait_for(lambda: panel.saved.value == "saved as tut:1", what="the save")
-    panel.preset.value = "fast"
+    panel.form.preset.value = "fast"
     app.models.select(app.session.store().resolve("tut:1"))
     app.models.load().join(60)
-    assert panel.preset.value == "tutorial" and panel.batch_size.value == 32
+    assert panel.form.preset.value == "tutorial" and panel.form.batch_size.value == 32
     assert not panel.continue_button.disabled and "tut:1" in panel.continue_note.value
 
 
@@ -353,13 +353,13 @@ def test_the_live_curve_keeps_the_first_epoch_after_ten(app: App) -> None:
                  "accuracy": 0.5, "images_per_second": 1, "eta_seconds": 1},
                 panel.run,
             )  # fmt: skip
-    panel._flush(force=True)
-    xs = np.asarray(panel.loss_train.mark.x)
+    panel.progress.flush(force=True)
+    xs = np.asarray(panel.progress.loss_train.mark.x)
     assert len(xs) <= MAX_POINTS
     per_epoch = np.histogram(xs, bins=10, range=(0, 10))[0]
     assert per_epoch.min() >= 0.8 * per_epoch.max(), per_epoch  # evenly spread over the whole run
     assert per_epoch[0] >= 20  # the first epoch is still drawn ...
-    ys = np.asarray(panel.loss_train.mark.y)
+    ys = np.asarray(panel.progress.loss_train.mark.y)
     bump, after = ys[(xs > 0.03) & (xs < 0.09)], ys[(xs > 0.3) & (xs < 1)]
     assert len(bump) and bump.mean() > after.mean() + 0.2  # ... with its early bump
 
@@ -385,7 +385,7 @@ def test_lineage_is_where_training_started_and_a_result_is_saved_once(app: App) 
 
     app.models.select(store().resolve("a:1"))
     app.models.load().join(60)
-    panel.epochs.value = 1
+    panel.form.epochs.value = 1
     click(panel.continue_button)
     wait_for(lambda: trained(panel), what="continue")
     panel.save_name.value = "a"
@@ -396,9 +396,10 @@ def test_lineage_is_where_training_started_and_a_result_is_saved_once(app: App) 
 
 def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
     panel = app.train
-    panel.preset.value, panel.epochs.value, panel.limit.value = "tutorial", 3, 2000  # 63 batches an epoch
+    form, progress = panel.form, panel.progress
+    form.preset.value, form.epochs.value, form.limit.value = "tutorial", 3, 2000  # 63 batches an epoch
     click(panel.start_button)
-    wait_for(lambda: panel._batch is not None and panel._batch["epoch"] == 2 and panel._batch["batch"] >= 20)
+    wait_for(lambda: (b := progress.batch) is not None and b["epoch"] == 2 and b["batch"] >= 20)
     click(panel.stop_button)
     wait_for(lambda: trained(panel), what="the stop")
     history = panel.result.history
@@ -406,11 +407,11 @@ def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
     assert not history[-1]["complete"] and 1.3 < done < 2
     assert panel.status.value.startswith(f"stopped after {done:.2f} epochs")
     assert app.session.model_label.startswith(f"tutorial trained here, {done:.2f} epochs")
-    stopped_at = max(panel.loss_train.mark.x)
+    stopped_at = max(panel.progress.loss_train.mark.x)
     assert stopped_at == pytest.approx(done, abs=0.02)
 
     statuses: set[str] = set()
-    panel.epochs.value = 1
+    panel.form.epochs.value = 1
     click(panel.continue_button)
     while not trained(panel):
         statuses.add(panel.status.value)
@@ -418,11 +419,11 @@ def test_a_stopped_half_epoch_counts_as_the_part_it_was(app: App) -> None:
     shown = [f"{n:.2f}".rstrip("0").rstrip(".") for n in (done, done + 1)]  # 1.4, not 1.40
     assert any(s.startswith(f"epoch 1/1 ({shown[0]} → {shown[1]} epochs in all)") for s in statuses), statuses
     assert panel.status.value.startswith(f"finished after 1 epoch ({done + 1:.2f} epochs in all)")
-    xs = list(panel.loss_train.mark.x)
+    xs = list(panel.progress.loss_train.mark.x)
     assert xs == sorted(xs) and max(xs) == pytest.approx(done + 1, abs=0.02)
     later = [x for x in xs if x > stopped_at]
     assert later and later[0] - stopped_at < 0.1  # no gap where the stopped epoch's rest would have been
-    assert list(panel.acc_val.mark.x)[-1] == pytest.approx(done + 1, abs=0.01)
+    assert list(panel.progress.acc_val.mark.x)[-1] == pytest.approx(done + 1, abs=0.01)
     panel.save_name.value = "half"
     click(panel.save_button)
     wait_for(lambda: panel.saved.value == "saved as half:1", what="the save")
@@ -469,9 +470,9 @@ def test_the_magic_and_its_unloading() -> None:
 
 def test_a_training_that_cannot_start_says_why_and_gives_the_buttons_back(app: App) -> None:
     panel = app.train
-    panel.preset.value = "tutorial"
-    panel.limit.value = 100
-    panel.batch_size.value = 500  # larger than the 100 training images
+    panel.form.preset.value = "tutorial"
+    panel.form.limit.value = 100
+    panel.form.batch_size.value = 500  # larger than the 100 training images
     click(panel.start_button)
     wait_for(lambda: "--batch-size" in panel.errors.value, what="the error")
     assert "larger than the 100 training images" in panel.errors.value
@@ -772,10 +773,10 @@ def test_figures_reach_the_page_only_while_their_tab_is_shown(
     app = App(tab="classify", store=str(tmp_path / "store"), data=str(cifar10_dir))
     try:
         panel = app.train
-        assert panel.figure_row.children == ()  # the app opened on Classify
+        assert panel.progress.figure_row.children == ()  # the app opened on Classify
         app.tabs.selected_index = 0
-        assert panel.figure_row.children == (panel.loss_fig, panel.acc_fig)
-        panel.preset.value, panel.epochs.value, panel.limit.value = "tutorial", 1, 500
+        assert panel.progress.figure_row.children == (panel.progress.loss_fig, panel.progress.acc_fig)
+        panel.form.preset.value, panel.form.epochs.value, panel.form.limit.value = "tutorial", 1, 500
         click(panel.start_button)
         app.tabs.selected_index = 1  # the person looks at Classify while it trains
         wait_for(lambda: trained(panel), what="training")

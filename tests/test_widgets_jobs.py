@@ -49,8 +49,8 @@ def test_start_queues_a_job_whose_curves_result_and_model_come_to_the_tab(
         assert panel.as_job.value and panel.as_job.layout.display is None
         assert panel.children.index(panel.save_rows[0]) < panel.children.index(panel.buttons)
         assert panel.save_button.layout.display == "none"
-        panel.preset.value = "tutorial"
-        panel.epochs.value, panel.limit.value = 2, 1000
+        panel.form.preset.value = "tutorial"
+        panel.form.epochs.value, panel.form.limit.value = 2, 1000
         panel.save_name.value, panel.save_tags.value = "from-app", "via=app"
 
         panel.start_button.click()
@@ -65,7 +65,8 @@ def test_start_queues_a_job_whose_curves_result_and_model_come_to_the_tab(
         assert panel.session.record.ref == "from-app:1" and panel.session.model is not None
         assert panel.session.record.tags == {"via": "app"}
         assert panel.session.record.metadata["job"] == job_id
-        assert len(panel.loss_train.x) > 20 and len(panel.acc_val.x) == 2  # every batch, both epochs
+        progress = panel.progress
+        assert len(progress.loss_train.x) > 20 and len(progress.acc_val.x) == 2  # every batch, both epochs
         assert panel.result_label.value.startswith("test accuracy 0.")
         worst = [c for c in panel.result_box.children if "jc-train-worst" in c._dom_classes]
         assert len(worst) == 1 and len(worst[0].children) == 8  # the pictures came with the event
@@ -77,7 +78,7 @@ def test_start_queues_a_job_whose_curves_result_and_model_come_to_the_tab(
 
         # Continue queues a job from the version in hand: the next version of that name, its parent,
         # drawn on from the curve already there.
-        panel.epochs.value = 1
+        panel.form.epochs.value = 1
         panel.save_name.value = ""
         assert not panel.continue_button.disabled and "queues a job" in panel.continue_note.value
         panel.continue_button.click()
@@ -86,7 +87,7 @@ def test_start_queues_a_job_whose_curves_result_and_model_come_to_the_tab(
         assert panel.saved.value == "saved as from-app:2 by the job", panel.saved.value
         record = panel.session.record
         assert record.metadata["parent"] == "from-app:1" and len(record.metadata["history"]) == 3
-        assert len(panel.acc_val.x) == 3 and panel.acc_val.x[-1] == pytest.approx(3.0)
+        assert len(panel.progress.acc_val.x) == 3 and panel.progress.acc_val.x[-1] == pytest.approx(3.0)
         assert panel.status.value.startswith("finished after 1 epoch (3 epochs in all)"), panel.status.value
     finally:
         app.close()
@@ -99,10 +100,11 @@ def test_a_new_kernel_attaches_to_the_running_job_and_redraws_it_whole(
     second = None
     try:
         panel = first.train
-        panel.preset.value = "tutorial"
-        panel.epochs.value, panel.limit.value = 30, 2000
+        panel.form.preset.value = "tutorial"
+        panel.form.epochs.value, panel.form.limit.value = 30, 2000
         panel.start_button.click()
-        wait_for(lambda: panel.follower is not None and len(panel.acc_val.x) >= 1, what="a first epoch")
+        progress = panel.progress
+        wait_for(lambda: panel.follower is not None and len(progress.acc_val.x) >= 1, what="a first epoch")
         job_id = panel.follower.id
 
         # The first kernel's app closes (a page closed, a kernel restarted): the job goes on.
@@ -114,7 +116,7 @@ def test_a_new_kernel_attaches_to_the_running_job_and_redraws_it_whole(
         wait_for(lambda: view.follower is not None, 30, "the attach")
         assert view.follower.id == job_id and view.session.jobs().get(job_id)["state"] == "running"
         # Its whole history is drawn: every epoch already done, then it goes on live.
-        wait_for(lambda: len(view.acc_val.x) >= 2, what="the history and a live epoch")
+        wait_for(lambda: len(view.progress.acc_val.x) >= 2, what="the history and a live epoch")
         assert view.stop_button.disabled is False
         view.stop_button.click()
         wait_for(lambda: ended(view) and "saved as" in view.saved.value, 120, "the stop")
@@ -128,7 +130,8 @@ def test_a_new_kernel_attaches_to_the_running_job_and_redraws_it_whole(
             third.train.show_job(job_id).join(30)
             wait_for(lambda: ended(third.train) and "saved as" in third.train.saved.value, 120, "the replay")
             for curve in ("loss_train", "acc_train", "loss_val", "acc_val"):
-                live, replayed = points(getattr(view, curve)), points(getattr(third.train, curve))
+                live = points(getattr(view.progress, curve))
+                replayed = points(getattr(third.train.progress, curve))
                 np.testing.assert_allclose(replayed, live, err_msg=curve)
             assert third.train.status.value == view.status.value
 

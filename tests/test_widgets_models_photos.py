@@ -24,7 +24,7 @@ from jupyter_cifar.views import DEFAULT_PLAN, ViewPlan
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.common import NO_MATH
 from jupyter_cifar.widgets.models import NO_PHOTO_SETS
-from jupyter_cifar.widgets.train import parse_train_images
+from jupyter_cifar.widgets.recipe import parse_train_images
 
 HISTORY = [
     {"epoch": 1, "loss": 1.5, "accuracy": 0.45, "val_loss": 1.3, "val_accuracy": 0.52, "complete": True},
@@ -297,34 +297,34 @@ def test_parse_train_images() -> None:
 def test_the_train_tab_says_all_and_how_many_never_0(tmp_path: Path) -> None:
     app = App(store=str(tmp_path / "store"), data=str(small_data(tmp_path / "small.npz")))
     try:
-        panel = app.train
-        assert panel.limit_box in panel.form[1].children and panel.limit not in panel.form[1].children
-        assert panel.limit_box.description == "Train images"
-        assert panel.limit_box.value == "all" and panel.limit.value == 0  # the data is not loaded yet
-        assert panel.config().train_limit is None
+        panel, form = app.train, app.train.form
+        assert form.limit_box in form.rows[1].children and form.limit not in form.rows[1].children
+        assert form.limit_box.description == "Train images"
+        assert form.limit_box.value == "all" and form.limit.value == 0  # the data is not loaded yet
+        assert form.config().train_limit is None
 
-        panel.preset.value, panel.epochs.value = "tutorial", 1
+        form.preset.value, form.epochs.value = "tutorial", 1
         panel.start_button.click()  # loads the data: "all" now says how many
-        wait_for(lambda: panel.limit_box.value == "all (1,234)", timeout=60, what="the count")
+        wait_for(lambda: form.limit_box.value == "all (1,234)", timeout=60, what="the count")
         wait_for(lambda: panel.trainer is not None and panel.trainer.state != "running", what="training")
         wait_for(lambda: not panel.start_button.disabled, timeout=60, what="the Start button")
         assert panel.result is not None and panel.result.dataset["n_train"] == 1234  # trained on all
-        assert panel.limit_box.options[0] == "all (1,234)"
-        assert all(int(o) < 1234 for o in panel.limit_box.options[1:])  # no choice above what there is
+        assert form.limit_box.options[0] == "all (1,234)"
+        assert all(int(o) < 1234 for o in form.limit_box.options[1:])  # no choice above what there is
 
-        panel.limit_box.value = "1,000"  # typed
-        assert panel.limit.value == 1000 and panel.config().train_limit == 1000
-        assert panel.limit_box.value == "1,000"  # what was typed stays
-        panel.limit_box.value = "lots"
+        form.limit_box.value = "1,000"  # typed
+        assert form.limit.value == 1000 and form.config().train_limit == 1000
+        assert form.limit_box.value == "1,000"  # what was typed stays
+        form.limit_box.value = "lots"
         assert html.escape("Train images: 'lots' is not a number of images") in panel.errors.value
-        assert panel.limit.value == 1000 and panel.limit_box.value == "1000"  # back to the number in hand
-        panel.limit_box.value = "500"
-        assert panel.errors.value == "" and panel.config().train_limit == 500
-        panel.limit_box.value = "0"  # 0 means all, and reads so
-        assert panel.limit_box.value == "all (1,234)" and panel.config().train_limit is None
-        panel.limit.value = 700  # set by code (a job's form, a test): the box follows
-        assert panel.limit_box.value == "700"
-        panel._form_from({"preset": "tutorial", "train_limit": None})  # a job that trains on all
-        assert panel.limit.value == 0 and panel.limit_box.value == "all (1,234)"
+        assert form.limit.value == 1000 and form.limit_box.value == "1000"  # back to the number in hand
+        form.limit_box.value = "500"
+        assert panel.errors.value == "" and form.config().train_limit == 500
+        form.limit_box.value = "0"  # 0 means all, and reads so
+        assert form.limit_box.value == "all (1,234)" and form.config().train_limit is None
+        form.limit.value = 700  # set by code (a job's form, a test): the box follows
+        assert form.limit_box.value == "700"
+        form.show_spec({"preset": "tutorial", "train_limit": None})  # a job that trains on all
+        assert form.limit.value == 0 and form.limit_box.value == "all (1,234)"
     finally:
         app.close()

@@ -198,6 +198,11 @@ def label(text: str = "", cls: str | None = None, **layout: Any) -> w.Label:
     return widget
 
 
+def row_layout(**layout: Any) -> w.Layout:
+    """A row that wraps onto a second line rather than being cut at a narrow notebook's edge."""
+    return w.Layout(flex_flow="row wrap", **layout)
+
+
 def button(description: str, cls: str, *, style: str = "", icon: str = "", tooltip: str = "") -> w.Button:
     widget = w.Button(description=description, button_style=style, icon=icon, tooltip=tooltip)
     widget.add_class(cls)
