@@ -36,6 +36,8 @@ from jupyter_cifar import explain as ex
 from jupyter_cifar import nets
 from jupyter_cifar.data import CLASS_NAMES, Dataset
 from jupyter_cifar.errors import BadParameter, ImageError
+from jupyter_cifar.explain.explainer import explainer_for
+from jupyter_cifar.explain.geometry import apply_view, views_of
 from jupyter_cifar.predict import predict_proba
 from jupyter_cifar.training import TrainConfig, Trainer
 
@@ -137,12 +139,12 @@ def test_the_peak_falls_in_the_objects_box_far_more_often_than_chance(model, pho
 
 
 def test_repeated_calls_reuse_the_sub_model(model, subset) -> None:
-    first = ex._explainer(model, None)
-    assert ex._explainer(model, None) is first
+    first = explainer_for(model, None)
+    assert explainer_for(model, None) is first
     assert [t.name for t in first.targets] == ["whiten", "block1_pool", "block2_pool"]
     # The grids follow the layers: a 2x2 valid conv, then 2x2 poolings that drop the odd last row.
     assert first.grids == [(1.0, 1.0, 1.0, 1.0), (1.5, 2.0, 1.5, 2.0), (2.5, 4.0, 2.5, 4.0)]
-    assert ex._explainer(model, "block2_act2") is not first
+    assert explainer_for(model, "block2_act2") is not first
 
 
 def test_a_mixed_precision_model_is_explained_in_float32(model, subset) -> None:
@@ -181,16 +183,16 @@ def test_a_test_time_augmented_model_averages_its_views_maps(accurate, subset, v
     probabilities = predict_proba(wrapped, picture[None])
     # The views and weights explained are the model's own: its output is the softmax of their logits.
     logits = sum(
-        v.weight * keras.ops.convert_to_numpy(body(ex._apply_view(picture[None].astype(np.float32), v)))
-        for v in ex._views(views)
+        v.weight * keras.ops.convert_to_numpy(body(apply_view(picture[None].astype(np.float32), v)))
+        for v in views_of(views)
     )
     np.testing.assert_allclose(
         probabilities, keras.ops.convert_to_numpy(keras.ops.softmax(logits)), atol=1e-5
     )
     label = int(probabilities.argmax())
     expected = np.zeros((32, 32), np.float32)
-    for view in ex._views(views):  # each view explained on its own, the view undone, weighted as logits are
-        seen = ex._apply_view(picture[None], view)[0]
+    for view in views_of(views):  # each view explained on its own, the view undone, weighted as logits are
+        seen = apply_view(picture[None], view)[0]
         heat = ex.explain(body, [np.ascontiguousarray(seen)], class_index=label)[0]
         if view.flip:
             heat = heat[:, ::-1]
@@ -221,7 +223,7 @@ def test_an_imported_mobilenet_is_explained_on_maps_that_still_have_a_size(subse
     )
     assert [m.shape for m in maps] == [(32, 32), (40, 64)]
     assert all(m.std() > 0.05 for m in maps)  # its last maps are 1x1: a map from them would be constant
-    assert [t.name for t in ex._explainer(model, None).targets] == [
+    assert [t.name for t in explainer_for(model, None).targets] == [
         "Conv1",
         "block_1_depthwise",
         "block_3_depthwise",
@@ -242,12 +244,12 @@ def test_a_nested_backbone_is_explained_inside(subset) -> None:
     )
     (heat,) = ex.explain(model, [subset.x_test[0]])
     assert heat.shape == (32, 32) and heat.std() > 0.05
-    assert [t.name for t in ex._explainer(model, None).targets] == [
+    assert [t.name for t in explainer_for(model, None).targets] == [
         "backbone/conv",
         "backbone/pool",  # named: an unnamed layer's number depends on the layers made before it
         "backbone/conv_2",
     ]
-    assert ex._explainer(model, "backbone/conv_2").grids == [(3.0, 2.0, 3.0, 2.0)]  # valid: 1 cell in
+    assert explainer_for(model, "backbone/conv_2").grids == [(3.0, 2.0, 3.0, 2.0)]  # valid: 1 cell in
     (named,) = ex.explain(model, [subset.x_test[0]], layer="conv_2")
     assert named.std() > 0.05
 
