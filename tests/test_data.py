@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jupyter_cifar import data
 from jupyter_cifar.data import (
     CLASS_NAMES,
     Dataset,
@@ -22,6 +21,7 @@ from jupyter_cifar.data import (
     load_cifar10,
     resolve_data_source,
 )
+from jupyter_cifar.data import folder as image_folder
 from jupyter_cifar.errors import BadParameter, DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_second_load_is_served_from_the_cache(cifar10: Dataset, cifar10_dir: Pat
 
 def test_scan_of_the_full_copy_counts_every_file(cifar10_dir: Path) -> None:
     # Every load of a cached folder lists and stats all 60,000 files (its speed: benchmarks/data_load.py).
-    scan = data._scan_image_folder(cifar10_dir)
+    scan = image_folder._scan_image_folder(cifar10_dir)
     assert len(scan.files) == 60000 and scan.n_train == 50000
 
 
@@ -377,7 +377,7 @@ def test_unwritable_cache_dir_still_loads(small: Path, tmp_path: Path) -> None:
 def test_parallel_decoding_equals_in_process(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "_CHUNK_SIZE", 7)  # several tasks even for 60 images
+    monkeypatch.setattr(image_folder, "_CHUNK_SIZE", 7)  # several tasks even for 60 images
     one, _ = _load(small, tmp_path / "one")
     messages: list[str] = []
     two = load_cifar10(small, cache_dir=tmp_path / "two", workers=2, progress=messages.append)
@@ -477,7 +477,7 @@ def test_class_missing_in_test(small: Path, tmp_path: Path) -> None:
 def test_corrupt_images_are_named_with_the_problem(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    monkeypatch.setattr(data, "_CHUNK_SIZE", 10)
+    monkeypatch.setattr(image_folder, "_CHUNK_SIZE", 10)
     junk = small / "train" / "bird" / "0001.jpg"
     junk.write_bytes(b"this is not a picture")
     cut = small / "test" / "horse" / "0002.jpg"
