@@ -18,6 +18,7 @@ from storetools import tiny_model
 
 from jupyter_cifar.data import CLASS_NAMES
 from jupyter_cifar.widgets import App
+from jupyter_cifar.widgets.progress import TrainingProgress
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve
 
 pytestmark = pytest.mark.slow
@@ -449,6 +450,40 @@ def test_curves_stay_bounded() -> None:
     curve.flush()
     assert len(curve.mark.x) <= MAX_POINTS and curve.mark.x[-1] >= 9 * MAX_POINTS
     assert np.all(np.diff(curve.mark.x) > 0)
+
+
+def test_progress_draws_each_batch_behind_the_running_means_where_the_model_is() -> None:
+    """Keras reports an epoch's running mean; the curve shows each batch's own value, smoothed, on the
+    model's epochs-of-training axis (a continued model's run starts where its history ended)."""
+
+    class Run:
+        state, stopping = "running", False
+
+    progress = TrainingProgress()
+    progress.follow(Run(), keep=False, prior=[{"loss": 2.0, "accuracy": 0.3, "val_loss": None}] * 2)
+    progress.on_start(
+        {"type": "start", "epochs": 1, "initial_epoch": 2, "epochs_done": 2.0, "batches_per_epoch": 4,
+         "architecture": "fast", "n_train": 1000, "seed": 0}
+    )  # fmt: skip
+    values = [1.0, 3.0, 2.0, 6.0]  # each batch's loss; Keras sends their running mean
+    for batch, mean in enumerate(np.cumsum(values) / np.arange(1, 5), start=1):
+        progress.on_batch(
+            {"type": "batch", "epoch": 3, "batch": batch, "batches": 4, "loss": float(mean), "accuracy": None,
+             "images_per_second": 100.0, "eta_seconds": 1.0}
+        )  # fmt: skip
+    progress.flush(force=True)
+    smoothed, expected = None, []
+    for value in values:
+        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+        expected.append(smoothed)
+    # The prior history's two epochs first (one point each, at their ends), then this run's batches.
+    np.testing.assert_allclose(progress.loss_train.mark.x, [1, 2, 2.25, 2.5, 2.75, 3])
+    np.testing.assert_allclose(progress.loss_train.mark.y, [2.0, 2.0, *expected])
+    assert len(progress.acc_train.mark.x) == 2  # no accuracy reported in this run: nothing drawn for it
+    assert progress.status.value.startswith("epoch 1/1 (2 → 3 epochs in all) · batch 4/4")
+    progress.on_epoch({"type": "epoch", "epoch": 3, "val_loss": 0.5, "val_accuracy": 0.8, "complete": True})
+    progress.on_end()
+    assert progress.ended_text("finished", None) == "finished after 1 epoch (3 epochs in all)"
 
 
 def test_the_magic_and_its_unloading() -> None:
