@@ -64,8 +64,9 @@ def add_store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
         metavar="URI",
-        help="model store: a folder, mongodb:// or mongodb+srv:// URI; "
-        "default: $JUPYTER_CIFAR_STORE, else the embedded store under Jupyter's data dir",
+        help="model store: a folder, a mongodb:// or mongodb+srv:// URI, or a Jupyter server's "
+        "http(s)://HOST:PORT/?token=…; default: $JUPYTER_CIFAR_STORE, else the embedded store under "
+        "Jupyter's data dir",
     )
 
 
