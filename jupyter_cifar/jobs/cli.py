@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
 
     p = verb("list", "the jobs, newest first", with_id=False)
     p.add_argument("--state", action="append", default=[], choices=STATES, help="only these (repeatable)")
-    p.add_argument("--limit", type=count, default=50, metavar="N")
+    p.add_argument("--limit", type=count, default=50, metavar="N", help="at most N jobs (default: 50)")
     verb("show", "one job")
     verb("watch", "follow a job's progress to its end (exit 0: finished; 1: stopped, failed, interrupted)")
     verb("stop", "stop a job: a queued one at once, a running one after its current batch")

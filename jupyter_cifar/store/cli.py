@@ -55,8 +55,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--sort", default="-created", help="created, name, version, test_accuracy or size; '-': descending"
     )
-    p.add_argument("--limit", type=count, default=50, metavar="N")
-    p.add_argument("--offset", type=int, default=0, metavar="N")
+    p.add_argument("--limit", type=count, default=50, metavar="N", help="at most N versions (default: 50)")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N (the next page)")
     p = verb("show", "one version's record")
     p.add_argument("ref", metavar="REF", help=STORE_REF_HELP)
     p = verb("export", "write a version as .keras, ONNX, LiteRT or a SavedModel (checked before written)")
