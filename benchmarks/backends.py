@@ -68,8 +68,8 @@ def pipeline_rate(data_arg: str, npz: str | None, batch_size: int, epochs: int =
     """Images/s the numpy input pipeline prepares and serves on its own (the whole training set)."""
     import numpy as np
 
+    from jupyter_cifar.batches import Batches
     from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.training import Batches
 
     data = load_cifar10(npz or data_arg)
     labels = np.eye(10, dtype=np.float32)[data.y_train]

@@ -9,7 +9,7 @@ backend-agnostic layers, so the presets also run under ``KERAS_BACKEND=jax`` or 
 ``fast`` (the default) and ``accurate`` follow airbench (Keller Jordan): a frozen 2x2 patch-whitening
 conv set from the training images, three conv/max-pool/BatchNorm groups, a scaled linear head, label
 smoothing 0.2, Nesterov SGD with warm-up and cosine decay, flips that alternate each epoch and 2-pixel
-translations (numpy, in the trainer: :class:`jupyter_cifar.training.Batches`). ``accurate`` also gives
+translations (numpy, in the trainer: :class:`jupyter_cifar.batches.Batches`). ``accurate`` also gives
 BatchNorm's offsets 64 times the learning rate (airbench's bias scaler, through Keras' ``MultiOptimizer``)
 and averages each test image over its mirror image and 1-pixel shifts inside the saved model
 (:func:`with_tta`).
