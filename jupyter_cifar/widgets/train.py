@@ -57,7 +57,6 @@ class TrainPanel(w.VBox):
         self._pending: list[w.Widget] | None = None  # a result's figures, kept until the tab is shown
         self.trainer: Trainer | None = None  # a training in this kernel
         self.follower: JobFollower | None = None  # the job the tab is attached to
-        self.run: Any = None  # what the curves show: the trainer or the follower
         self.job_client: JobClient | None = None  # the server's jobs, when it runs them
         self.result: TrainResult | None = None
         self.saved_record: ModelRecord | None = None  # the version self.result was saved as, if it was
@@ -129,6 +128,11 @@ class TrainPanel(w.VBox):
         self.buttons = w.HBox([self.start_button, self.stop_button, self.continue_button])
         self._arrange()
         self.add_class("jc-train")
+
+    @property
+    def run(self) -> Any:
+        """What the curves show: the trainer here or the job's follower (None before the first)."""
+        return self.progress.run
 
     def _arrange(self) -> None:
         """The tab's rows: as a job, what it saves as is said before Start (the job saves it)."""
@@ -302,7 +306,6 @@ class TrainPanel(w.VBox):
         if self.follower is not None and self.follower is not run:
             self.follower.detach()
             self.follower = None
-        self.run = run
         self.progress.follow(run, keep=keep, prior=prior)
         self._evaluation = self._end = None
         with self.hold_sync():
