@@ -26,10 +26,11 @@ unknown (a failover, a lost connection), the record is looked up by its ``file_i
 tried again; the unique index on ``file_id`` makes a doubled insert impossible, and a file is deleted
 only when its record certainly was not written (otherwise garbage collection decides later).
 
-Every driver error is translated in one place (:meth:`MongoModelStore._error`): an unreachable server,
-failed authentication or an unresolvable ``mongodb+srv`` name is :class:`StoreUnavailable`, raised
-within the store's ``timeout`` and naming the host(s), never the password. Tag filters and updates use
-``$getField`` / ``$setField`` (tag keys may hold dots), so the server must be MongoDB 5.0 or later.
+Every driver error is translated in one place (:func:`.mongo_errors.translate`): an unreachable
+server, failed authentication or an unresolvable ``mongodb+srv`` name is :class:`StoreUnavailable`,
+raised within the store's ``timeout`` and naming the host(s), never the password. Tag filters and
+updates use ``$getField`` / ``$setField`` (tag keys may hold dots), so the server must be MongoDB 5.0 or
+later.
 """
 
 from __future__ import annotations
@@ -42,11 +43,9 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
-from urllib.parse import unquote
 
 import gridfs
 import pymongo
@@ -54,19 +53,16 @@ from bson import ObjectId
 from bson.errors import InvalidDocument
 from gridfs.errors import CorruptGridFile, NoFile
 from pymongo.errors import (
-    ConfigurationError,
-    ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
 )
 
-from ..errors import BadParameter, Conflict, IntegrityError, NotFound, StoreError, StoreUnavailable
+from ..errors import BadParameter, IntegrityError, NotFound, StoreError
 from .base import ModelStore
+from .mongo_errors import UNAUTHORIZED, may_have_been_applied, short, transient, translate, unreachable
 from .records import CHUNK, GARBAGE_AGE_SECONDS, CheckReport, Leftover, ModelRecord, Page, Query
-from .uri import split_userinfo
+from .uri import MongoUri
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +74,6 @@ CHUNK_BYTES = CHUNK  # GridFS chunk size (1 MiB, not the 255 KiB default): the b
 DEFAULT_DATABASE = "jupyter_cifar"
 # One driver call may move up to 48 MB (a batch of chunks); a hung server is given this long.
 SOCKET_TIMEOUT_S = 60.0
-_AUTH_FAILED = 18  # AuthenticationFailed
-_UNAUTHORIZED = 13  # Unauthorized
-_SECRET_OPTION = re.compile(r"password|secret|token", re.IGNORECASE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,7 +95,7 @@ class MongoModelStore(ModelStore):
 
     def __init__(self, uri: str, *, timeout: float = 5.0) -> None:
         super().__init__()
-        self.uri_parts = _UriParts.parse(uri)
+        self.uri_parts = MongoUri.parse(uri)
         self.display = self.uri_parts.redacted
         self.hosts = self.uri_parts.hosts
         self.timeout = timeout
@@ -126,10 +119,10 @@ class MongoModelStore(ModelStore):
                     uri, tz_aware=True, connect=False, **options
                 )
             for warning in said:
-                log.warning("%s: %s", self.display, self._scrub(str(warning.message)))
+                log.warning("%s: %s", self.display, self.uri_parts.scrub(str(warning.message)))
             self.db = self.client.get_default_database(default=DEFAULT_DATABASE)
         except (PyMongoError, ValueError, TypeError) as e:  # a URI pymongo cannot use
-            hint, cause = "", self._scrub(_short(e))
+            hint, cause = "", self.uri_parts.scrub(short(e))
             if self.uri_parts.unescaped and "escaped" not in cause:
                 hint = (
                     " (the user name and password must be percent-escaped: '?', '/', '#', '@' and ':' "
@@ -161,27 +154,8 @@ class MongoModelStore(ModelStore):
             raise self._error(e) from None
 
     def _error(self, e: PyMongoError) -> StoreError:
-        """The one translation of driver errors into the store's errors."""
-        cause = self._scrub(_short(e))
-        where = f"MongoDB at {self.hosts}"
-        if isinstance(e, OperationFailure) and e.code == _AUTH_FAILED:
-            user = self.uri_parts.user
-            who = f" for user {user!r}" if user else ""
-            return StoreUnavailable(
-                f"{where}: authentication failed{who} (check the user name, password and authSource)"
-            )
-        if isinstance(e, OperationFailure) and e.code == _UNAUTHORIZED:
-            return StoreUnavailable(f"{where}: not authorized: {cause}")
-        if isinstance(e, ConfigurationError):  # at operation time: the SRV/TXT lookup failed
-            return StoreUnavailable(f"{where} cannot be found: {cause}")
-        if _transient(e):
-            return StoreUnavailable(f"{where} is unreachable: {cause}")
-        return StoreError(f"{where}: {cause}")
-
-    def _scrub(self, text: str) -> str:
-        for secret in self.uri_parts.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """The store's error for a driver error (one translation, in ``mongo_errors``)."""
+        return translate(e, self.uri_parts)
 
     # -- set-up ----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -194,7 +168,7 @@ class MongoModelStore(ModelStore):
                 self._create_indexes()
                 ModelStore.collect_garbage(self, GARBAGE_AGE_SECONDS)  # its primitives need no set-up
             except OperationFailure as e:
-                if e.code != _UNAUTHORIZED:
+                if e.code != UNAUTHORIZED:
                     raise
                 # A read-only user can still list and load; whoever may write sets the database up.
                 log.info("%s: read-only access, indexes and garbage left as they are", self.display)
@@ -251,7 +225,7 @@ class MongoModelStore(ModelStore):
             self._discard(file_id)
             raise BadParameter("metadata", f"cannot be stored in MongoDB: {e}") from None
         except BaseException as e:
-            if not _may_have_been_applied(e):
+            if not may_have_been_applied(e):
                 self._discard(file_id)
             # else the record may exist after all: collect_garbage removes the file if it does not
             raise
@@ -268,12 +242,12 @@ class MongoModelStore(ModelStore):
                     )
                 return file_id
             except BaseException as e:
-                if _unreachable(e):
+                if unreachable(e):
                     raise  # what it wrote, if anything, is garbage for later
                 self._discard(file_id)  # no record names it yet: always safe to remove
-                if attempt == 2 or not _transient(e):
+                if attempt == 2 or not transient(e):
                     raise
-                log.info("%s: upload interrupted (%s); trying again", self.display, _short(e))
+                log.info("%s: upload interrupted (%s); trying again", self.display, short(e))
         raise AssertionError("unreachable")
 
     def _claim_version(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -299,10 +273,10 @@ class MongoModelStore(ModelStore):
                 # kept one) can hold a claimed number: the claim above now counts it; claim again.
                 version = self._next_version(doc["name"])
             except PyMongoError as e:
-                if retried or not _transient(e) or _unreachable(e):
+                if retried or not transient(e) or unreachable(e):
                     raise
                 retried = True
-                log.info("%s: saving %r interrupted (%s); checking", self.display, doc["name"], _short(e))
+                log.info("%s: saving %r interrupted (%s); checking", self.display, doc["name"], short(e))
                 landed = self.versions.find_one({"file_id": doc["file_id"]})
                 if landed is not None:
                     return landed
@@ -337,7 +311,7 @@ class MongoModelStore(ModelStore):
         except NoFile:
             pass  # chunks without a files document were removed all the same
         except PyMongoError as e:
-            log.info("%s: file %s left for garbage collection (%s)", self.display, file_id, _short(e))
+            log.info("%s: file %s left for garbage collection (%s)", self.display, file_id, short(e))
 
     def _record(self, doc: dict[str, Any], aliases: list[str]) -> ModelRecord:
         return ModelRecord.from_json({**doc, "aliases": sorted(aliases)})  # a document is the record's JSON
@@ -567,77 +541,6 @@ class _GridReader:
 
     def close(self) -> None:
         self._stream.close()
-
-
-@dataclass(frozen=True)
-class _UriParts:
-    """What a URI may show: the hosts, the user, and the URI with every secret replaced."""
-
-    redacted: str
-    hosts: str
-    user: str
-    options: set[str]  # the options it sets, lower-cased
-    secrets: list[str]  # the password and secret options, as written and decoded
-    unescaped: bool  # the user information holds a character that should have been percent-escaped
-
-    @classmethod
-    def parse(cls, uri: str) -> _UriParts:
-        head, userinfo, rest = split_userinfo(uri)
-        if not head:
-            raise BadParameter("--store", "a MongoDB URI starts with mongodb:// or mongodb+srv://")
-        location, qmark, query = rest.partition("?")
-        hosts = location.split("/", 1)[0] or "localhost"
-        user, colon, password = userinfo.partition(":")
-        secrets = [s for s in {password, unquote(password)} if s] if colon else []
-        shown, options = [], set()
-        for pair in query.split("&") if query else []:
-            key, eq, value = pair.partition("=")
-            options.add(unquote(key).lower())
-            if _SECRET_OPTION.search(unquote(key)) or _SECRET_OPTION.search(unquote(value)):
-                secrets += [s for s in {value, unquote(value)} if s]
-                value = "***"
-            shown.append(f"{key}{eq}{value}")
-        redacted = head
-        if userinfo:
-            redacted += f"{user}:***@" if colon else f"{user}@"
-        redacted += location + (qmark + "&".join(shown) if qmark else "")
-        # longest first, so that a secret containing another is replaced whole
-        unescaped = bool(re.search(r"[/?#@\[\]]", userinfo)) or userinfo.count(":") > 1
-        secrets.sort(key=len, reverse=True)  # longest first: a secret containing another is replaced whole
-        return cls(redacted, hosts, unquote(user), options, secrets, unescaped)
-
-
-def _short(e: BaseException) -> str:
-    """The first, useful part of a driver message (no topology dump, no server reply dump)."""
-    text = str(e)
-    if isinstance(e, OperationFailure) and isinstance(e.details, dict) and e.details.get("errmsg"):
-        text = str(e.details["errmsg"])
-    text = text.split(", Timeout:")[0].split(", full error:")[0]
-    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
-    text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    return text if len(text) <= 300 else text[:299] + "…"
-
-
-def _transient(e: BaseException) -> bool:
-    """A failure a retry may cure: the server was unreachable or lost its primary role meanwhile."""
-    if isinstance(e, ConnectionFailure | WriteConcernError):
-        return True
-    return isinstance(e, PyMongoError) and e.has_error_label("RetryableWriteError")
-
-
-def _unreachable(e: BaseException) -> bool:
-    """No server could be selected for a whole timeout (pymongo raises that, or, when it was already
-    retrying, the error before it): trying again at once would only wait as long again."""
-    return isinstance(e, ServerSelectionTimeoutError) or isinstance(
-        e.__context__, ServerSelectionTimeoutError
-    )
-
-
-def _may_have_been_applied(e: BaseException) -> bool:
-    """False only when the server certainly did not write (it refused, or the key was taken)."""
-    if isinstance(e, DuplicateKeyError | Conflict):
-        return False
-    return not (isinstance(e, OperationFailure) and not _transient(e))
 
 
 def _younger(oid: Any, cutoff: datetime) -> bool:
