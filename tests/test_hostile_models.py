@@ -45,7 +45,7 @@ from hostile import (
 from storetools import stored_items
 from test_cli import cli
 
-from jupyter_cifar import modelfiles
+from jupyter_cifar import modelcontainers, modelfiles
 from jupyter_cifar.cli import main as cli_main
 from jupyter_cifar.errors import ModelFileError
 from jupyter_cifar.modelfiles import inspect_model_file, load_model
@@ -304,7 +304,7 @@ def test_the_weight_count_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = tmp_path / "benign.keras"
     write_benign(path)
     inspect_model_file(path)
-    monkeypatch.setattr(modelfiles, "MAX_WEIGHTS", 39)
+    monkeypatch.setattr(modelcontainers, "MAX_WEIGHTS", 39)
     with pytest.raises(ModelFileError, match=r"model\.weights\.h5 declares over 39 weights"):
         inspect_model_file(path)
 
