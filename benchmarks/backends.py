@@ -146,7 +146,7 @@ def main() -> None:
                         )
                     print(rows[-1], flush=True)
     print(table(["preset", "backend", "precision", "threads", "images/s"], rows))
-    from jupyter_cifar.nets import resolve_precision
+    from jupyter_cifar.precision import resolve_precision
 
     print(f'precision "auto" picks {resolve_precision("auto")} here (for the TensorFlow backend)')
 

@@ -77,7 +77,7 @@ def main() -> None:
     import numpy as np
 
     from jupyter_cifar import fastview
-    from jupyter_cifar.nets import resolve_precision
+    from jupyter_cifar.precision import resolve_precision
 
     policy = resolve_precision(args.precision)
     keras.config.set_dtype_policy(policy)

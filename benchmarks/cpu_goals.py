@@ -52,13 +52,14 @@ GOAL_SHARE = 0.80
 def peak_child(presets: list[str]) -> dict[str, Any]:
     """In a child: the matmul peak per precision, the precision "auto" trains in, each preset's size."""
     from jupyter_cifar import nets
+    from jupyter_cifar.precision import resolve_precision
 
     peaks = {}
     for dtype in ("float32", "bfloat16"):
         probes = [matmul_gflops(n, dtype, reps=max(3, int(4e10 // (2 * n**3)))) for n in SIZES]
         peaks[dtype] = max(probe() for probe in probes for _ in range(3))
     sizes = {p: sum(map(multiply_adds, nets.build_model(p).layers)) for p in presets}
-    return {"peaks": peaks, "precision": nets.resolve_precision("auto"), "multiply_adds": sizes}
+    return {"peaks": peaks, "precision": resolve_precision("auto"), "multiply_adds": sizes}
 
 
 def parse_runs(text: str) -> list[tuple[str, int | None]]:
@@ -118,6 +119,7 @@ def main() -> None:
         parser.error(str(e))
     from jupyter_cifar import nets
     from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.precision import cpu_flags
 
     for preset, _ in runs:
         try:
@@ -135,7 +137,7 @@ def main() -> None:
         flush=True,
     )
     peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
-    flags = nets._cpu_flags()
+    flags = cpu_flags()
     rows, results = [], []
     for preset, epochs in runs:
         r = whole_command(preset, epochs, args)

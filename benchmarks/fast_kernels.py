@@ -68,7 +68,7 @@ def main() -> None:
     import keras
 
     from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.nets import resolve_precision
+    from jupyter_cifar.precision import resolve_precision
 
     data = load_cifar10(args.data)
     print(f"training step speed, backend {keras.backend.backend()}, {machine()}")

@@ -92,7 +92,7 @@ def changes(variant: str) -> dict[str, Any]:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from jupyter_cifar import nets
+    from jupyter_cifar import nets, tta
     from jupyter_cifar.data import load_cifar10
     from jupyter_cifar.training import TrainConfig, Trainer
 
@@ -125,7 +125,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if result.status != "finished" or result.evaluation is None:
         raise SystemExit(f"{args.run_variant}: training failed: {result.error}")
     x, y = trainer.data.x_test, trainer.data.y_test.astype(np.int64)
-    body = nets.without_tta(result.model)
+    body = tta.without_tta(result.model)
 
     def logits(images: np.ndarray) -> np.ndarray:
         return np.asarray(body.predict(images, batch_size=1000, verbose=0), np.float32)

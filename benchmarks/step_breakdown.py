@@ -115,12 +115,13 @@ def main() -> None:
     import numpy as np
 
     from jupyter_cifar import fastview, nets
+    from jupyter_cifar.precision import resolve_precision
 
     try:
         preset = nets.get_preset(args.preset)
     except Exception as e:
         parser.error(str(e))
-    batch, precision = preset.batch_size, nets.resolve_precision(preset.precision)
+    batch, precision = preset.batch_size, resolve_precision(preset.precision)
     model = nets.build_model(args.preset, precision=precision)
     nets.compile_for_training(model, preset, preset.learning_rate, total_steps=1000)
     view = fastview.for_training(model)

@@ -154,7 +154,7 @@ def device_name() -> str:
     """The accelerator the backend trains on, in words (best effort), else "cpu"."""
     import keras
 
-    from jupyter_cifar.nets import gpu_visible
+    from jupyter_cifar.precision import gpu_visible
 
     try:
         if keras.backend.backend() == "torch":

@@ -25,7 +25,7 @@ from typing import Any
 
 import keras
 
-from .nets import gpu_visible
+from .precision import gpu_visible
 
 # Where the matmul weight gradient pays (:func:`matmul_pays`): with AMX, where input channels x filters >=
 # this x the map's pixels; on a CPU with AVX512-BF16 but no AMX, on maps of at most this many pixels.
@@ -36,9 +36,9 @@ SMALL_MAP_PIXELS = 64
 def matmul_pays(channels: int, filters: int, pixels: int, flags: set[str] | None = None) -> bool:
     """Whether nine matrix products beat oneDNN's weight gradient for a 3x3 convolution of this shape on
     a CPU with these /proc/cpuinfo flags (default: this one's), as measured (:func:`matmul_grad_pays`)."""
-    from .nets import _cpu_flags
+    from .precision import cpu_flags
 
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     if "avx512_bf16" in flags and not flags >= {"amx_bf16", "amx_tile"}:
         return pixels <= SMALL_MAP_PIXELS
     return channels * filters >= CHANNELS_PER_PIXEL * pixels

@@ -12,7 +12,7 @@ smoothing 0.2, Nesterov SGD with warm-up and cosine decay, flips that alternate 
 translations (numpy, in the trainer: :class:`jupyter_cifar.batches.Batches`). ``accurate`` also gives
 BatchNorm's offsets 64 times the learning rate (airbench's bias scaler, through Keras' ``MultiOptimizer``)
 and averages each test image over its mirror image and 1-pixel shifts inside the saved model
-(:func:`with_tta`).
+(:func:`jupyter_cifar.tta.with_tta`).
 ``fast``, ``accurate`` and ``balanced`` (``accurate`` for 5 epochs in smaller batches) train their
 convolutions' kernels with Muon (:mod:`jupyter_cifar.muon`, airbench94_muon's optimizer), which gets more
 from each epoch than SGD; the other weights keep SGD.
@@ -21,8 +21,9 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
 
 - the backend: ``KERAS_BACKEND`` (read once, when Keras is first imported). TensorFlow, the default, was
   the fastest on the 2-core Xeon (AMX) CPU these presets were tuned on; the same code runs on jax and torch.
-- precision: ``TrainConfig.precision`` / :func:`resolve_precision`. "auto" uses mixed float16 on a GPU and
-  mixed bfloat16 on CPUs with bfloat16 units (AMX, or AVX512-BF16 under TensorFlow), float32 elsewhere.
+- precision: ``TrainConfig.precision`` / :func:`jupyter_cifar.precision.resolve_precision`. "auto" uses
+  mixed float16 on a GPU and mixed bfloat16 on CPUs with bfloat16 units (AMX, or AVX512-BF16 under
+  TensorFlow), float32 elsewhere.
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
 - kernels: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import BadParameter
+from .precision import resolve_precision
 
 if TYPE_CHECKING:
     import keras
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
 
 INPUT_SHAPE = (32, 32, 3)
 WHITEN_PATCH = 2  # the whitening conv's kernel size
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class Preset:
     # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 matrix units (AMX / AVX512-BF16),
     # float32 elsewhere. Trained weights are float32 either way, and the trained model is saved as float32.
     precision: str = "auto"
-    # Test-time augmentation built into the trained model (:func:`with_tta`): "none", "flip" (the image and
-    # its mirror image) or "flip-translate" (also both shifted by one pixel each way, as airbench does).
+    # Test-time augmentation built into the trained model (:func:`jupyter_cifar.tta.with_tta`): "none",
+    # "flip" (the image and its mirror image) or "flip-translate" (also both shifted by one pixel each
+    # way, as airbench does).
     tta: str = "none"
     # BatchNorm offsets ("beta") learn this many times faster than the other weights (airbench's 64).
     bias_lr: float = 1.0
@@ -317,63 +319,6 @@ def build_model(
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_precision(precision: str = "auto") -> str:
-    """The dtype policy that "auto" stands for here.
-
-    mixed_float16 where a GPU is visible; mixed_bfloat16 on a CPU with bfloat16 units: AMX (TensorFlow or
-    torch: 1.5-3x float32's training speed, measured on a Xeon), or AVX512-BF16 under TensorFlow (AMD Zen
-    4 and later, Intel Cooper Lake: 1.50x for ``fast`` and 1.77x for ``accurate`` on an AMD EPYC,
-    ``benchmarks/backends.py``; torch was not measured there); float32 elsewhere (JAX's CPU backend gains
-    nothing from bf16, and CPUs without bf16 units emulate it slowly).
-    """
-    if precision not in PRECISIONS:
-        raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    if precision != "auto":
-        return precision
-    import keras
-
-    if gpu_visible():
-        return "mixed_float16"
-    return cpu_precision(keras.backend.backend(), _cpu_flags())
-
-
-def cpu_precision(backend: str, flags: set[str]) -> str:
-    """The fastest training precision on a CPU with these /proc/cpuinfo flags, under this Keras backend
-    (see :func:`resolve_precision`)."""
-    if backend in ("tensorflow", "torch") and flags >= {"amx_bf16", "amx_tile"}:
-        return "mixed_bfloat16"
-    if backend == "tensorflow" and "avx512_bf16" in flags:
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def gpu_visible() -> bool:
-    """Whether Keras' backend sees a GPU (asked through Keras or torch, never through TensorFlow)."""
-    import importlib
-
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "torch":
-            return bool(importlib.import_module("torch").cuda.is_available())
-        devices = keras.distribution.list_devices()
-    except Exception:  # a backend without a device listing: assume a CPU
-        return False
-    return any("gpu" in str(d).lower() or "cuda" in str(d).lower() for d in devices)
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def init_from_data(model: keras.Model, x_train: np.ndarray, samples: int = 1000, seed: int = 0) -> None:
     """Set a ``whiten`` layer (if the model has one) to whiten 2x2 patches of the training images.
 
@@ -399,89 +344,6 @@ def init_from_data(model: keras.Model, x_train: np.ndarray, samples: int = 1000,
     filters = np.concatenate([filters, -filters], axis=1)  # (k*k*c, 2*k*k*c)
     bias = -(mean @ filters)
     layer.set_weights([filters.reshape(k, k, c, -1).astype(np.float32), bias.astype(np.float32)])
-
-
-TTA_VIEWS = ("none", "flip", "flip-translate")
-
-
-def with_tta(model: keras.Model, views: str = "flip") -> keras.Model:
-    """The model averaging its logits over views of each image (test-time augmentation).
-
-    ``views``: "flip" (the image and its mirror image, weighted equally) or "flip-translate" (airbench's:
-    half the weight on those two, a quarter on each of two copies shifted by one pixel down-right and
-    up-left with reflected borders, each also mirrored: six passes). Built from standard layers only, so
-    the result saves and loads with plain ``keras.saving``: each view is a frozen dense layer holding a
-    32x32 permutation of the columns (and one of the rows). The model must have a layer named ``logits``
-    (the presets' whitened networks do).
-    """
-    import keras
-    from keras import layers
-
-    if views not in TTA_VIEWS[1:]:
-        raise ValueError(f"unknown test-time augmentation {views!r}")
-    body = keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_body")
-    inputs = keras.Input(INPUT_SHAPE, name="image")
-    side = INPUT_SHAPE[1]
-    frozen: dict[str, np.ndarray] = {}
-
-    def remap(x: keras.KerasTensor, name: str, matrix: np.ndarray, axis: str) -> keras.KerasTensor:
-        """Apply a 32x32 0/1 matrix along the columns (axis "x") or rows ("y") of every channel."""
-        order = (1, 3, 2) if axis == "x" else (3, 2, 1)
-        x = layers.Permute(order, name=f"{name}_in")(x)
-        x = layers.Dense(side, use_bias=False, trainable=False, name=name)(x)
-        frozen[name] = matrix
-        return layers.Permute(order, name=f"{name}_out")(x)
-
-    mirror = np.eye(side, dtype=np.float32)[::-1]
-
-    def mirrored_pair(x: keras.KerasTensor, tag: str, name: str) -> keras.KerasTensor:
-        flipped = remap(x, f"mirror{tag}", mirror, "x")
-        return layers.Average(name=name)([body(x), body(flipped)])
-
-    if views == "flip":
-        logits = mirrored_pair(inputs, "", "tta_logits")
-    else:
-        logits = mirrored_pair(inputs, "", "pair")
-        shifted = []
-        for tag, step in (("down", 1), ("up", -1)):
-            moved = inputs
-            for axis in ("y", "x"):
-                moved = remap(moved, f"shift_{tag}_{axis}", _shift_matrix(side, step), axis)
-            shifted.append(mirrored_pair(moved, f"_{tag}", f"pair_{tag}"))
-        logits = layers.Average(name="tta_logits")([logits, logits, *shifted])
-    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    wrapped = keras.Model(inputs, outputs, name=model.name)
-    for name, matrix in frozen.items():
-        wrapped.get_layer(name).set_weights([matrix])
-    return wrapped
-
-
-def _shift_matrix(side: int, step: int) -> np.ndarray:
-    """M with (x @ M)[j] = x[j - step], reflected at the borders (airbench's 1-pixel padding and crop)."""
-    source = np.arange(side) - step
-    source = np.abs(source)  # -1 -> 1: reflect at the start
-    source = np.where(source > side - 1, 2 * (side - 1) - source, source)  # side -> side - 2
-    matrix = np.zeros((side, side), np.float32)
-    matrix[source, np.arange(side)] = 1
-    return matrix
-
-
-def tta_views(model: keras.Model) -> str:
-    """Which of :data:`TTA_VIEWS` a model built by :func:`with_tta` averages over ("none" for others)."""
-    names = {layer.name for layer in model.layers}
-    if "mirror" not in names or "tta_logits" not in names:
-        return "none"
-    return "flip-translate" if "shift_down_x" in names else "flip"
-
-
-def without_tta(model: keras.Model) -> keras.Model:
-    """The trainable network inside a :func:`with_tta` model (it outputs logits); else ``model``."""
-    import keras
-
-    if tta_views(model) == "none":
-        return model
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if len(inner) == 1 else model
 
 
 def as_float32(model: keras.Model, preset: str, num_classes: int) -> keras.Model:

@@ -40,18 +40,15 @@ from .errors import BadParameter
 from .history import epochs_done
 from .nets import (
     DEFAULT_PRESET,
-    PRECISIONS,
     as_float32,
     build_model,
     get_preset,
     inference_copy,
     init_from_data,
-    resolve_precision,
-    tta_views,
-    with_tta,
-    without_tta,
 )
+from .precision import PRECISIONS, resolve_precision
 from .predict import Evaluation, evaluate_probabilities, predict_proba
+from .tta import tta_views, with_tta, without_tta
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +214,7 @@ class Trainer:
         self._thread: threading.Thread | None = None
         self._last_val: tuple[int, np.ndarray] | None = None
         self._final: keras.Model | None = None  # the model as it is returned and saved
-        self._tta = "none"  # the test-time augmentation the returned model gets (nets.TTA_VIEWS)
+        self._tta = "none"  # the test-time augmentation the returned model gets (tta.TTA_VIEWS)
         self._last_epoch = 0
         self.policy = "float32"  # the dtype policy training ran under
 

@@ -33,7 +33,7 @@ from photoset import make_photo_set
 from PIL import Image
 
 from jupyter_cifar import explain as ex
-from jupyter_cifar import nets
+from jupyter_cifar import nets, tta
 from jupyter_cifar.data import CLASS_NAMES, Dataset
 from jupyter_cifar.errors import BadParameter, ImageError
 from jupyter_cifar.explain.explainer import explainer_for
@@ -172,13 +172,13 @@ def accurate(subset: Dataset) -> keras.Model:
     nets.init_from_data(body, subset.x_train)
     rng = np.random.default_rng(3)
     body.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in body.get_weights()])
-    return nets.with_tta(body, "flip-translate")
+    return tta.with_tta(body, "flip-translate")
 
 
 @pytest.mark.parametrize("views", ["flip-translate", "flip"])
 def test_a_test_time_augmented_model_averages_its_views_maps(accurate, subset, views: str) -> None:
-    wrapped = accurate if views == "flip-translate" else nets.with_tta(nets.without_tta(accurate), "flip")
-    body = nets.without_tta(wrapped)
+    wrapped = accurate if views == "flip-translate" else tta.with_tta(tta.without_tta(accurate), "flip")
+    body = tta.without_tta(wrapped)
     picture = subset.x_test[7]
     probabilities = predict_proba(wrapped, picture[None])
     # The views and weights explained are the model's own: its output is the softmax of their logits.

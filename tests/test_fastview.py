@@ -34,9 +34,9 @@ def _compiled(preset: str) -> keras.Model:
 @pytest.fixture
 def amx(monkeypatch: pytest.MonkeyPatch) -> None:
     """The crossover measured with AMX, whatever this CPU is (each CPU's own: the last test)."""
-    from jupyter_cifar import nets
+    from jupyter_cifar import precision
 
-    monkeypatch.setattr(nets, "_cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 @pytest.mark.parametrize("preset", ["fast", "accurate"])

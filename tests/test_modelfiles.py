@@ -32,8 +32,9 @@ from jupyter_cifar.modelfiles import (
     load_model,
     save_model,
 )
-from jupyter_cifar.nets import PRESETS, build_model, compile_for_training, with_tta, without_tta
+from jupyter_cifar.nets import PRESETS, build_model, compile_for_training
 from jupyter_cifar.predict import predict_proba
+from jupyter_cifar.tta import with_tta, without_tta
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from jupyter_cifar import nets
+from jupyter_cifar import nets, precision, tta
 from jupyter_cifar.batches import Batches
 from jupyter_cifar.errors import BadParameter
 from jupyter_cifar.modelfiles import load_model
@@ -70,15 +70,15 @@ def test_a_trained_preset_saves_and_opens_with_plain_keras(trained, tiny, name: 
 @pytest.mark.slow
 def test_accurate_is_test_time_augmented_and_continues_training_inside(trained, tiny) -> None:
     model = trained["accurate"].model
-    assert nets.tta_views(model) == "flip-translate"
-    assert nets.without_tta(model) is not model
+    assert tta.tta_views(model) == "flip-translate"
+    assert tta.without_tta(model) is not model
     more = Trainer(
         tiny.subset(500, 100), TrainConfig(preset="accurate", epochs=1, batch_size=64, seed=2), model=model
     )
     result = more.run()
     assert result.status == "finished", result.error
-    assert nets.tta_views(result.model) == "flip-translate"  # wrapped again after training its inside
-    assert nets.without_tta(result.model) is not result.model
+    assert tta.tta_views(result.model) == "flip-translate"  # wrapped again after training its inside
+    assert tta.without_tta(result.model) is not result.model
 
 
 @pytest.mark.parametrize("views", ["flip", "flip-translate"])
@@ -89,8 +89,8 @@ def test_tta_averages_the_logits_of_the_views(views: str) -> None:
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
     x = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
-    wrapped = nets.with_tta(model, views)
-    body = nets.without_tta(wrapped)
+    wrapped = tta.with_tta(model, views)
+    body = tta.without_tta(wrapped)
 
     def mirrored(images: np.ndarray) -> np.ndarray:
         both = body(images), body(images[:, :, ::-1])
@@ -104,9 +104,9 @@ def test_tta_averages_the_logits_of_the_views(views: str) -> None:
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(wrapped(x)), expected, atol=1e-5)
     assert nets.outputs_probabilities(wrapped)
-    assert nets.tta_views(wrapped) == views and nets.tta_views(model) == "none"
+    assert tta.tta_views(wrapped) == views and tta.tta_views(model) == "none"
     with pytest.raises(ValueError, match="unknown test-time augmentation"):
-        nets.with_tta(model, "none")
+        tta.with_tta(model, "none")
 
 
 def test_batchnorm_offsets_learn_faster_by_the_presets_factor() -> None:
@@ -234,23 +234,23 @@ AVX2_DESKTOP = "fpu sse2 avx avx2 fma"
     ],
 )
 def test_auto_precision_for_each_kind_of_cpu(flags: str, backend: str, expected: str) -> None:
-    assert nets.cpu_precision(backend, set(flags.split())) == expected
+    assert precision.cpu_precision(backend, set(flags.split())) == expected
 
 
 def test_auto_precision_reads_this_machines_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nets, "gpu_visible", lambda: False)
+    monkeypatch.setattr(precision, "gpu_visible", lambda: False)
     for flags, expected in ((EPYC_GENOA, "mixed_bfloat16"), (AVX2_DESKTOP, "float32")):
-        monkeypatch.setattr(nets, "_cpu_flags", lambda flags=flags: set(flags.split()))
-        assert nets.resolve_precision("auto") == expected
-    monkeypatch.setattr(nets, "gpu_visible", lambda: True)
-    assert nets.resolve_precision("auto") == "mixed_float16"
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: set(flags.split()))
+        assert precision.resolve_precision("auto") == expected
+    monkeypatch.setattr(precision, "gpu_visible", lambda: True)
+    assert precision.resolve_precision("auto") == "mixed_float16"
 
 
 def test_precision_settings() -> None:
-    assert nets.resolve_precision("float32") == "float32"
-    assert nets.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert precision.resolve_precision("float32") == "float32"
+    assert precision.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
     with pytest.raises(BadParameter):
-        nets.resolve_precision("float8")
+        precision.resolve_precision("float8")
     with pytest.raises(BadParameter):
         TrainConfig(precision="half").resolved()
     before = keras.config.dtype_policy().name
@@ -266,7 +266,7 @@ def test_presets_are_listed_with_their_recipes() -> None:
     assert {"tutorial", "fast", "accurate"} <= set(nets.PRESETS)
     for preset in nets.PRESETS.values():
         assert preset.augment in ("none", "flip", "flip-translate")
-        assert preset.precision in nets.PRECISIONS
+        assert preset.precision in precision.PRECISIONS
 
 
 def test_convs_start_by_passing_their_inputs_through() -> None:

@@ -43,8 +43,8 @@ class Explainer:
     def __init__(self, model: Any, layer: str | Sequence[str] | None) -> None:
         import keras
 
-        from ..nets import tta_views, without_tta
         from ..predict import _input_size
+        from ..tta import tta_views, without_tta
 
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise BadParameter(

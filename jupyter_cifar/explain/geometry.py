@@ -28,7 +28,7 @@ class View:
 
 
 def views_of(name: str) -> list[View]:
-    """The views of :func:`jupyter_cifar.nets.with_tta`'s ``views`` and their logits' weights."""
+    """The views of :func:`jupyter_cifar.tta.with_tta`'s ``views`` and their logits' weights."""
     if name == "flip":
         return [View(0.5), View(0.5, flip=True)]
     return [
