@@ -49,7 +49,8 @@ from mongod import Mongod
 from storetools import big_model, tiny_model
 
 from benchmarks._common import machine, table
-from jupyter_cifar.store.base import ModelStore, file_digest
+from jupyter_cifar.store.base import ModelStore
+from jupyter_cifar.store.integrity import file_digest
 from jupyter_cifar.store.local import LocalModelStore
 from jupyter_cifar.store.mongo import MongoModelStore
 from jupyter_cifar.store.records import CHUNK, now_iso

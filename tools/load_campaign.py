@@ -67,7 +67,7 @@ def _store_worker(
     """One process: save, list, read back, until the time is up; puts what it did on ``out``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from jupyter_cifar.store import open_store
-    from jupyter_cifar.store.base import file_digest
+    from jupyter_cifar.store.integrity import file_digest
 
     expected, size = file_digest(Path(model))
     rng = random.Random(index)
@@ -189,7 +189,7 @@ def run_store(
 
 def audit(store: Any, names: list[str], saved: list[tuple[str, int]], model: Path) -> tuple[int, list[str]]:
     """(versions handed to two saves, what else is wrong): each name's versions must be exactly 1..N."""
-    from jupyter_cifar.store.base import file_digest
+    from jupyter_cifar.store.integrity import file_digest
 
     expected, size = file_digest(model)
     duplicates = len(saved) - len(set(saved))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -32,16 +31,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import BadParameter, Conflict, IntegrityError, NotFound
+from ..errors import BadParameter, Conflict, NotFound
+from . import fsck
+from .integrity import VerifyingReader, file_digest
 from .records import (
     CHUNK,
     GARBAGE_AGE_SECONDS,
-    LOST_KINDS,
     CheckReport,
     Leftover,
     ModelRecord,
     Page,
-    Problem,
     Query,
     Ref,
     check_alias,
@@ -57,56 +56,6 @@ if TYPE_CHECKING:
     import keras
 
     from ..export import ExportCheck
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, streamed."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-class VerifyingReader:
-    """Wraps a stored file's stream; at its end, checks size and sha256 against the record."""
-
-    def __init__(self, raw: IO[bytes], record: ModelRecord) -> None:
-        self.raw = raw
-        self.record = record
-        self._hash = hashlib.sha256()
-        self._size = 0
-        self._checked = False
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self._hash.update(data)
-        self._size += len(data)
-        if not data or n < 0:
-            self._check()
-        return data
-
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        r = self.record
-        if self._size != r.size or self._hash.hexdigest() != r.sha256:
-            raise IntegrityError(
-                f"model {r.ref}: the stored file is corrupt ({self._size} bytes, sha256 "
-                f"{self._hash.hexdigest()[:12]}…; saved as {r.size} bytes, sha256 {r.sha256[:12]}…)"
-            )
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> VerifyingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class ModelStore(ABC):
@@ -470,11 +419,7 @@ class ModelStore(ABC):
         lock), the MongoDB store cannot and leaves leftovers younger than ``grace`` seconds. Safe to
         run while other processes save and delete.
         """
-        report = CheckReport(self.display)
-        self._check_versions(report, repair)
-        self._check_aliases(report, repair)
-        self._check_leftovers(report, repair, grace, exact=True)
-        return report
+        return fsck.check(self, repair, grace)
 
     def collect_garbage(self, max_age: float = GARBAGE_AGE_SECONDS) -> int:
         """Remove what interrupted saves and deletes left behind; returns how many items went.
@@ -483,98 +428,7 @@ class ModelStore(ABC):
         never waits for running saves and goes by age alone: leftovers younger than ``max_age`` seconds
         stay (for :meth:`check` to report, or for a later collection).
         """
-        report = CheckReport(self.display)
-        self._check_aliases(report, repair=True)
-        self._check_leftovers(report, repair=True, grace=max_age, exact=False)
-        return sum(1 for p in report.problems if p.repaired and p.kind != "counter")
-
-    def _check_versions(self, report: CheckReport, repair: bool) -> None:
-        for name, version in self._catalogue():
-            record = self._get(name, version)
-            try:
-                found = None if record is None else self._verify(record)
-            except NotFound:
-                continue
-            if record is None or (found is not None and self._get(name, version) is None):
-                continue  # deleted meanwhile (a delete removes the record first, then the bytes)
-            report.checked += 1
-            if found is None:
-                continue
-            kind, detail = found
-            problem = Problem(kind, detail, name, version)
-            if repair and kind in LOST_KINDS:
-                problem.repaired = self._delete_version(name, version)
-                self._forget(record.sha256)
-            report.problems.append(problem)
-
-    def _verify(self, record: ModelRecord) -> tuple[str, str] | None:
-        """None if the version's bytes read back whole; else (kind, detail). NotFound: deleted meanwhile."""
-        try:
-            raw = self._open_file(record)
-        except IntegrityError as e:
-            return "missing", f"{e}: the model is lost"
-        except OSError as e:
-            return "unreadable", f"model {record.ref}: its stored file cannot be read ({e})"
-        try:
-            with VerifyingReader(raw, record) as reader:
-                while reader.read(CHUNK):
-                    pass
-        except IntegrityError as e:
-            return "corrupt", f"{e}: the model is lost"
-        except OSError as e:
-            return "unreadable", f"model {record.ref}: its stored file cannot be read ({e})"
-        return None
-
-    def _check_aliases(self, report: CheckReport, repair: bool) -> None:
-        """Aliases naming versions that do not exist, and the counters they show to be behind.
-
-        The aliases are read before and after the versions: an alias seen both times whose version was
-        absent in between outlived its version (a delete removes the aliases first).
-        """
-        before = set(self._alias_targets())
-        stored = self._catalogue()
-        existing = set(stored)
-        highest: dict[str, int] = {}
-        for name, version in stored:
-            highest[name] = max(highest.get(name, 0), version)
-        counters = self._counters()
-        for name, alias, version in sorted(set(self._alias_targets()) & before):
-            if (name, version) in existing:
-                continue
-            used = max(highest.get(name, 0), counters.get(name, 0))
-            if version > used:  # that number was given once, and the store would give it again
-                behind = Problem(
-                    "counter",
-                    f"version {version} of {name!r} existed (alias {alias!r} names it) but the store "
-                    f"remembers numbers up to {used} only: the next save would reuse {used + 1}",
-                    name,
-                    version,
-                )
-                if repair:
-                    self._advance_counter(name, version)
-                    counters[name] = version
-                    behind.repaired = True
-                report.problems.append(behind)
-            detail = f"alias {alias!r} names version {version}, which does not exist"
-            dangling = Problem("dangling-alias", detail, name, version)
-            if repair:
-                dangling.repaired = self._drop_alias(name, alias, version)
-                if not dangling.repaired:
-                    continue  # moved to an existing version meanwhile: nothing wrong
-            report.problems.append(dangling)
-
-    def _check_leftovers(self, report: CheckReport, repair: bool, grace: float, exact: bool) -> None:
-        with self._leftovers(grace, exact) as leftovers:
-            for item in leftovers:
-                if item.young:
-                    report.in_progress += 1
-                    continue
-                problem = Problem(item.kind, item.detail)
-                if repair:
-                    problem.repaired = self._remove_leftover(item)
-                    if not problem.repaired:
-                        continue  # a record names it now: it was a save, not a leftover
-                report.problems.append(problem)
+        return fsck.collect_garbage(self, max_age)
 
 
 def _accuracy(value: Any) -> float | None:
