@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from ..errors import BadParameter
+from ..history import epochs_done, epochs_text
 from ..nets import DEFAULT_PRESET, PRESETS
 from .common import ErrorArea, row_layout, text_html
 from .session import Session
@@ -27,7 +28,8 @@ LIMIT_CHOICES = (1000, 5000, 10000, 20000)  # offered in the train-images box, a
 
 
 class RecipeForm:
-    """The network, epochs, batch size, learning rate and number of training images.
+    """The network, epochs, batch size, learning rate and number of training images; what Start and
+    Continue train with them (:meth:`config`, :meth:`continue_config`), and whether Continue can.
 
     ``rows`` are its two rows, for the tab to place; ``on_change`` is called after any value changes.
     Not a widget itself, like :class:`~jupyter_cifar.widgets.progress.TrainingProgress`.
@@ -93,6 +95,65 @@ class RecipeForm:
             learning_rate=self.learning_rate.value,
             train_limit=self.limit.value or None,
         )
+
+    def continue_config(self) -> TrainConfig:
+        """What Continue trains: the model in hand as the network it is, with the form's values."""
+        from dataclasses import replace
+
+        from ..training import why_not_trainable
+
+        session = self.session
+        if session.model is None:
+            raise RuntimeError("there is no model to continue: train one, or load one in the Models tab")
+        why = why_not_trainable(session.model)
+        if why is not None:
+            raise RuntimeError(f"{session.model_label} cannot be trained here: {why}")
+        network = session.recipe.get("preset")
+        config = self.config()
+        if network not in (None, config.preset):
+            raise RuntimeError(f"{session.model_label} is a {network} network: choose {network} in Network")
+        return replace(config, preset=network or config.preset)
+
+    def continue_advice(self, as_job: bool) -> tuple[bool, str, bool]:
+        """Whether Continue can train the model in hand with these values (as a job, or here), what to
+        say beside the button, and whether that is a warning."""
+        from ..training import why_not_trainable
+
+        session, note = self.session, ""
+        network = session.recipe.get("preset")
+        chosen = self.preset.value
+        allowed = session.model is not None and network in (None, chosen)
+        why = why_not_trainable(session.model) if session.model is not None else None
+        if why is not None:
+            allowed = False
+            note = f"The current model ({session.model_label}) cannot be trained here: {why}."
+        elif as_job and allowed and session.record is None:
+            allowed = False
+            note = (
+                f"A job continues a saved version, and the current model ({session.model_label}) is not "
+                "saved: save it, or untick 'as a job' to continue it in this kernel."
+            )
+        elif session.model is None:
+            note = ""
+        elif not allowed:
+            note = (
+                f"Continue trains the current model ({session.model_label}) as the {network} network it "
+                f"is: choose {network} in Network to continue it (the network you chose is for Start)."
+            )
+        else:
+            done = epochs_text(epochs_done(session.history))
+            where = "queues a job that trains" if as_job else "trains"
+            note = (
+                f"Continue {where} the current model for {epochs_text(self.epochs.value)} more with the "
+                f"values above (it has had {done}: {session.model_label})"
+            )
+            if network is None:
+                note += f"; its recipe is not known: it trains with {chosen}'s optimizer"
+            far = self.far_from(session.recipe)
+            if far:
+                note += "; far from its own recipe: " + ", ".join(far)
+        warn = "far from" in note or (session.model is not None and not allowed)
+        return allowed, note, warn
 
     def show_recipe(self, recipe: Mapping[str, Any]) -> None:
         """The form shows a model's own recipe (its network, batch size and learning rate)."""

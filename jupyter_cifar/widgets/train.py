@@ -170,43 +170,8 @@ class TrainPanel(w.VBox):
 
     def _update_continue(self) -> None:
         """Whether Continue can train the model in hand, and with what: said beside the button."""
-        session, note = self.session, ""
-        network = session.recipe.get("preset")
         as_job = self.as_job.value and self.job_client is not None
-        chosen = self.form.preset.value
-        allowed = session.model is not None and network in (None, chosen)
-        from ..training import why_not_trainable
-
-        why = why_not_trainable(session.model) if session.model is not None else None
-        if why is not None:
-            allowed = False
-            note = f"The current model ({session.model_label}) cannot be trained here: {why}."
-        elif as_job and allowed and session.record is None:
-            allowed = False
-            note = (
-                f"A job continues a saved version, and the current model ({session.model_label}) is not "
-                "saved: save it, or untick 'as a job' to continue it in this kernel."
-            )
-        elif session.model is None:
-            note = ""
-        elif not allowed:
-            note = (
-                f"Continue trains the current model ({session.model_label}) as the {network} network it "
-                f"is: choose {network} in Network to continue it (the network you chose is for Start)."
-            )
-        else:
-            done = epochs_text(epochs_done(session.history))
-            where = "queues a job that trains" if as_job else "trains"
-            note = (
-                f"Continue {where} the current model for {epochs_text(self.form.epochs.value)} more with the "
-                f"values above (it has had {done}: {session.model_label})"
-            )
-            if network is None:
-                note += f"; its recipe is not known: it trains with {chosen}'s optimizer"
-            far = self.form.far_from(session.recipe)
-            if far:
-                note += "; far from its own recipe: " + ", ".join(far)
-        warn = "far from" in note or (session.model is not None and not allowed)
+        allowed, note, warn = self.form.continue_advice(as_job)
         colour = "#8a4b00" if note and warn else "inherit"
         self.continue_note.value = f'<div style="color:{colour}">{text_html(note)}</div>' if note else ""
         self.continue_button.disabled = self._busy or not allowed
@@ -222,22 +187,8 @@ class TrainPanel(w.VBox):
                 self.name_hint.value = str(e).removeprefix("name: ")
 
     def continue_config(self) -> TrainConfig:
-        """What Continue trains: the model in hand as the network it is, with the form's values."""
-        from dataclasses import replace
-
-        from ..training import why_not_trainable
-
-        session = self.session
-        if session.model is None:
-            raise RuntimeError("there is no model to continue: train one, or load one in the Models tab")
-        why = why_not_trainable(session.model)
-        if why is not None:
-            raise RuntimeError(f"{session.model_label} cannot be trained here: {why}")
-        network = session.recipe.get("preset")
-        config = self.form.config()
-        if network not in (None, config.preset):
-            raise RuntimeError(f"{session.model_label} is a {network} network: choose {network} in Network")
-        return replace(config, preset=network or config.preset)
+        """What Continue trains (see :meth:`RecipeForm.continue_config`)."""
+        return self.form.continue_config()
 
     # -- driving ---------------------------------------------------------------------------------
     def start(self, continue_training: bool = False) -> threading.Thread | None:
