@@ -11,8 +11,8 @@ from PIL import Image
 
 from jupyter_cifar.data import CLASS_NAMES
 from jupyter_cifar.errors import BadParameter
-from jupyter_cifar.nets import build_model
-from jupyter_cifar.predict import classify, evaluate, predict_proba
+from jupyter_cifar.nets import build_model, init_from_data
+from jupyter_cifar.predict import COMPILED_FROM, classify, evaluate, predict_proba
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,32 @@ def test_evaluate_counts_per_class(models, cifar10) -> None:
     assert ev.n == 500 and np.array(ev.confusion).sum() == 500
     assert np.array(ev.confusion).sum(axis=1).tolist() == [50] * 10  # class-balanced subset
     assert 0 <= ev.accuracy <= 1 and set(ev.per_class) == set(CLASS_NAMES)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_a_large_set_goes_through_the_compiled_predict_function_with_the_same_answers(
+    cifar10, precision: str
+) -> None:
+    """Under TensorFlow, COMPILED_FROM images or more go through Keras' compiled predict function (1.3-2.2x
+    faster: benchmarks/evaluation_speed.py); a handful is called eagerly until the model has been traced,
+    and then compiled too. Both ways give the same answers (in bfloat16, up to its rounding)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("fast", precision=precision)
+    init_from_data(model, cifar10.x_train)
+    head = model.get_layer("classify")  # confident answers, as a trained model gives (not ~0.1 each)
+    head.set_weights([w * 30 for w in head.get_weights()])
+    x = cifar10.x_test[:COMPILED_FROM]
+    few = predict_proba(model, x[:200])
+    assert model.predict_function is None  # a handful: called eagerly, nothing traced
+    many = predict_proba(model, x)
+    assert model.predict_function is not None
+    again = predict_proba(model, x[:200])  # the model is traced now: compiled, whatever the size
+    assert few.max(axis=1).mean() > 0.5 and len(set(few.argmax(axis=1))) > 1
+    for compiled in (many[:200], again):
+        if precision == "float32":
+            np.testing.assert_allclose(compiled, few, atol=1e-5)
+        else:
+            assert np.abs(compiled - few).mean() < 0.01
+        assert (compiled.argmax(axis=1) == few.argmax(axis=1)).mean() >= 0.97
