@@ -2,7 +2,7 @@
 
 Images go through the model in fixed-size chunks. Under TensorFlow a set of :data:`COMPILED_FROM` images
 or more (an evaluation, a validation pass) goes through Keras' compiled predict function
-(``predict_on_batch``, traced once per model and cached on it), which ran a test set 1.3-2.2x faster than
+(``predict_on_batch``, traced once per model and cached on it), which ran a test set 1.4-2.9x faster than
 calling the model eagerly (``benchmarks/evaluation_speed.py``); a handful of uploads is called eagerly,
 where a trace would cost more than it saves, unless the model has been traced already. Never through
 ``model.predict``, whose per-call set-up costs more than classifying a handful of uploads.
