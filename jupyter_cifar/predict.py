@@ -2,7 +2,7 @@
 
 Images go through the model in fixed-size chunks. Under TensorFlow a set of :data:`COMPILED_FROM` images
 or more (an evaluation, a validation pass) goes through Keras' compiled predict function
-(``predict_on_batch``, traced once per model and cached on it), which ran a test set 1.4-2.9x faster than
+(``predict_on_batch``, traced once per model and cached on it), which ran a test set 1.3-2.9x faster than
 calling the model eagerly (``benchmarks/evaluation_speed.py``); a handful of uploads is called eagerly,
 where a trace would cost more than it saves, unless the model has been traced already. Never through
 ``model.predict``, whose per-call set-up costs more than classifying a handful of uploads.
@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     import keras
 
 BATCH = 256
-# From this many images, tracing the model's predict function pays within the call (a trace took 0.1-0.3 s
-# for a preset's network and about 1 s with test-time views built in; each chunk of 256 then saved 0.03 s
-# and 0.5 s: measured on a 2-core Xeon with AMX, mixed bfloat16).
+# From this many images, tracing the model's predict function about pays for itself within the call: its
+# first call traces twice (a full chunk, then the last one's size), 0.3-0.5 s for a preset's network and
+# 2.4-2.6 s with test-time views built in, and each chunk of 256 then saved 0.03-0.05 s and 0.35-0.55 s
+# (benchmarks/evaluation_speed.py on a 2-core Xeon with AMX, mixed bfloat16). Later calls pay nothing.
 COMPILED_FROM = 4 * BATCH
 
 

@@ -106,7 +106,7 @@ def test_evaluate_counts_per_class(models, cifar10) -> None:
 def test_a_large_set_goes_through_the_compiled_predict_function_with_the_same_answers(
     cifar10, precision: str
 ) -> None:
-    """Under TensorFlow, COMPILED_FROM images or more go through Keras' compiled predict function (1.4-2.9x
+    """Under TensorFlow, COMPILED_FROM images or more go through Keras' compiled predict function (1.3-2.9x
     faster: benchmarks/evaluation_speed.py); a handful is called eagerly until the model has been traced,
     and then compiled too. Both ways give the same answers (in bfloat16, up to its rounding)."""
     import keras
