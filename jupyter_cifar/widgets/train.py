@@ -130,13 +130,18 @@ class TrainPanel(w.VBox):
         self.add_class("jc-train")
 
     @property
+    def queues_jobs(self) -> bool:
+        """Start and Continue queue a job on the server ('as a job' ticked, and the server runs jobs)."""
+        return bool(self.as_job.value) and self.job_client is not None
+
+    @property
     def run(self) -> Any:
         """What the curves show: the trainer here or the job's follower (None before the first)."""
         return self.progress.run
 
     def _arrange(self) -> None:
         """The tab's rows: as a job, what it saves as is said before Start (the job saves it)."""
-        as_job = self.as_job.value and self.job_client is not None
+        as_job = self.queues_jobs
         running = [
             self.buttons,
             self.continue_note,
@@ -170,7 +175,7 @@ class TrainPanel(w.VBox):
 
     def _update_continue(self) -> None:
         """Whether Continue can train the model in hand, and with what: said beside the button."""
-        as_job = self.as_job.value and self.job_client is not None
+        as_job = self.queues_jobs
         allowed, note, warn = self.form.continue_advice(as_job)
         colour = "#8a4b00" if note and warn else "inherit"
         self.continue_note.value = f'<div style="color:{colour}">{text_html(note)}</div>' if note else ""
@@ -197,7 +202,7 @@ class TrainPanel(w.VBox):
         A click while a training is starting or running here, or within a second of queueing a job,
         does nothing: a double click starts one.
         """
-        if self.as_job.value and self.job_client is not None:
+        if self.queues_jobs:
             return self._submit(continue_training)
         if self._busy:
             return None
