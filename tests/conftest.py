@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,28 @@ def _require(path: Path, what: str) -> Path:
         # Not a skip: without the real data these tests would prove nothing, so they fail loudly.
         raise FileNotFoundError(f"{what} not found at {path} (set JUPYTER_CIFAR_SHARED)")
     return path
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's: what `-n auto` means for this suite
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """A worker per usable core, at most 4. Each worker is a whole test session (its own mongod, its own
+    decoded copy of CIFAR-10, TensorFlow, Chromium for the e2e files), and its tests train with every core
+    TensorFlow sees; on two cores two workers keep both busy while a test waits on a process it started."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+_from_workers: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's, in the controller, which collects no test itself
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _from_workers.extend(getattr(node, "workeroutput", {}).get("e2e_screenshots", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _from_workers:  # where each worker's e2e tests left their screenshots
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
