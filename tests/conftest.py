@@ -41,8 +41,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for line in _from_workers:  # where each worker's e2e tests left their screenshots
-        terminalreporter.write_line(line)
+    for folder in dict.fromkeys(map(Path, _from_workers)):  # with $JUPYTER_CIFAR_SCREENSHOTS, a shared one
+        if names := sorted(p.name for p in folder.glob("*.png")):
+            terminalreporter.write_line(f"e2e screenshots in {folder}: {', '.join(names)}")
 
 
 @pytest.fixture(scope="session")

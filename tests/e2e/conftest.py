@@ -39,20 +39,16 @@ def _failed(request: pytest.FixtureRequest) -> bool:
     )
 
 
-def _screenshot_lines() -> list[str]:
-    named = ((folder, sorted(p.name for p in folder.glob("*.png"))) for folder in _screenshots_seen)
-    return [f"e2e screenshots in {folder}: {', '.join(names)}" for folder, names in named if names]
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)  # a pytest-xdist worker's, to the controller
     if workeroutput is not None:
-        workeroutput["e2e_screenshots"] = _screenshot_lines()  # printed by tests/conftest.py there
+        workeroutput["e2e_screenshots"] = [str(folder) for folder in _screenshots_seen]  # tests/conftest.py
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for line in _screenshot_lines():
-        terminalreporter.write_line(line)
+    for folder in _screenshots_seen:  # (under pytest-xdist, tests/conftest.py prints the workers')
+        if names := sorted(p.name for p in folder.glob("*.png")):
+            terminalreporter.write_line(f"e2e screenshots in {folder}: {', '.join(names)}")
 
 
 # pytest_jupyter (a plugin of tests/conftest.py) has an autouse fixture that takes the current asyncio
