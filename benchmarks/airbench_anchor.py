@@ -11,7 +11,7 @@ is the target ``accurate`` is measured against, in the same run.
 How airbench gets our data without a line of it changed: its ``CifarLoader`` reads ``<path>/train.pt`` and
 ``<path>/test.pt`` (a dict of uint8 NHWC images, labels and class names) and only downloads when they are
 missing, and ``train94`` builds its test loader from the relative path ``cifar10``. The child writes our
-copy (decoded by ``jupyter_cifar.data``, handed over as a packed .npz) to ``cifar10/*.pt`` in a scratch
+copy (decoded by ``jupyter_cifar.engine.data``, handed over as a packed .npz) to ``cifar10/*.pt`` in a scratch
 folder and runs there. Its training loader is built exactly as ``train94`` builds its default one.
 
 Where no GPU is at hand (PyTorch sees no CUDA) airbench runs on the CPU through shims set before it is
@@ -183,7 +183,7 @@ def _lossless(model: Any, test: Any, path: str, y_jpeg: Any) -> dict[str, Any]:
 def pack(data_dir: str, path: Path) -> None:
     import numpy as np
 
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     data = load_cifar10(data_dir)
     np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,

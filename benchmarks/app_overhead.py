@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ipywidgets
 
 from benchmarks._common import DEFAULT_DATA, machine, table
-from jupyter_cifar.data import load_cifar10
-from jupyter_cifar.training import TrainConfig, Trainer
+from jupyter_cifar.engine.data import load_cifar10
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 from jupyter_cifar.widgets import App
 
 SENT = [0]

@@ -25,14 +25,14 @@ from benchmarks._common import DEFAULT_DATA, ChildFailed, machine, print_result,
 
 
 def child(args: argparse.Namespace) -> dict:
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     if os.environ.get("KERAS_BACKEND") == "torch" and os.environ.get("OMP_NUM_THREADS"):
         import torch
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from jupyter_cifar.nets import get_preset
-    from jupyter_cifar.training import TrainConfig, Trainer
+    from jupyter_cifar.engine.nets import get_preset
+    from jupyter_cifar.engine.training import TrainConfig, Trainer
 
     data = load_cifar10(args.npz or args.data).subset(args.images, 100)
     stamps: dict[int, list[float]] = {}
@@ -68,8 +68,8 @@ def pipeline_rate(data_arg: str, npz: str | None, batch_size: int, epochs: int =
     """Images/s the numpy input pipeline prepares and serves on its own (the whole training set)."""
     import numpy as np
 
-    from jupyter_cifar.batches import Batches
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.batches import Batches
+    from jupyter_cifar.engine.data import load_cifar10
 
     data = load_cifar10(npz or data_arg)
     labels = np.eye(10, dtype=np.float32)[data.y_train]
@@ -104,7 +104,7 @@ def main() -> None:
         return
 
     print(f"training images/s by backend ({machine()}; {args.images} images, batch of each preset)")
-    from jupyter_cifar.nets import get_preset
+    from jupyter_cifar.engine.nets import get_preset
 
     rows = []
     presets = [p for p in args.presets.split(",") if p]
@@ -146,7 +146,7 @@ def main() -> None:
                         )
                     print(rows[-1], flush=True)
     print(table(["preset", "backend", "precision", "threads", "images/s"], rows))
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine.precision import resolve_precision
 
     print(f'precision "auto" picks {resolve_precision("auto")} here (for the TensorFlow backend)')
 

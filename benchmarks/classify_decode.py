@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jupyter_cifar.images import load_image
+from jupyter_cifar.engine.images import load_image
 
 DEFAULT_DIR = Path(os.environ.get("JUPYTER_CIFAR_SHARED", Path(__file__).parents[2] / "shared"))
 

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 from benchmarks._common import DEFAULT_DATA, machine, table
-from jupyter_cifar.nets import build_model
-from jupyter_cifar.predict import classify
+from jupyter_cifar.engine.nets import build_model
+from jupyter_cifar.engine.predict import classify
 
 
 def seed_way(model, files: list[Path]) -> list[int]:

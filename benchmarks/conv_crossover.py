@@ -4,7 +4,7 @@
 
 For each 3x3 "same" convolution shape (map size, input channels, filters), one training step's forward
 and backward pass (gradients of the input and of the kernel) through the Conv2D layer itself (oneDNN's
-kernels) and through :class:`jupyter_cifar.fastview.MatmulGradConv` (the same forward pass and input
+kernels) and through :class:`jupyter_cifar.engine.fastview.MatmulGradConv` (the same forward pass and input
 gradient, the kernel's gradient as nine matrix products), taking turns; the ratio is oneDNN's median time
 over the matmuls'. ``fastview.matmul_pays`` says where the matmuls win on each kind of CPU (with AMX:
 input channels x filters >= 512 x the map's pixels; AVX512-BF16 without AMX: maps of at most 64 pixels):
@@ -76,8 +76,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from jupyter_cifar import fastview
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine import fastview
+    from jupyter_cifar.engine.precision import resolve_precision
 
     policy = resolve_precision(args.precision)
     keras.config.set_dtype_policy(policy)

@@ -12,7 +12,7 @@ The peak is TensorFlow's own square matrix product (2048 and 4096, the best of s
 bfloat16, on all cores, in a child process before the runs. Training GFLOP/s counts 6 FLOP per
 multiply-add of the network's forward pass per training image (the forward pass, then the gradients
 with respect to the inputs and to the weights, each as large), times the trainer's own images/s; it is
-compared with the peak of the precision the run trained in ("auto": :func:`jupyter_cifar.nets.
+compared with the peak of the precision the run trained in ("auto": :func:`jupyter_cifar.engine.nets.
 resolve_precision`). That sets minutes of training against the product's best moment: on a machine whose
 speed swings (a shared VM), ``benchmarks/step_breakdown.py --pairs N`` times each training step right
 after a probe of the product, the fairer share.
@@ -51,8 +51,8 @@ GOAL_SHARE = 0.80
 
 def peak_child(presets: list[str]) -> dict[str, Any]:
     """In a child: the matmul peak per precision, the precision "auto" trains in, each preset's size."""
-    from jupyter_cifar import nets
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine import nets
+    from jupyter_cifar.engine.precision import resolve_precision
 
     peaks = {}
     for dtype in ("float32", "bfloat16"):
@@ -117,9 +117,9 @@ def main() -> None:
         runs = parse_runs(args.runs)
     except ValueError as e:
         parser.error(str(e))
-    from jupyter_cifar import nets
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.precision import cpu_flags
+    from jupyter_cifar.engine import nets
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.precision import cpu_flags
 
     for preset, _ in runs:
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jupyter_cifar.data import Dataset, load_cifar10
+from jupyter_cifar.engine.data import Dataset, load_cifar10
 
 
 def timed(load: Callable[[], Dataset]) -> tuple[float, Dataset]:

@@ -44,8 +44,8 @@ def eager(model, x):
 def measure(preset_name: str, x, rounds: int) -> list[list[str]]:
     import numpy as np
 
-    from jupyter_cifar import nets, tta
-    from jupyter_cifar.predict import COMPILED_FROM, predict_proba
+    from jupyter_cifar.engine import nets, tta
+    from jupyter_cifar.engine.predict import COMPILED_FROM, predict_proba
 
     preset = nets.get_preset(preset_name)
     body = nets.build_model(preset_name, precision=preset.precision)
@@ -96,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.precision import resolve_precision
 
     data = load_cifar10(args.data)
     x = data.x_test[: args.images]

@@ -64,9 +64,9 @@ def main() -> None:
             args.model = trained_fast(args.data, Path(tmp) / "fast.keras")
         from photoset import make_photo_set
 
-        from jupyter_cifar.data import load_cifar10
-        from jupyter_cifar.explain import explain
-        from jupyter_cifar.modelfiles import load_model
+        from jupyter_cifar.engine.data import load_cifar10
+        from jupyter_cifar.engine.explain import explain
+        from jupyter_cifar.engine.modelfiles import load_model
 
         data = load_cifar10(args.data)
         model = load_model(args.model)

@@ -1,4 +1,4 @@
-"""Training speed with the faster TensorFlow kernels (jupyter_cifar.fastview) against Keras' own layers.
+"""Training speed with the faster TensorFlow kernels (engine.fastview) against Keras' own layers.
 
     python benchmarks/fast_kernels.py [--presets fast,accurate] [--steps 8] [--rounds 4]
 
@@ -34,7 +34,7 @@ VARIANTS = {  # name: for_training's switches (None: the model itself)
 def measure(preset_name: str, x, y, steps: int, rounds: int) -> dict[str, float]:
     import keras
 
-    from jupyter_cifar import fastview, nets
+    from jupyter_cifar.engine import fastview, nets
 
     preset = nets.get_preset(preset_name)
     model = nets.build_model(preset_name, precision=preset.precision)
@@ -67,8 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.precision import resolve_precision
 
     data = load_cifar10(args.data)
     print(f"training step speed, backend {keras.backend.backend()}, {machine()}")

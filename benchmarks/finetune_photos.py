@@ -46,10 +46,10 @@ def child(args: argparse.Namespace) -> None:
     from photoset import make_photo_set
 
     import jupyter_cifar.photos.finetune as ft
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.modelfiles import load_model
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.modelfiles import load_model
+    from jupyter_cifar.engine.views import DEFAULT_PLAN, decode_photos, photo_probabilities
     from jupyter_cifar.photos.labelled import LabelledPhotos
-    from jupyter_cifar.views import DEFAULT_PLAN, decode_photos, photo_probabilities
 
     data = load_cifar10(args.data)
     photos = make_photo_set(data.x_test, data.y_test, args.photos, seed=args.seed)

@@ -44,8 +44,8 @@ def spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_kernel(args: argparse.Namespace) -> None:
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.training import TrainConfig, Trainer
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.training import TrainConfig, Trainer
 
     data = load_cifar10(args.data)
     config = TrainConfig(preset=args.preset, epochs=args.epochs, train_limit=args.images, seed=0)
@@ -167,7 +167,7 @@ def main() -> None:
     if args.child == "job":
         return child_job(args)
 
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     print(machine())
     print(f"{args.preset}, {args.images:,} images, {args.epochs} epochs, seed 0; data {args.data}")

@@ -35,8 +35,8 @@ def main() -> None:
     import keras
     from test_layersizes import FAMILIES, everyday_model
 
-    from jupyter_cifar.modelfiles import inspect_model_file
-    from jupyter_cifar.nets import build_model
+    from jupyter_cifar.engine.modelfiles import inspect_model_file
+    from jupyter_cifar.engine.nets import build_model
 
     print(f"checking a model file against Keras' own load; {machine()}")
     models = {f"preset {p}": (lambda p=p: build_model(p)) for p in ("fast", "accurate")}

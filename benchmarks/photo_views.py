@@ -1,4 +1,4 @@
-"""Classifying photos from several views (jupyter_cifar.views) against the one centre crop, side by side.
+"""Classifying photos from several views (engine.views) against the one centre crop, side by side.
 
     python benchmarks/photo_views.py [--model PATH.keras] [--data DIR] [--photos 1000] [--seed 1]
         [--multi-test 1000] [--augment]
@@ -49,9 +49,9 @@ from photoset import make_photo_set
 from PIL import Image
 
 from benchmarks._common import DEFAULT_DATA, machine, table
-from jupyter_cifar import views as V
-from jupyter_cifar.images import load_images
-from jupyter_cifar.predict import predict_proba
+from jupyter_cifar.engine import views as V
+from jupyter_cifar.engine.images import load_images
+from jupyter_cifar.engine.predict import predict_proba
 
 DEFAULT = V.DEFAULT_PLAN
 WHOLE_ONLY = {fit: V.ViewPlan(whole=fit, scales=(), flip=True) for fit in ("crop", "squish", "pad")}
@@ -240,7 +240,7 @@ def print_report(result: dict, title: str, args: argparse.Namespace) -> None:
 
 def train(data: Any, seed: int, x_train: np.ndarray | None = None) -> Any:
     """`fast` as its preset trains it (optionally on other training images), returned as a model."""
-    from jupyter_cifar.training import TrainConfig, Trainer
+    from jupyter_cifar.engine.training import TrainConfig, Trainer
 
     if x_train is not None:
         data = dataclasses.replace(data, x_train=x_train)
@@ -277,8 +277,8 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true", help="instead: train without and with augmentation")
     args = parser.parse_args()
 
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.modelfiles import load_model
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.modelfiles import load_model
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -92,9 +92,9 @@ def changes(variant: str) -> dict[str, Any]:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from jupyter_cifar import nets, tta
-    from jupyter_cifar.data import load_cifar10
-    from jupyter_cifar.training import TrainConfig, Trainer
+    from jupyter_cifar.engine import nets, tta
+    from jupyter_cifar.engine.data import load_cifar10
+    from jupyter_cifar.engine.training import TrainConfig, Trainer
 
     start = time.perf_counter()
     data = load_cifar10(args.data)
@@ -185,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--variants", default="accurate,before")
-    from jupyter_cifar.nets import WIDTHS  # light: numpy only, no Keras
+    from jupyter_cifar.engine.nets import WIDTHS  # light: numpy only, no Keras
 
     parser.add_argument("--base", default="accurate", choices=sorted(WIDTHS), help="the preset varied")
     parser.add_argument("--seeds", default="0")
@@ -204,7 +204,7 @@ def main() -> None:
             changes(variant)  # unknown tokens fail here, before anything trains
         except ValueError as e:
             parser.error(str(e))
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     load_cifar10(args.data)  # decoded once, before the children read the cache
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")

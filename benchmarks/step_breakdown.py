@@ -3,7 +3,7 @@
     python benchmarks/step_breakdown.py [--preset accurate] [--rounds 5] [--pairs 20]
 
 One process builds the preset's network in the precision "auto" picks, compiles it with the preset's
-optimizer and takes the trainer's view of it (:func:`jupyter_cifar.fastview.for_training`: the fused
+optimizer and takes the trainer's view of it (:func:`jupyter_cifar.engine.fastview.for_training`: the fused
 BatchNorm, the matmul weight gradients where they pay). It times the view's whole training step
 (``train_on_batch`` at the preset's batch size), then each layer of the view alone: its forward pass and
 the gradients with respect to its input and its weights, on random input of the shape it sees in the
@@ -114,8 +114,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from jupyter_cifar import fastview, nets
-    from jupyter_cifar.precision import resolve_precision
+    from jupyter_cifar.engine import fastview, nets
+    from jupyter_cifar.engine.precision import resolve_precision
 
     try:
         preset = nets.get_preset(args.preset)

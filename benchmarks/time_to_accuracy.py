@@ -60,14 +60,14 @@ def jpeg_positions(y_official) -> list[int]:
 def child(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     data = load_cifar10(args.npz or args.data)
     loaded = time.perf_counter() - T0
     import keras
 
-    from jupyter_cifar.predict import predict_proba
-    from jupyter_cifar.training import TrainConfig, Trainer
+    from jupyter_cifar.engine.predict import predict_proba
+    from jupyter_cifar.engine.training import TrainConfig, Trainer
 
     quick = args.quick
     config = TrainConfig(
@@ -154,7 +154,7 @@ def device_name() -> str:
     """The accelerator the backend trains on, in words (best effort), else "cpu"."""
     import keras
 
-    from jupyter_cifar.precision import gpu_visible
+    from jupyter_cifar.engine.precision import gpu_visible
 
     try:
         if keras.backend.backend() == "torch":

@@ -18,9 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import DEFAULT_DATA, machine, table
-from jupyter_cifar.data import load_cifar10
-from jupyter_cifar.nets import PRESETS
-from jupyter_cifar.training import TrainConfig, Trainer
+from jupyter_cifar.engine.data import load_cifar10
+from jupyter_cifar.engine.nets import PRESETS
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 
 
 def steady_rate(data, preset: str, epochs: int) -> tuple[float, float]:

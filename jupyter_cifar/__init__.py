@@ -16,32 +16,32 @@ from ._version import __version__
 from .errors import BadParameter, DataError, ImageError, JupyterCifarError, ModelFileError
 
 if TYPE_CHECKING:
-    from .data import CLASS_NAMES, Dataset, load_cifar10
-    from .images import load_image, load_images
-    from .modelfiles import load_model, save_model
-    from .nets import PRESETS, build_model
-    from .predict import Classification, Evaluation, classify, evaluate
-    from .training import TrainConfig, Trainer, TrainResult
+    from .engine.data import CLASS_NAMES, Dataset, load_cifar10
+    from .engine.images import load_image, load_images
+    from .engine.modelfiles import load_model, save_model
+    from .engine.nets import PRESETS, build_model
+    from .engine.predict import Classification, Evaluation, classify, evaluate
+    from .engine.training import TrainConfig, Trainer, TrainResult
     from .widgets import App
 
 # Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
-    "CLASS_NAMES": "data",
-    "Dataset": "data",
-    "load_cifar10": "data",
-    "load_image": "images",
-    "load_images": "images",
-    "load_model": "modelfiles",
-    "save_model": "modelfiles",
-    "PRESETS": "nets",
-    "build_model": "nets",
-    "Classification": "predict",
-    "Evaluation": "predict",
-    "classify": "predict",
-    "evaluate": "predict",
-    "TrainConfig": "training",
-    "Trainer": "training",
-    "TrainResult": "training",
+    "CLASS_NAMES": "engine.data",
+    "Dataset": "engine.data",
+    "load_cifar10": "engine.data",
+    "load_image": "engine.images",
+    "load_images": "engine.images",
+    "load_model": "engine.modelfiles",
+    "save_model": "engine.modelfiles",
+    "PRESETS": "engine.nets",
+    "build_model": "engine.nets",
+    "Classification": "engine.predict",
+    "Evaluation": "engine.predict",
+    "classify": "engine.predict",
+    "evaluate": "engine.predict",
+    "TrainConfig": "engine.training",
+    "Trainer": "engine.training",
+    "TrainResult": "engine.training",
     "App": "widgets",
 }
 

@@ -49,7 +49,7 @@ from .errors import BadParameter, JupyterCifarError, NotFound, StoreUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .nets import DEFAULT_PRESET, PRESETS
+    from .engine.nets import DEFAULT_PRESET, PRESETS
 
     parser = Parser(prog=PROG, description="Train, evaluate and classify CIFAR-10 image classifiers.")
     parser.add_argument("--version", action="version", version=f"jupyter_cifar {__version__}")
@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
         raise BadParameter("--save", f"a file path must end in .keras (got {args.save!r})")
     data = load_data(args.data, out)
     import_keras_quietly()
-    from .training import TrainConfig, Trainer
+    from .engine.training import TrainConfig, Trainer
 
     config = TrainConfig(
         preset=args.preset,
@@ -168,7 +168,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
         record = store.save(result.model, args.save, metadata=result.metadata(), tags=tags, notes=args.notes)
         saved, version = record.name, record.version
     elif args.save:
-        from .modelfiles import save_model
+        from .engine.modelfiles import save_model
 
         saved = str(save_model(result.model, args.save))
     ev = result.evaluation
@@ -195,7 +195,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
 
 
 def _evaluate(args: argparse.Namespace, out: Output) -> int:
-    from .predict import evaluate
+    from .engine.predict import evaluate
 
     model, views = load_ref_and_views(args.ref, args.store)
     if args.photos is not None:
@@ -215,7 +215,7 @@ def _evaluate(args: argparse.Namespace, out: Output) -> int:
 
 
 def _classify(args: argparse.Namespace, out: Output) -> int:
-    from .predict import classify
+    from .engine.predict import classify
 
     model, views = load_ref_and_views(args.ref, args.store)
     files = expand_inputs(args.inputs)
@@ -223,8 +223,8 @@ def _classify(args: argparse.Namespace, out: Output) -> int:
     items = classify(model, files, top=args.top, plan=views)
     results = [c.to_json() for c in items]
     if args.explain is not None:
-        from .data import CLASS_NAMES
-        from .explain import write_overlays
+        from .engine.data import CLASS_NAMES
+        from .engine.explain import write_overlays
 
         # The class each card answered (several views of a photo, combined), explained on the whole photo.
         answered = [CLASS_NAMES.index(c.top[0]["label"]) if c.ok else 0 for c in items]

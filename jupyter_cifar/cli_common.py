@@ -92,7 +92,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 
 def load_data(data: str | None, out: Output) -> Any:
-    from .data import load_cifar10
+    from .engine.data import load_cifar10
 
     try:
         return load_cifar10(data, progress=out.note)
@@ -125,7 +125,7 @@ def training_from(
         names = record.metadata.get("class_names")
         if isinstance(names, list) and names and list(names) != list(class_names):
             raise BadParameter(param, f"{record.ref} classifies {len(names)} other classes than CIFAR-10's")
-    from .training import why_not_trainable
+    from .engine.training import why_not_trainable
 
     why = why_not_trainable(model, len(class_names))
     if why is not None:
@@ -145,8 +145,8 @@ def load_ref(ref: str, store_uri: str | None) -> Any:
 def load_ref_and_views(ref: str, store_uri: str | None) -> tuple[Any, Any]:
     """The model REF names and the views it classifies photos with (a stored version's own,
     views.stored_plan; the default for a file), the version resolved once."""
-    from .modelfiles import load_model, sniff_format
-    from .views import DEFAULT_PLAN, stored_plan
+    from .engine.modelfiles import load_model, sniff_format
+    from .engine.views import DEFAULT_PLAN, stored_plan
 
     if not is_file_ref(ref):
         from .store import open_store

@@ -73,7 +73,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def cifar10(cifar10_dir: Path):
     """The whole dataset, decoded once per test session (in parallel) and cached."""
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     return load_cifar10(cifar10_dir)
 

@@ -15,9 +15,9 @@ import pytest
 from photoset import make_photo_set, write_folders
 from test_cli import assert_one_line_error, cli
 
-from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.engine.data import CLASS_NAMES
+from jupyter_cifar.engine.views import DEFAULT_PLAN, plan_choices, stored_plan
 from jupyter_cifar.photos.cli import finetune_text
-from jupyter_cifar.views import DEFAULT_PLAN, plan_choices, stored_plan
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jupyter_cifar.data import (
+from jupyter_cifar.engine.data import (
     CLASS_NAMES,
     Dataset,
     default_cache_dir,
     load_cifar10,
     resolve_data_source,
 )
-from jupyter_cifar.data import folder as image_folder
+from jupyter_cifar.engine.data import folder as image_folder
 from jupyter_cifar.errors import BadParameter, DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -614,7 +614,7 @@ def test_official_download_through_keras(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_importing_data_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, jupyter_cifar.data; "
+        "import sys, jupyter_cifar.engine.data; "
         "bad = [m for m in ('keras', 'tensorflow') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )

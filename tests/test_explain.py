@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps (jupyter_cifar.explain) on real trained models: sizes, where the peak falls on photos,
+"""Grad-CAM heatmaps (engine.explain) on real trained models: sizes, where the peak falls on photos,
 test-time augmented and imported models, mixed precision, errors per picture, and the overlay files.
 
 The model is the ``fast`` preset trained here for 3 epochs on the 5,551 original training images of the
@@ -32,14 +32,14 @@ from keras import layers
 from photoset import make_photo_set
 from PIL import Image
 
-from jupyter_cifar import explain as ex
-from jupyter_cifar import nets, tta
-from jupyter_cifar.data import CLASS_NAMES, Dataset
+from jupyter_cifar.engine import explain as ex
+from jupyter_cifar.engine import nets, tta
+from jupyter_cifar.engine.data import CLASS_NAMES, Dataset
+from jupyter_cifar.engine.explain.explainer import explainer_for
+from jupyter_cifar.engine.explain.geometry import apply_view, views_of
+from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 from jupyter_cifar.errors import BadParameter, ImageError
-from jupyter_cifar.explain.explainer import explainer_for
-from jupyter_cifar.explain.geometry import apply_view, views_of
-from jupyter_cifar.predict import predict_proba
-from jupyter_cifar.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ from storetools import tiny_model
 from test_cli import assert_one_line_error, cli
 from test_layersizes import everyday_model
 
-from jupyter_cifar import export
+from jupyter_cifar.engine import export
+from jupyter_cifar.engine.export import export_model
+from jupyter_cifar.engine.nets import build_model, get_preset, outputs_probabilities
+from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.tta import with_tta, without_tta
 from jupyter_cifar.errors import BadParameter, ModelFileError
-from jupyter_cifar.export import export_model
-from jupyter_cifar.nets import build_model, get_preset, outputs_probabilities
-from jupyter_cifar.predict import predict_proba
 from jupyter_cifar.store import open_store
-from jupyter_cifar.tta import with_tta, without_tta
 
 pytestmark = pytest.mark.slow
 

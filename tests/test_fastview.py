@@ -1,4 +1,4 @@
-"""Training through a view of the model with faster TensorFlow kernels (jupyter_cifar.fastview).
+"""Training through a view of the model with faster TensorFlow kernels (jupyter_cifar.engine.fastview).
 
 The fused BatchNorm must compute what Keras' BatchNormalization computes (outputs, gradients, moving
 statistics), the convolutions the gradients TensorFlow computes; the view must train the model's own
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jupyter_cifar import fastview, nets
-from jupyter_cifar.modelfiles import load_model
-from jupyter_cifar.training import TrainConfig, Trainer
+from jupyter_cifar.engine import fastview, nets
+from jupyter_cifar.engine.modelfiles import load_model
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's; others fit as is"
@@ -34,7 +34,7 @@ def _compiled(preset: str) -> keras.Model:
 @pytest.fixture
 def amx(monkeypatch: pytest.MonkeyPatch) -> None:
     """The crossover measured with AMX, whatever this CPU is (each CPU's own: the last test)."""
-    from jupyter_cifar import precision
+    from jupyter_cifar.engine import precision
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 

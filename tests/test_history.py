@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_cifar.history import epoch_ends, epochs_done, epochs_text
+from jupyter_cifar.engine.history import epoch_ends, epochs_done, epochs_text
 
 
 def row(epoch: int, batches: int, complete: bool, of: int | None = 100) -> dict:

@@ -45,10 +45,10 @@ from hostile import (
 from storetools import stored_items
 from test_cli import cli
 
-from jupyter_cifar import modelcontainers, modelfiles
 from jupyter_cifar.cli import main as cli_main
+from jupyter_cifar.engine import modelcontainers, modelfiles
+from jupyter_cifar.engine.modelfiles import inspect_model_file, load_model
 from jupyter_cifar.errors import ModelFileError
-from jupyter_cifar.modelfiles import inspect_model_file, load_model
 from jupyter_cifar.store.local import LocalModelStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,7 +179,7 @@ import json, sys
 from pathlib import Path
 from hostile import PeakRss
 from jupyter_cifar.errors import ModelFileError
-from jupyter_cifar.modelfiles import inspect_model_file, load_model
+from jupyter_cifar.engine.modelfiles import inspect_model_file, load_model
 from jupyter_cifar.store.local import LocalModelStore
 store, folder = LocalModelStore(sys.argv[1]), Path(sys.argv[2])
 entries = {"load_model": load_model, "inspect_model_file": inspect_model_file,
@@ -245,7 +245,7 @@ def test_refusals_need_neither_keras_nor_tensorflow(folder: Path, tmp_path: Path
 import json, sys
 from pathlib import Path
 from jupyter_cifar.errors import ModelFileError
-from jupyter_cifar.modelfiles import inspect_model_file, load_model
+from jupyter_cifar.engine.modelfiles import inspect_model_file, load_model
 from jupyter_cifar.store.local import LocalModelStore
 store = LocalModelStore(sys.argv[1])
 entries = [inspect_model_file, load_model, lambda p: store.save_file(p, "x"), lambda p: store.save(p, "x")]

@@ -1,4 +1,4 @@
-"""jupyter_cifar.images: every kind of upload becomes a (32, 32, 3) uint8 RGB array, or an ImageError.
+"""jupyter_cifar.engine.images: every kind of upload becomes a (32, 32, 3) uint8 RGB array, or an ImageError.
 
 All pictures are made here with Pillow and numpy, with colours placed where the test can check them
 after decoding, resizing and rotating.
@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin
 
-from jupyter_cifar.errors import ImageError
-from jupyter_cifar.images import (
+from jupyter_cifar.engine.images import (
     ALLOWED_FORMATS,
     MAX_PIXELS,
     SIZE,
@@ -27,6 +26,7 @@ from jupyter_cifar.images import (
     load_image,
     load_images,
 )
+from jupyter_cifar.errors import ImageError
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 LOSSY = {"JPEG": 30, "WEBP": 30}
@@ -889,7 +889,7 @@ def deep_images() -> dict[str, Image.Image]:
 @pytest.mark.parametrize("kind", list(deep_images()))
 def test_16_bit_and_float_images_are_scaled_band_by_band_as_a_whole(kind: str, monkeypatch) -> None:
     """A 64 MP float TIFF (372 KB) took 2 GB scaled in one go; in bands, the result must not change."""
-    from jupyter_cifar import images
+    from jupyter_cifar.engine import images
 
     img = deep_images()[kind]
     values = np.asarray(img)
@@ -921,7 +921,7 @@ def transparent_pictures() -> dict[str, Image.Image]:
 def test_transparency_is_flattened_onto_white_band_by_band(kind: str, fit: str, monkeypatch) -> None:
     """A palette + alpha TIFF at the pixel limit took three full-size copies (740 MB); converted to
     premultiplied alpha a band at a time, two; the picture must be the same either way."""
-    from jupyter_cifar import images
+    from jupyter_cifar.engine import images
 
     img = transparent_pictures()[kind]
     at_once = load_image(img, fit=fit)

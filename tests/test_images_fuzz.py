@@ -69,8 +69,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, PngImagePlugin
 
+from jupyter_cifar.engine.images import FITS, MAX_PIXELS, describe, load_image, load_images
 from jupyter_cifar.errors import ImageError
-from jupyter_cifar.images import FITS, MAX_PIXELS, describe, load_image, load_images
 
 #: Inputs per CI run; JUPYTER_CIFAR_FUZZ_EXAMPLES asks for another number.
 EXAMPLES = int(os.environ.get("JUPYTER_CIFAR_FUZZ_EXAMPLES", "10000"))

@@ -14,8 +14,8 @@ from keras import layers
 from test_cli import assert_one_line_error, cli
 from test_layersizes import FAMILIES, everyday_model
 
-from jupyter_cifar.modelfiles import load_model
-from jupyter_cifar.predict import predict_proba
+from jupyter_cifar.engine.modelfiles import load_model
+from jupyter_cifar.engine.predict import predict_proba
 from jupyter_cifar.store import open_store
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Every layer the app imports by default sizes itself as Keras does (issue 15, point 1).
 
-Each rule of :mod:`jupyter_cifar.layersizes` is checked against Keras itself: a model around the layer is
+Each rule of :mod:`engine.layersizes` is checked against Keras itself: a model around the layer is
 built by Keras, saved, and must pass the file checks with no opt-in (so the variables worked out are
 exactly those of the weights file), with the output shape Keras gives; then it loads. Then the
 everyday models a new user brings: a Sequential CNN with Dropout, one with augmentation layers, a
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from jupyter_cifar.modelfiles import EXTRA_LAYERS_ENV, inspect_model_file, load_model
-from jupyter_cifar.modelsizes import _Sizer
+from jupyter_cifar.engine.modelfiles import EXTRA_LAYERS_ENV, inspect_model_file, load_model
+from jupyter_cifar.engine.modelsizes import _Sizer
 
 pytestmark = [
     pytest.mark.slow,

@@ -21,9 +21,8 @@ from hostile import dense, flatten, obj, sequential, write_keras, write_legacy_h
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_cifar import layersizes, modelfiles
-from jupyter_cifar.errors import BadParameter, ModelFileError
-from jupyter_cifar.modelfiles import (
+from jupyter_cifar.engine import layersizes, modelfiles
+from jupyter_cifar.engine.modelfiles import (
     APP_LAYERS,
     EXTRA_LAYERS_ENV,
     MODEL_CLASSES,
@@ -32,9 +31,10 @@ from jupyter_cifar.modelfiles import (
     load_model,
     save_model,
 )
-from jupyter_cifar.nets import PRESETS, build_model, compile_for_training
-from jupyter_cifar.predict import predict_proba
-from jupyter_cifar.tta import with_tta, without_tta
+from jupyter_cifar.engine.nets import PRESETS, build_model, compile_for_training
+from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.tta import with_tta, without_tta
+from jupyter_cifar.errors import BadParameter, ModelFileError
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def _loaded_after(code: str) -> dict[str, bool]:
         "import jupyter_cifar; jupyter_cifar.__version__; jupyter_cifar.BadParameter",
         # The command line parses (and lists presets) before anything heavy loads.
         "from jupyter_cifar.cli import build_parser; build_parser().parse_args(['train'])",
-        "import jupyter_cifar.images, jupyter_cifar.data, jupyter_cifar.nets",
+        "import jupyter_cifar.engine.images, jupyter_cifar.engine.data, jupyter_cifar.engine.nets",
     ],
 )
 def test_import_is_light(code: str) -> None:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.engine.data import CLASS_NAMES
+from jupyter_cifar.engine.nets import build_model, init_from_data
+from jupyter_cifar.engine.predict import COMPILED_FROM, classify, evaluate, predict_proba
 from jupyter_cifar.errors import BadParameter
-from jupyter_cifar.nets import build_model, init_from_data
-from jupyter_cifar.predict import COMPILED_FROM, classify, evaluate, predict_proba
 
 
 @pytest.fixture(scope="module")

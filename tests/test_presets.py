@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import pytest
 
-from jupyter_cifar import nets, precision, tta
-from jupyter_cifar.batches import Batches
+from jupyter_cifar.engine import nets, precision, tta
+from jupyter_cifar.engine.batches import Batches
+from jupyter_cifar.engine.modelfiles import load_model
+from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 from jupyter_cifar.errors import BadParameter
-from jupyter_cifar.modelfiles import load_model
-from jupyter_cifar.predict import predict_proba
-from jupyter_cifar.training import TrainConfig, Trainer
 
 TRAINED = [name for name in nets.PRESETS if name != "tutorial"]  # the tutorial: tests/test_training.py
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jupyter_cifar.engine.modelfiles import load_model
+from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.training import TrainConfig, Trainer, TrainResult
 from jupyter_cifar.errors import BadParameter
-from jupyter_cifar.modelfiles import load_model
-from jupyter_cifar.predict import predict_proba
-from jupyter_cifar.training import TrainConfig, Trainer, TrainResult
 
 pytestmark = pytest.mark.slow
 
@@ -217,7 +217,7 @@ def test_bad_parameters_name_themselves(small, config: dict, param: str) -> None
 
 
 def test_a_failure_in_training_is_reported_not_raised_in_the_thread(small) -> None:
-    from jupyter_cifar.nets import build_model
+    from jupyter_cifar.engine.nets import build_model
 
     wrong = build_model("tutorial", num_classes=3)  # labels go up to 9: the loss fails
     trainer = Trainer(small.subset(200, 50), TrainConfig(preset="tutorial", epochs=1), model=wrong)

@@ -1,4 +1,4 @@
-"""Photos classified from several views (jupyter_cifar.views), with a small `fast` model trained here.
+"""Photos classified from several views (jupyter_cifar.engine.views), with a small `fast` model trained here.
 
 The model is trained through the command line on 5,000 training images packed into an .npz (decoding the
 whole dataset would cost more than the training), and the photos are tests/photoset.py's, made from test
@@ -18,11 +18,10 @@ import pytest
 from photoset import make_photo_set
 from PIL import Image
 
-from jupyter_cifar.data import CLASS_NAMES
-from jupyter_cifar.errors import BadParameter
-from jupyter_cifar.images import load_image, load_images
-from jupyter_cifar.predict import classify, predict_proba
-from jupyter_cifar.views import (
+from jupyter_cifar.engine.data import CLASS_NAMES
+from jupyter_cifar.engine.images import load_image, load_images
+from jupyter_cifar.engine.predict import classify, predict_proba
+from jupyter_cifar.engine.views import (
     DEFAULT_PLAN,
     ViewPlan,
     crop_boxes,
@@ -35,6 +34,7 @@ from jupyter_cifar.views import (
     uses_views,
     view_probabilities,
 )
+from jupyter_cifar.errors import BadParameter
 
 
 def _decode_folder(folder: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def _decode_folder(folder: Path, per_class: int) -> tuple[np.ndarray, np.ndarray
 @pytest.fixture(scope="module")
 def small(cifar10_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A `fast` model trained for 2 epochs on 5,000 images (about 0.5 test accuracy) and 1,000 test images."""
-    from jupyter_cifar.modelfiles import load_model
+    from jupyter_cifar.engine.modelfiles import load_model
 
     folder = tmp_path_factory.mktemp("views")
     x_train, y_train = _decode_folder(cifar10_dir / "train", 500)

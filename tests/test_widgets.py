@@ -16,7 +16,7 @@ import pytest
 from polling import wait_for
 from storetools import tiny_model
 
-from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.engine.data import CLASS_NAMES
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.progress import TrainingProgress
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve

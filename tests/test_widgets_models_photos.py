@@ -17,10 +17,10 @@ import pytest
 from polling import wait_for
 from storetools import tiny_model
 
+from jupyter_cifar.engine.views import DEFAULT_PLAN, ViewPlan
 from jupyter_cifar.photos import open_photo_store
 from jupyter_cifar.photos.finetune import evaluate_photos
 from jupyter_cifar.photos.labelled import set_photos
-from jupyter_cifar.views import DEFAULT_PLAN, ViewPlan
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.common import NO_MATH
 from jupyter_cifar.widgets.models import NO_PHOTO_SETS

@@ -15,10 +15,10 @@ from polling import wait_for
 from storetools import tiny_model
 from test_widgets import texts
 
-from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.engine.data import CLASS_NAMES
+from jupyter_cifar.engine.views import stored_plan
 from jupyter_cifar.photos.finetune import evaluate_photos
 from jupyter_cifar.photos.labelled import set_photos
-from jupyter_cifar.views import stored_plan
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.photos import CorrectionRow
 

@@ -103,7 +103,7 @@ def work(uri: str, journal: str, files: list[str], seed: int) -> None:
 
 def zygote() -> None:
     """Forks one worker per request line (JSON) on stdin; answers ``pid N``, then ``exit CODE``."""
-    from jupyter_cifar.modelfiles import inspect_model_file
+    from jupyter_cifar.engine.modelfiles import inspect_model_file
 
     for module in ("jupyter_cifar.store.local", "jupyter_cifar.store.mongo"):
         importlib.import_module(module)  # once here, shared by every fork
@@ -381,7 +381,7 @@ def after_kill(store: Any, ledger: Ledger, last_line: str | None) -> None:
 
 def finish(store: Any, ledger: Ledger, workdir: Path) -> None:
     """The whole store once more: clean, every version a whole model file, files and records agree."""
-    from jupyter_cifar.modelfiles import inspect_model_file
+    from jupyter_cifar.engine.modelfiles import inspect_model_file
 
     for attempt in ("first", "second"):
         report = store.check(repair=True, grace=0)

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from jupyter_cifar.nets import PRESETS
+from jupyter_cifar.engine.nets import PRESETS
 
 STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 

@@ -43,7 +43,7 @@ def main() -> None:
     from photoset import make_photo_set
     from playwright.sync_api import sync_playwright
 
-    from jupyter_cifar.data import load_cifar10
+    from jupyter_cifar.engine.data import load_cifar10
 
     data = load_cifar10(args.data)  # warms the cache the kernels use
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +98,7 @@ def main() -> None:
 
 
 def _truth(photo: object) -> str:
-    from jupyter_cifar.data import CLASS_NAMES
+    from jupyter_cifar.engine.data import CLASS_NAMES
 
     return CLASS_NAMES[photo.label]  # type: ignore[attr-defined]
 

@@ -2,7 +2,7 @@
 
 :func:`follow` yields a job's events in order, from its whole history (``after=0``) on, long-polling for
 new ones until the job has ended and every event it published has been seen. :class:`JobFollower` runs
-that in a thread and hands each event to its subscribers, as a :class:`~jupyter_cifar.training.Trainer`
+that in a thread and hands each event to its subscribers, as a :class:`~jupyter_cifar.engine.training.Trainer`
 does: the Train tab draws a job exactly as it draws a training in its own kernel.
 """
 

@@ -68,7 +68,7 @@ class JobSpec:
     @classmethod
     def from_json(cls, value: Any) -> JobSpec:
         """A spec from untrusted JSON: every field checked, ``BadParameter`` naming the first bad one."""
-        from ..nets import PRESETS
+        from ..engine.nets import PRESETS
 
         if not isinstance(value, dict):
             raise BadParameter("spec", "must be a JSON object")

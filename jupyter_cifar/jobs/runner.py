@@ -118,10 +118,10 @@ class _Run:
 
     def _trainer(self, checkpoint: Path) -> Any:
         """The trainer for this job: a new network, the parent version, or (resumed) its checkpoint."""
-        from ..data import load_cifar10
-        from ..modelfiles import load_model
-        from ..nets import DEFAULT_PRESET, get_preset
-        from ..training import TrainConfig, Trainer
+        from ..engine.data import load_cifar10
+        from ..engine.modelfiles import load_model
+        from ..engine.nets import DEFAULT_PRESET, get_preset
+        from ..engine.training import TrainConfig, Trainer
 
         spec = self.record.spec
         data = load_cifar10(spec.data or os.environ.get("JUPYTER_CIFAR_DATA") or None)
@@ -183,10 +183,10 @@ class _Run:
         """A fine-tuning job: its plan measures the parent version (``parent_model``, loaded once) "before"
         through its own views (a resumed job too), and the trainer goes on from ``model`` (the parent, or
         the checkpoint) for the epochs left."""
+        from ..engine.views import stored_plan
         from ..photos.finetune import FinetunePlan
         from ..photos.labelled import set_photos
         from ..photos.store import open_photo_store
-        from ..views import stored_plan
 
         spec = self.record.spec
         assert spec.photos is not None and parent is not None  # JobSpec.from_json checked both

@@ -24,7 +24,7 @@ from ..cli_common import (
     load_data,
     training_from,
 )
-from ..data import CLASS_NAMES
+from ..engine.data import CLASS_NAMES
 from ..errors import BadParameter
 from .records import DEFAULT_SET
 
@@ -194,10 +194,10 @@ def evaluate_photos_command(args: argparse.Namespace, out: Any, model: Any, plan
 
 
 def finetune_command(args: argparse.Namespace, out: Any) -> int:
-    from ..nets import PRESETS
+    from ..engine.nets import PRESETS
+    from ..engine.views import stored_plan
     from ..store import open_store
     from ..store.records import check_name
-    from ..views import stored_plan
     from .finetune import DEFAULT_EPOCHS, DEFAULT_HOLDOUT, finetune
     from .labelled import resolve_photos
 

@@ -1,11 +1,11 @@
 """Evaluate a model on a user's photos, and fine-tune it on them without forgetting CIFAR-10.
 
 Evaluation classifies each photo the way ``classify`` does (several views of a large photo, combined:
-:mod:`jupyter_cifar.views`). Fine-tuning trains the model further on views cut from the photos (the whole
-frame and random square crops, as a photo's object may be anywhere in it) mixed with CIFAR-10 training
+:mod:`jupyter_cifar.engine.views`). Fine-tuning trains the model further on views cut from the photos (the
+whole frame and random square crops, as a photo's object may be anywhere in it) mixed with CIFAR-10 training
 images (replay: at this size it keeps the old skill better than special methods, Chaudhry et al. 2019),
-through the same :class:`~jupyter_cifar.training.Trainer` as any training, so its curve, its stop and its
-recipe are the usual ones. Before and after are measured on photos the fine-tuning did not see (a
+through the same :class:`~jupyter_cifar.engine.training.Trainer` as any training, so its curve, its stop and
+its recipe are the usual ones. Before and after are measured on photos the fine-tuning did not see (a
 stratified held-out part of the set) and on the CIFAR-10 test set, with the "negative flips": test images
 the old version got right and the new one gets wrong.
 """
@@ -25,10 +25,10 @@ from .labelled import LabelledPhotos
 if TYPE_CHECKING:
     import keras
 
-    from ..data import Dataset
-    from ..predict import Evaluation
-    from ..training import Trainer, TrainResult
-    from ..views import ViewPlan
+    from ..engine.data import Dataset
+    from ..engine.predict import Evaluation
+    from ..engine.training import Trainer, TrainResult
+    from ..engine.views import ViewPlan
 
 DEFAULT_EPOCHS = 4
 DEFAULT_HOLDOUT = 0.2
@@ -62,7 +62,7 @@ class _Decoded:
 
 
 def decode(photos: LabelledPhotos) -> _Decoded:
-    from ..views import decode_photos
+    from ..engine.views import decode_photos
 
     found = _Decoded([], np.zeros(0, np.int64), [], [])
     labels = []
@@ -98,8 +98,8 @@ def _evaluated(
     views: str = "auto",
     plan: ViewPlan | None = None,
 ) -> PhotoEvaluation:
-    from ..predict import evaluate_probabilities
-    from ..views import DEFAULT_PLAN, photo_probabilities
+    from ..engine.predict import evaluate_probabilities
+    from ..engine.views import DEFAULT_PLAN, photo_probabilities
 
     if not len(frames):
         raise BadParameter("--photos", f"none of the {len(photos)} photos of {photos.where} could be read")
@@ -110,7 +110,7 @@ def _evaluated(
 
 def _accuracy(view_probs: Sequence[np.ndarray], labels: np.ndarray, plan: ViewPlan) -> float:
     """Accuracy on photos from their views' probabilities (views.view_probabilities) combined by ``plan``."""
-    from ..views import combine
+    from ..engine.views import combine
 
     right = [combine(probs, plan).argmax() == label for probs, label in zip(view_probs, labels, strict=True)]
     return round(float(np.mean(right)), 6) if right else 0.0
@@ -119,11 +119,11 @@ def _accuracy(view_probs: Sequence[np.ndarray], labels: np.ndarray, plan: ViewPl
 def choose_views(
     view_probs: Sequence[np.ndarray], labels: np.ndarray, plan: ViewPlan
 ) -> tuple[ViewPlan, dict[str, float]]:
-    """The combination of ``plan``'s views (:func:`~jupyter_cifar.views.plan_choices`) that answers the
+    """The combination of ``plan``'s views (:func:`~jupyter_cifar.engine.views.plan_choices`) that answers the
     most of these photos right, ``plan`` itself unless another does strictly better; with each one's
     accuracy. Measured with the model before it trains on them, so what it chooses is not what it has
     memorised."""
-    from ..views import plan_choices
+    from ..engine.views import plan_choices
 
     scores = {choice: _accuracy(view_probs, labels, choice) for choice in plan_choices(plan)}
     best = max(scores, key=lambda choice: (scores[choice], choice == plan))
@@ -221,7 +221,7 @@ class FinetuneResult:
 
 class FinetunePlan:
     """A fine-tuning made ready: the photos decoded and split, "before" measured, the mixed training set
-    and the recipe built. :meth:`trainer` gives the :class:`~jupyter_cifar.training.Trainer` to run (in
+    and the recipe built. :meth:`trainer` gives the :class:`~jupyter_cifar.engine.training.Trainer` to run (in
     this kernel, or in a job's process with its checkpoint), :meth:`finish` measures "after"."""
 
     def __init__(
@@ -238,10 +238,10 @@ class FinetunePlan:
         test_limit: int | None = None,
         views: ViewPlan | None = None,
     ) -> None:
-        from ..nets import get_preset
-        from ..predict import predict_proba
-        from ..training import TrainConfig, why_not_trainable
-        from ..views import DEFAULT_PLAN, make_views, view_probabilities
+        from ..engine.nets import get_preset
+        from ..engine.predict import predict_proba
+        from ..engine.training import TrainConfig, why_not_trainable
+        from ..engine.views import DEFAULT_PLAN, make_views, view_probabilities
 
         self.start = time.perf_counter()
         _check_classes(model, photos.class_names)
@@ -314,7 +314,7 @@ class FinetunePlan:
         it, with the ``epochs`` left) on the photos' views mixed with CIFAR-10 replay."""
         import dataclasses
 
-        from ..training import Trainer
+        from ..engine.training import Trainer
 
         changes: dict[str, Any] = {"checkpoint": checkpoint}
         if epochs is not None:
@@ -325,8 +325,8 @@ class FinetunePlan:
     def finish(self, result: TrainResult) -> FinetuneResult:
         """Measure the trained model "after", on the held-out photos and the test set (the training's own
         final evaluation, on the same test images)."""
-        from ..predict import evaluate_probabilities, predict_proba
-        from ..views import combine, view_probabilities
+        from ..engine.predict import evaluate_probabilities, predict_proba
+        from ..engine.views import combine, view_probabilities
 
         if result.status == "failed":
             raise RuntimeError(f"fine-tuning failed: {result.error}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import CLASS_NAMES
+from ..engine.data import CLASS_NAMES
 from ..errors import BadParameter, NotFound
 from .records import DEFAULT_SET, check_label
 from .store import PhotoStore

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..data import CLASS_NAMES
+from ..engine.data import CLASS_NAMES
 from ..errors import BadParameter, ImageError
 from ..store.records import check_name, now_iso, who
 
@@ -134,7 +134,7 @@ def _inspect(data: bytes, shown: str) -> tuple[int, int, str]:
     """(width, height, format) of an image the package can decode; ImageError naming it otherwise."""
     from PIL import Image
 
-    from ..images import load_image
+    from ..engine.images import load_image
 
     load_image(data, name=shown)  # the package's own decoder, with its limits: what it refuses is refused
     with Image.open(io.BytesIO(data)) as img:

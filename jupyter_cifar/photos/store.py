@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import CLASS_NAMES
+from ..engine.data import CLASS_NAMES
 from ..errors import BadParameter, NotFound
 from ..store.base import ModelStore
 from ..store.records import MAX_INT

@@ -55,7 +55,7 @@ from .records import (
 if TYPE_CHECKING:
     import keras
 
-    from ..export import ExportCheck
+    from ..engine.export import ExportCheck
 
 
 class ModelStore(ABC):
@@ -213,9 +213,10 @@ class ModelStore(ABC):
     def export_checked(
         self, ref: str | Ref, path: str | os.PathLike[str], format: str | None = None, *, images: Any = None
     ) -> tuple[ModelRecord, ExportCheck | None]:
-        """:meth:`export`, and how the written export was checked (:func:`jupyter_cifar.export.export_model`
-        on ``images``; None for ``.keras``, which is the stored file itself, its sha256 verified)."""
-        from ..export import export_format, export_model
+        """:meth:`export`, and how the written export was checked
+        (:func:`jupyter_cifar.engine.export.export_model` on ``images``; None for ``.keras``, which is the
+        stored file itself, its sha256 verified)."""
+        from ..engine.export import export_format, export_model
 
         path = Path(path)
         fmt = export_format(path, format)
@@ -244,7 +245,7 @@ class ModelStore(ABC):
             if record.sha256 in self._models:
                 self._models.move_to_end(record.sha256)
                 return self._models[record.sha256]
-        from ..modelfiles import load_model
+        from ..engine.modelfiles import load_model
 
         with tempfile.TemporaryDirectory(prefix="jupyter-cifar-") as tmp:
             path = Path(tmp) / f"{record.name}-{record.version}.keras"
@@ -273,7 +274,7 @@ class ModelStore(ABC):
         run knows (:meth:`TrainResult.metadata`); the store adds the model's facts and who saved it.
         """
         self._check_save_arguments(name, tags, notes, aliases, metadata)
-        from ..modelfiles import load_model, save_model, sniff_format
+        from ..engine.modelfiles import load_model, save_model, sniff_format
 
         if isinstance(model, str | os.PathLike):
             source = Path(model)
@@ -310,7 +311,7 @@ class ModelStore(ABC):
         Needs neither Keras nor TensorFlow (the server extension stores uploads with it): the file's
         config is read and held to Keras' own building blocks (:func:`inspect_model_file`).
         """
-        from ..modelfiles import inspect_model_file
+        from ..engine.modelfiles import inspect_model_file
 
         self._check_save_arguments(name, tags, notes, aliases, metadata)
         path = Path(path)

@@ -175,13 +175,13 @@ def _models_show(store: Any, args: argparse.Namespace, out: Any) -> int:
 
 
 def _models_export(store: Any, args: argparse.Namespace, out: Any) -> int:
-    from ..export import export_format
+    from ..engine.export import export_format
 
     fmt = export_format(Path(args.path), args.format)
     images = None
     data = args.data or os.environ.get("JUPYTER_CIFAR_DATA")
     if fmt != "keras" and data:
-        from ..data import load_cifar10
+        from ..engine.data import load_cifar10
 
         images = load_cifar10(data).x_test[:256]
     record, check = store.export_checked(args.ref, args.path, fmt, images=images)
@@ -204,8 +204,8 @@ def _export_text(r: dict[str, Any]) -> str:
 
 
 def _models_import(store: Any, args: argparse.Namespace, out: Any) -> int:
-    from ..modelfiles import inspect_model_file, load_model, uses_layer
-    from ..scaling import SCALING_LAYERS, scaling_plan, with_input_scaling
+    from ..engine.modelfiles import inspect_model_file, load_model, uses_layer
+    from ..engine.scaling import SCALING_LAYERS, scaling_plan, with_input_scaling
 
     tags = tags_to_set(args.tag)
     try:

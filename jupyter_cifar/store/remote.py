@@ -169,7 +169,7 @@ class RemoteModelStore(ModelStore):
         """Stream the file to the server, which checks and stores it."""
         self._check_save_arguments(name, tags, notes, aliases, metadata)
         path = Path(path)
-        from ..modelfiles import inspect_model_file
+        from ..engine.modelfiles import inspect_model_file
 
         inspect_model_file(path)  # refuse here what the server would refuse, before sending it
         size = path.stat().st_size

@@ -88,8 +88,8 @@ def import_seed_documents(
 
 
 def _import_one(store: ModelStore, name: str, data: bytes, where: str, rescale: bool) -> ModelRecord:
-    from ..modelfiles import load_model
-    from ..scaling import scales_its_input, with_input_scaling
+    from ..engine.modelfiles import load_model
+    from ..engine.scaling import scales_its_input, with_input_scaling
 
     with tempfile.TemporaryDirectory(prefix="jupyter-cifar-seed-") as tmp:
         path = Path(tmp) / "seed.h5"

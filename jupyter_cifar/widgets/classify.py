@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
-from ..data import CLASS_NAMES
+from ..engine.data import CLASS_NAMES
 from .common import ErrorArea, button, guarded, in_background, label
 from .photos import CorrectionRow, PhotoSetBar
 from .session import Session
@@ -31,20 +31,20 @@ def _thumbnail(data: bytes | np.ndarray, heatmap: np.ndarray | None = None) -> b
     """A small PNG of the whole picture (the model looks at all of it, in several views), with
     ``heatmap`` (0..1, any size) coloured over it when given: where the model saw its answer.
 
-    Decoded by :func:`jupyter_cifar.images.load_image`, so a thumbnail has every protection the
+    Decoded by :func:`jupyter_cifar.engine.images.load_image`, so a thumbnail has every protection the
     classifier has (accepted formats only, pixel and memory bounds). None if it cannot be drawn.
     """
     from PIL import Image
 
+    from ..engine.images import WITHIN, load_image
     from ..errors import ImageError
-    from ..images import WITHIN, load_image
 
     try:
         pixels = load_image(data, name="upload", size=(THUMBNAIL * 2, THUMBNAIL * 2), fit=WITHIN)
     except ImageError:
         return None
     if heatmap is not None:
-        from ..explain import overlay
+        from ..engine.explain import overlay
 
         heat = Image.fromarray(np.asarray(heatmap, np.float32)).resize(
             (pixels.shape[1], pixels.shape[0]), Image.Resampling.BILINEAR
@@ -229,7 +229,7 @@ class ClassifyPanel(w.VBox):
         model = self.session.model
         if model is None:
             raise RuntimeError("no model yet: train one in the Train tab, or load one in the Models tab")
-        from ..predict import classify
+        from ..engine.predict import classify
 
         top, class_names, by = self.top.value, self._class_names(), self.session.model_label
         heatmaps, session, corrections = self.heatmaps.value, self.session, self._kept
@@ -253,8 +253,8 @@ class ClassifyPanel(w.VBox):
             )
             maps: dict[int, Any] = {}
             if heatmaps:
+                from ..engine.explain import explain
                 from ..errors import BadParameter
-                from ..explain import explain
 
                 good = [(i, r) for i, r in zip(kept, results, strict=True) if r.ok]
                 answered = [class_names.index(r.top[0]["label"]) for _, r in good]

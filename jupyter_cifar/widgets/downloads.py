@@ -2,9 +2,10 @@
 
 A ``.keras`` file is the stored file: a plain link to the server's download route where the page is
 served by the Jupyter server that keeps the models, else (Voilà) fetched through the kernel and offered
-as a ``data:`` link. The other formats are made in the kernel by :func:`jupyter_cifar.export.export_model`,
-which runs each export in its own runtime and offers it only if it answers as the version does (the
-check is said beside the link); a SavedModel, a folder, comes as a ``.zip`` of it.
+as a ``data:`` link. The other formats are made in the kernel by
+:func:`jupyter_cifar.engine.export.export_model`, which runs each export in its own runtime and offers it only
+if it answers as the version does (the check is said beside the link); a SavedModel, a folder, comes as a
+``.zip`` of it.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class DownloadBox(w.VBox):
 
 def _exported(session: Session, record: ModelRecord, fmt: str) -> tuple[bytes, str]:
     """The version exported in ``fmt`` and checked (on CIFAR-10 test images when the kernel has them)."""
-    from ..export import export_model
+    from ..engine.export import export_model
 
     loaded = session.loaded_data()
     images = loaded.x_test if loaded is not None else None

@@ -11,9 +11,9 @@ import html
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..history import epoch_ends, epochs_done, epochs_text
+from ..engine.history import epoch_ends, epochs_done, epochs_text
+from ..engine.views import DEFAULT_PLAN, plan_from_json
 from ..store.records import ModelRecord
-from ..views import DEFAULT_PLAN, plan_from_json
 from .common import NO_MATH
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import bqplot as bq
 import ipywidgets as w
 
+from ..engine.views import stored_plan
 from ..store.records import ModelRecord, Page
-from ..views import stored_plan
 from .common import (
     ErrorArea,
     button,

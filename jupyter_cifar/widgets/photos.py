@@ -284,7 +284,7 @@ def _worst_pictures(
 
     from PIL import Image
 
-    from ..images import load_image
+    from ..engine.images import load_image
 
     pictures = []
     for item in worst[:count]:

@@ -1,11 +1,11 @@
 """A training's progress as it happens: epoch and batch bars, a status line, loss and accuracy curves.
 
-It is fed the training's events (:mod:`jupyter_cifar.training`'s stream: a trainer in this kernel, or a
+It is fed the training's events (:mod:`jupyter_cifar.engine.training`'s stream: a trainer in this kernel, or a
 job's replayed through its follower), in the thread that publishes them. Whatever the batch rate, at most
 a few widget messages a second reach the browser, and each curve keeps a bounded number of points that
 still covers the whole run evenly (:class:`~jupyter_cifar.widgets.curves.Curve`).
 
-The curves' x axis is the model's epochs of training (:mod:`jupyter_cifar.history`): a run stopped at
+The curves' x axis is the model's epochs of training (:mod:`jupyter_cifar.engine.history`): a run stopped at
 1.53 epochs ends there, and a run that trains the same model further goes on from there, after the
 epochs it had before.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..history import epoch_ends, epoch_fractions, epochs_text
+from ..engine.history import epoch_ends, epoch_fractions, epochs_text
 from .common import label, legend_html, row_layout
 from .curves import TRAIN_COLOUR, VAL_COLOUR, loss_accuracy_figure
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..engine.history import epochs_done, epochs_text
+from ..engine.nets import DEFAULT_PRESET, PRESETS
 from ..errors import BadParameter
-from ..history import epochs_done, epochs_text
-from ..nets import DEFAULT_PRESET, PRESETS
 from .common import ErrorArea, row_layout, text_html
 from .session import Session
 
 if TYPE_CHECKING:
-    from ..training import TrainConfig
+    from ..engine.training import TrainConfig
 
 FAR = {"batch_size": 4.0, "learning_rate": 3.0}  # a value this many times off its recipe's is "far"
 LIMIT_CHOICES = (1000, 5000, 10000, 20000)  # offered in the train-images box, after "all (50,000)"
@@ -86,7 +86,7 @@ class RecipeForm:
 
     def config(self) -> TrainConfig:
         """What Start trains: a new network of the chosen preset, with the form's values."""
-        from ..training import TrainConfig
+        from ..engine.training import TrainConfig
 
         return TrainConfig(
             preset=self.preset.value,
@@ -100,7 +100,7 @@ class RecipeForm:
         """What Continue trains: the model in hand as the network it is, with the form's values."""
         from dataclasses import replace
 
-        from ..training import why_not_trainable
+        from ..engine.training import why_not_trainable
 
         session = self.session
         if session.model is None:
@@ -117,7 +117,7 @@ class RecipeForm:
     def continue_advice(self, as_job: bool) -> tuple[bool, str, bool]:
         """Whether Continue can train the model in hand with these values (as a job, or here), what to
         say beside the button, and whether that is a warning."""
-        from ..training import why_not_trainable
+        from ..engine.training import why_not_trainable
 
         session, note = self.session, ""
         network = session.recipe.get("preset")

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Any as AnyTrait
 from traitlets import HasTraits, Unicode
 
-from ..views import DEFAULT_PLAN, ViewPlan, stored_plan
+from ..engine.views import DEFAULT_PLAN, ViewPlan, stored_plan
 
 if TYPE_CHECKING:
     import keras
 
-    from ..data import Dataset
+    from ..engine.data import Dataset
     from ..jobs.client import JobClient
     from ..photos.store import PhotoStore
     from ..store.base import ModelStore
@@ -80,7 +80,7 @@ class Session(HasTraits):
         """CIFAR-10 (decoded once, then cached on disk and here)."""
         with self._data_lock:
             if self._data is None:
-                from ..data import load_cifar10
+                from ..engine.data import load_cifar10
 
                 self._data = load_cifar10(self.data_source, progress=progress)
             return self._data
@@ -185,7 +185,7 @@ def _stored_class_names(value: Any) -> list[str] | None:
 def _stored_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     """The preset, batch size and learning rate a stored version was trained with, where its metadata
     says so in the shapes the trainer writes (an imported model has none)."""
-    from ..nets import PRESETS
+    from ..engine.nets import PRESETS
 
     recipe: dict[str, Any] = {}
     if isinstance(meta.get("preset"), str) and meta["preset"] in PRESETS:

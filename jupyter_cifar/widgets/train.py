@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..engine.history import epochs_done, epochs_text
 from ..errors import BadParameter
-from ..history import epochs_done, epochs_text
 from ..jobs.records import ACTIVE
 from .common import ErrorArea, button, guarded, in_background, label, parse_tags, row_layout, text_html
 from .curves import MAX_POINTS, Curve
@@ -36,10 +36,10 @@ from .recipe import RecipeForm
 from .session import Session
 
 if TYPE_CHECKING:
+    from ..engine.training import TrainConfig, Trainer, TrainResult
     from ..jobs.client import JobClient
     from ..jobs.follow import JobFollower
     from ..store.records import ModelRecord
-    from ..training import TrainConfig, Trainer, TrainResult
 
 __all__ = ["MAX_POINTS", "Curve", "TrainPanel"]
 
@@ -216,7 +216,7 @@ class TrainPanel(w.VBox):
         model, history, parent = session.model, session.history, session.origin
 
         def launch() -> None:
-            from ..training import Trainer
+            from ..engine.training import Trainer
 
             try:
                 data = session.data(progress=lambda message: setattr(self.status, "value", message))

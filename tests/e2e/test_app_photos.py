@@ -23,7 +23,7 @@ from harness import (
 )
 from photoset import make_photo_set
 
-from jupyter_cifar.data import CLASS_NAMES
+from jupyter_cifar.engine.data import CLASS_NAMES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadParameter
+from ...errors import BadParameter
 
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .dataset import CLASS_NAMES, Arrays, Dataset, Progress, as_dataset, checked
 
 ENV_CACHE = "JUPYTER_CIFAR_CACHE"

@@ -1,5 +1,5 @@
-"""The heatmaps themselves, for :mod:`jupyter_cifar.explain`: one model's maps and their gradients for a
-batch, weighted into class activation maps (:data:`METHODS`) and mapped back onto each picture.
+"""The heatmaps themselves, for :mod:`jupyter_cifar.engine.explain`: one model's maps and their gradients for
+a batch, weighted into class activation maps (:data:`METHODS`) and mapped back onto each picture.
 
 What explaining a model with one choice of layers needs (the sub-models, the grids) is built once and
 kept with the model (:func:`explainer_for`).
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BadParameter
+from ...errors import BadParameter
 from .geometry import View, apply_view, map_grids, onto_grid, to_input, views_of
 from .layers import (
     MIN_SIDE,

@@ -1,11 +1,11 @@
 """Classify a photo from several views of it, not from one centre crop.
 
 A CIFAR-10 model has learnt 32x32 pictures in which the object fills the frame. A person's photo is not
-one: the object is often small and off-centre, so the one centre crop that :func:`~jupyter_cifar.images.
-load_image` makes of it shows the model mostly background. Here a photo is decoded once, whole, at a
-bounded working size (:func:`decode_photos`); the model then sees several views cut from it (the whole
-frame squashed to a square, and overlapping square crops of a half and a third of its shorter side, each
-also mirrored), and their probabilities become one answer (:func:`photo_probabilities`).
+one: the object is often small and off-centre, so the one centre crop that
+:func:`~jupyter_cifar.engine.images.load_image` makes of it shows the model mostly background. Here a photo
+is decoded once, whole, at a bounded working size (:func:`decode_photos`); the model then sees several views
+cut from it (the whole frame squashed to a square, and overlapping square crops of a half and a third of its
+shorter side, each also mirrored), and their probabilities become one answer (:func:`photo_probabilities`).
 
 How they are combined matters more than which views there are. Averaging them drowns the object in its
 background (on generated photos the mean did worse than the one centre crop), and taking the most
@@ -24,7 +24,7 @@ training on them, :func:`plan_choices`), in its metadata's ``views``; classify a
 (:func:`stored_plan`) wherever they are given a stored version.
 
 The views only start where the picture is clearly larger than what the model takes (longer side more
-than 1.5 times :data:`~jupyter_cifar.images.SIZE`): a CIFAR-like 32x32 picture keeps its one view and
+than 1.5 times :data:`~jupyter_cifar.engine.images.SIZE`): a CIFAR-like 32x32 picture keeps its one view and
 gets exactly the probabilities it got before, so accuracy on the test set does not move.
 """
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .errors import BadParameter, ImageError
+from ..errors import BadParameter, ImageError
 from .images import FITS, MAX_PIXELS, SIZE, WITHIN, ImageSource, load_image, load_images
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: ``auto``: several views for a picture clearly larger than the model's input, one for the others;
-#: ``single``: one centre crop, as :func:`~jupyter_cifar.images.load_image` makes; ``multi``: several
+#: ``single``: one centre crop, as :func:`~jupyter_cifar.engine.images.load_image` makes; ``multi``: several
 #: views whatever the size (a 32x32 picture then gets crops of 16 and 11 pixels, which costs accuracy).
 VIEWS = ("auto", "single", "multi")
 
@@ -96,8 +96,8 @@ def _check_views(views: str) -> None:
 class ViewPlan:
     """Which views of a large picture the model sees, and how their probabilities are combined.
 
-    ``whole``: how the whole frame is made square (one of :data:`~jupyter_cifar.images.FITS`), or None for
-    no whole-frame view; ``scales``: square crops whose side is these fractions of the frame's shorter
+    ``whole``: how the whole frame is made square (one of :data:`~jupyter_cifar.engine.images.FITS`), or None
+    for no whole-frame view; ``scales``: square crops whose side is these fractions of the frame's shorter
     side, laid over it in a grid; ``overlap``: the least fraction of its side a crop shares with its
     neighbour; ``flip``: each view is also seen mirrored (the two count as one view, averaged);
     ``combine``: one of :data:`COMBINES`; ``whole_weight``: how many crops the whole-frame view counts as.
@@ -187,8 +187,8 @@ def decode_photos(
     """Decode each source whole, as an (h, w, 3) uint8 array at most ``max_side`` on its longer side.
 
     A picture already that small keeps its own pixels (a 32x32 one is what load_image gives). As with
-    :func:`~jupyter_cifar.images.load_images`, a source that cannot be decoded gets its ImageError in its
-    slot and the others are still decoded.
+    :func:`~jupyter_cifar.engine.images.load_images`, a source that cannot be decoded gets its ImageError in
+    its slot and the others are still decoded.
     """
     return load_images(sources, names=names, size=(max_side, max_side), fit=WITHIN, max_pixels=max_pixels)
 
@@ -289,12 +289,12 @@ def photo_probabilities(
     """Class probabilities (n, classes) for decoded pictures of any size, each from its views combined.
 
     ``images``: arrays as :func:`decode_photos` gives them (or a stacked (n, 32, 32, 3) set). The views of
-    many pictures go through :func:`~jupyter_cifar.predict.predict_proba` together, a few thousand at a
+    many pictures go through :func:`~jupyter_cifar.engine.predict.predict_proba` together, a few thousand at a
     time. A 32x32 picture has one view and gets the very probabilities ``predict_proba`` gives it, so
     ``photo_probabilities(model, x_test)`` is ``predict_proba(model, x_test)``.
 
     To evaluate a labelled set of photos: :func:`decode_photos` them, pass the ones that decoded here, and
-    these rows with their labels to :func:`~jupyter_cifar.predict.evaluate_probabilities`.
+    these rows with their labels to :func:`~jupyter_cifar.engine.predict.evaluate_probabilities`.
     """
     _check_views(views)
     return stack_probabilities(model, (make_views(image, views, plan) for image in images), plan)

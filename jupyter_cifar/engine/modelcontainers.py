@@ -6,7 +6,7 @@ expansion ratio: zip bombs; names that leave a folder; duplicates; anything but 
 HDF5 file must hold plain groups and datasets stored in that file: no external storage or virtual
 datasets (they read other local files), no external or soft links, and no dataset declaring far more than
 it stores or more weights than a CIFAR model has (shape bombs). What passes is read into
-:class:`ModelContents` for :mod:`jupyter_cifar.modelfiles` to check the config. No Keras import here.
+:class:`ModelContents` for :mod:`jupyter_cifar.engine.modelfiles` to check the config. No Keras import here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .modelsizes import MAX_WEIGHTS, Shape
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ applies it). Keras is imported only when "auto" must be resolved.
 
 from __future__ import annotations
 
-from .errors import BadParameter
+from ..errors import BadParameter
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 

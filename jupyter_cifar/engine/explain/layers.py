@@ -1,4 +1,4 @@
-"""Taking a model apart for :mod:`jupyter_cifar.explain`: which feature maps to explain, and where the
+"""Taking a model apart for :mod:`jupyter_cifar.engine.explain`: which feature maps to explain, and where the
 class scores (before any softmax) come from.
 
 A layer is found in the graph of the model, or of a model nested in it (used once: a model called
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadParameter
+from ...errors import BadParameter
 
 #: The automatic choice of maps, in words (the measurements behind it are in tests/test_explain.py).
 AUTO_RULE = "one map per resolution of at least 4x4, the first at each, averaged"

@@ -1,4 +1,4 @@
-"""Where a feature map's cells lie on the picture, for :mod:`jupyter_cifar.explain`.
+"""Where a feature map's cells lie on the picture, for :mod:`jupyter_cifar.engine.explain`.
 
 A cell's centre is not where resizing the map to the input would put it: valid convolutions and
 floor-rounding poolings shift and shrink the grid. The grid is worked out from the layers' kernel sizes,
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadParameter
+from ...errors import BadParameter
 from .layers import CONVS, Target, node_of
 
 
@@ -28,7 +28,7 @@ class View:
 
 
 def views_of(name: str) -> list[View]:
-    """The views of :func:`jupyter_cifar.tta.with_tta`'s ``views`` and their logits' weights."""
+    """The views of :func:`jupyter_cifar.engine.tta.with_tta`'s ``views`` and their logits' weights."""
     if name == "flip":
         return [View(0.5), View(0.5, flip=True)]
     return [

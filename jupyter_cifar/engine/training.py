@@ -7,7 +7,7 @@ prints, and nothing here knows about widgets, so the same trainer can later run 
 Events (``event["type"]``):
 
 - ``start``: ``epochs`` (of this run), ``initial_epoch`` (history rows before it), ``epochs_done`` (the
-  training the model had before it, fractional: :mod:`jupyter_cifar.history`), ``batches_per_epoch``,
+  training the model had before it, fractional: :mod:`jupyter_cifar.engine.history`), ``batches_per_epoch``,
   ``batch_size``, ``n_train``, ``n_test``, ``seed``, ...
 - ``batch``: ``epoch``, ``batch``, ``batches``, ``loss``, ``accuracy`` (running means over the epoch),
   ``images_per_second``, ``eta_seconds``
@@ -33,10 +33,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from ..errors import BadParameter
 from . import fastview
 from .batches import Batches
 from .data import Dataset
-from .errors import BadParameter
 from .history import epochs_done
 from .nets import (
     DEFAULT_PRESET,
@@ -466,7 +466,7 @@ class _KerasHook(keras.callbacks.Callback):
     """Turns Keras' callback hooks into trainer events, and honours a stop request between batches.
 
     ``self.model`` is the model ``fit`` runs on, which may be a training view of the trainer's model
-    (:mod:`jupyter_cifar.fastview`); validation and checkpoints use the trainer's model itself.
+    (:mod:`jupyter_cifar.engine.fastview`); validation and checkpoints use the trainer's model itself.
     """
 
     def __init__(self, trainer: Trainer, progress: _Progress) -> None:

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .cache import CACHE_FORMAT, describe_error, through_cache
 from .dataset import CLASS_NAMES, Arrays, Dataset, Progress
 

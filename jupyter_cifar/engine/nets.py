@@ -9,26 +9,26 @@ backend-agnostic layers, so the presets also run under ``KERAS_BACKEND=jax`` or 
 ``fast`` (the default) and ``accurate`` follow airbench (Keller Jordan): a frozen 2x2 patch-whitening
 conv set from the training images, three conv/max-pool/BatchNorm groups, a scaled linear head, label
 smoothing 0.2, Nesterov SGD with warm-up and cosine decay, flips that alternate each epoch and 2-pixel
-translations (numpy, in the trainer: :class:`jupyter_cifar.batches.Batches`). ``accurate`` also gives
+translations (numpy, in the trainer: :class:`jupyter_cifar.engine.batches.Batches`). ``accurate`` also gives
 BatchNorm's offsets 64 times the learning rate (airbench's bias scaler, through Keras' ``MultiOptimizer``)
 and averages each test image over its mirror image and 1-pixel shifts inside the saved model
-(:func:`jupyter_cifar.tta.with_tta`).
+(:func:`jupyter_cifar.engine.tta.with_tta`).
 ``fast``, ``accurate`` and ``balanced`` (``accurate`` for 5 epochs in smaller batches) train their
-convolutions' kernels with Muon (:mod:`jupyter_cifar.muon`, airbench94_muon's optimizer), which gets more
-from each epoch than SGD; the other weights keep SGD.
+convolutions' kernels with Muon (:mod:`jupyter_cifar.engine.muon`, airbench94_muon's optimizer), which gets
+more from each epoch than SGD; the other weights keep SGD.
 
 Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_accuracy.py``):
 
 - the backend: ``KERAS_BACKEND`` (read once, when Keras is first imported). TensorFlow, the default, was
   the fastest on the 2-core Xeon (AMX) CPU these presets were tuned on; the same code runs on jax and torch.
-- precision: ``TrainConfig.precision`` / :func:`jupyter_cifar.precision.resolve_precision`. "auto" uses
+- precision: ``TrainConfig.precision`` / :func:`jupyter_cifar.engine.precision.resolve_precision`. "auto" uses
   mixed float16 on a GPU and mixed bfloat16 on CPUs with bfloat16 units (AMX, or AVX512-BF16 under
   TensorFlow), float32 elsewhere.
 - threads: TensorFlow reads ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` and torch
   ``OMP_NUM_THREADS`` at start-up; the defaults (one thread per core) are right on an idle machine.
 - kernels: under TensorFlow the trainer fits a view of the model whose BatchNorm layers run TensorFlow's
   fused kernel and whose many-channel convolutions on small maps compute their kernel's gradient as
-  matrix products (:mod:`jupyter_cifar.fastview`; ``accurate`` trains 1.76x faster on that CPU); the
+  matrix products (:mod:`jupyter_cifar.engine.fastview`; ``accurate`` trains 1.76x faster on that CPU); the
   model itself keeps Keras' layers.
 """
 
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BadParameter
+from ..errors import BadParameter
 from .precision import resolve_precision
 
 if TYPE_CHECKING:
@@ -78,20 +78,20 @@ class Preset:
     # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 matrix units (AMX / AVX512-BF16),
     # float32 elsewhere. Trained weights are float32 either way, and the trained model is saved as float32.
     precision: str = "auto"
-    # Test-time augmentation built into the trained model (:func:`jupyter_cifar.tta.with_tta`): "none",
+    # Test-time augmentation built into the trained model (:func:`jupyter_cifar.engine.tta.with_tta`): "none",
     # "flip" (the image and its mirror image) or "flip-translate" (also both shifted by one pixel each
     # way, as airbench does).
     tta: str = "none"
     # BatchNorm offsets ("beta") learn this many times faster than the other weights (airbench's 64).
     bias_lr: float = 1.0
-    # "muon": the convolutions' kernels train with :class:`jupyter_cifar.muon.KernelMuon` (airbench94_muon's
-    # optimizer) at ``muon_lr`` decaying linearly to zero, with ``muon_momentum``; the optimizer above
-    # keeps the other weights. "sgd": one optimizer for all.
+    # "muon": the convolutions' kernels train with :class:`jupyter_cifar.engine.muon.KernelMuon`
+    # (airbench94_muon's optimizer) at ``muon_lr`` decaying linearly to zero, with ``muon_momentum``; the
+    # optimizer above keeps the other weights. "sgd": one optimizer for all.
     kernels: str = "sgd"
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
-    # airbench's lookahead (:mod:`jupyter_cifar.lookahead`): every 5 steps the weights are pulled towards a
-    # slow average of themselves, harder as training ends; the last step sets them to it.
+    # airbench's lookahead (:mod:`jupyter_cifar.engine.lookahead`): every 5 steps the weights are pulled
+    # towards a slow average of themselves, harder as training ends; the last step sets them to it.
     lookahead: bool = False
     # Small training sets: unless a batch size is asked for, batches shrink so that an epoch has at least
     # this many steps (the learning rate follows; 0: never).
@@ -381,7 +381,7 @@ def make_optimizer(
 
     With ``preset.bias_lr`` other than 1, BatchNorm's offsets get their own optimizer at that multiple of
     the learning rate (Keras' ``MultiOptimizer``, mapping variable paths to optimizers). With
-    ``preset.kernels == "muon"`` the convolutions' kernels get :class:`jupyter_cifar.muon.KernelMuon`
+    ``preset.kernels == "muon"`` the convolutions' kernels get :class:`jupyter_cifar.engine.muon.KernelMuon`
     (registered with Keras' serialization) at ``preset.muon_lr`` times the share ``learning_rate`` is of
     the preset's, its Newton-Schulz iterations in bfloat16 when the model computes in a 16-bit type
     (``compute_dtype``), else in float32.

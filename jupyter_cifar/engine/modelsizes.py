@@ -5,7 +5,7 @@ Keras builds every layer's variables from the config before it reads one weight:
 did not fit. So the shapes are worked out here as Keras would work them out, from each model's input
 through its layers (:func:`check_sizes`), and a model is refused if it would allocate more than
 :data:`MAX_WEIGHTS` weights or :data:`MAX_ACTIVATIONS` numbers per image, or if the variables it would
-build are not the ones its weights file holds. :mod:`jupyter_cifar.modelfiles` calls it once the
+build are not the ones its weights file holds. :mod:`jupyter_cifar.engine.modelfiles` calls it once the
 container and the config's classes have passed.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .layersizes import LAYER_SIZES, Shape, _clip, _Infer, _is_count, _Refused, _shown, _Sizes
 
 MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})

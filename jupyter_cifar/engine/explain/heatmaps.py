@@ -1,5 +1,5 @@
 """Heatmaps for pictures: :func:`explain`, :func:`overlay` and :func:`write_overlays` (see
-:mod:`jupyter_cifar.explain` for how a map is made and why).
+:mod:`jupyter_cifar.engine.explain` for how a map is made and why).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import BadParameter, ImageError
+from ...errors import BadParameter, ImageError
 from ..images import FITS, ImageSource, describe, load_image
 from .explainer import METHODS, explainer_for
 
@@ -34,9 +34,10 @@ def explain(
 ) -> list[np.ndarray | ImageError]:
     """One heatmap per source: float32, shape (height, width) of the source itself, values 0..1.
 
-    ``sources`` are anything :func:`jupyter_cifar.images.load_images` reads (bytes, paths, file objects,
-    PIL images, arrays). A source that cannot be decoded gets its :class:`ImageError` in its slot instead
-    of a map, as :func:`jupyter_cifar.predict.classify` does, and the others are still explained.
+    ``sources`` are anything :func:`jupyter_cifar.engine.images.load_images` reads (bytes, paths, file
+    objects, PIL images, arrays). A source that cannot be decoded gets its :class:`ImageError` in its slot
+    instead of a map, as :func:`jupyter_cifar.engine.predict.classify` does, and the others are still
+    explained.
 
     The map shows where the evidence for the model's top-1 class lies, or for ``class_index`` when given
     (one class for all, or one per source: the label ``classify`` answered, say).
@@ -44,7 +45,7 @@ def explain(
     picture speaks for the class). ``layer``: a layer name (``"outer/inner"`` for one inside a nested
     model) or several, whose maps are averaged; ``None`` chooses by :data:`AUTO_RULE`. ``method``: one
     of :data:`METHODS`. ``fit``: how the picture is made the model's input size ("squish": all of it;
-    "crop" and "pad" as :func:`~jupyter_cifar.images.load_image` does them, which ``classify`` uses);
+    "crop" and "pad" as :func:`~jupyter_cifar.engine.images.load_image` does them, which ``classify`` uses);
     pixels the model did not see are 0 in the map.
 
     Raises :class:`BadParameter` for a layer that does not exist or is not a 2D feature map, a model

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadParameter, DataError
+from ...errors import BadParameter, DataError
 from .cache import ENV_CACHE, default_cache_dir, load_npz_source
 from .dataset import CLASS_NAMES, Arrays, Dataset, Progress, as_dataset, checked
 from .folder import load_image_folder

@@ -1,6 +1,6 @@
 """How each built-in Keras layer the app imports sizes its output and its variables, without Keras.
 
-:mod:`jupyter_cifar.modelsizes` walks a model's graph; for each layer it asks :data:`LAYER_SIZES` what
+:mod:`jupyter_cifar.engine.modelsizes` walks a model's graph; for each layer it asks :data:`LAYER_SIZES` what
 the layer outputs for one image and which variables its ``build`` makes, from its config and its inputs'
 shapes, exactly as Keras 3 works them out (the tests build every rule's layer with Keras and compare).
 A config that Keras would refuse, or that leaves a size unclear, is refused here (:class:`_Refused`).

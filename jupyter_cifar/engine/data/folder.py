@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ...errors import DataError
 from .cache import CACHE_FORMAT, describe_error, through_cache
 from .dataset import CLASS_NAMES, Arrays, Dataset, Progress
 

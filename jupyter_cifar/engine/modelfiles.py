@@ -10,18 +10,18 @@ importing Keras, and Keras only ever sees a file that passed (:func:`inspect_mod
   ``model.weights.h5``) must hold plain groups and datasets stored in that file: no external storage
   or virtual datasets (CVE-2026-1669, CVE-2026-12480: they read other local files), no external or soft
   links, and no dataset declaring far more than it stores or more weights than a CIFAR model has
-  (CVE-2026-0897: shape bombs). These checks live in :mod:`jupyter_cifar.modelcontainers`.
+  (CVE-2026-0897: shape bombs). These checks live in :mod:`jupyter_cifar.engine.modelcontainers`.
 - The config. Every object it names must be one of Keras' building blocks named the way Keras names
   them: no layer that runs code (Lambda bytecode, CVE-2024-3660 and, in ``.h5``, CVE-2025-9905;
   TorchModuleWrapper's pickle, CVE-2025-49655; TFSMLayer's SavedModel, CVE-2026-1462; JaxLayer,
   FlaxLayer), no module or function outside Keras (CVE-2025-1550, CVE-2025-8747), nothing that turns
   safe mode off (CVE-2025-9906), no registered custom object. And every layer must be one whose sizes
-  are worked out here (:data:`~jupyter_cifar.layersizes.SIZED_LAYERS`: the presets' layers, the common
+  are worked out here (:data:`~jupyter_cifar.engine.layersizes.SIZED_LAYERS`: the presets' layers, the common
   Sequential idioms' and ``keras.applications``' image families'), unless the user allows more with
   ``JUPYTER_CIFAR_EXTRA_LAYERS`` or the ``extra_layers`` argument: code-running layers stay refused
   even then.
 - The sizes. Keras builds every layer's variables from the config before it reads one weight, so the
-  shapes are worked out first, without Keras (:mod:`jupyter_cifar.modelsizes`): a model that would
+  shapes are worked out first, without Keras (:mod:`jupyter_cifar.engine.modelsizes`): a model that would
   allocate too much, or build other variables than its weights file holds, is refused.
 
 Loading then goes through Keras' own ``safe_mode`` and without the compile config (a loaded model is
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadParameter, ModelFileError
+from ..errors import BadParameter, ModelFileError
 from .layersizes import SIZED_LAYERS
 from .modelcontainers import one_line, read_config, sniff_format
 from .modelsizes import MAX_LAYERS, MODEL_CLASSES, check_sizes
@@ -44,7 +44,7 @@ from .modelsizes import MAX_LAYERS, MODEL_CLASSES, check_sizes
 if TYPE_CHECKING:
     import keras
 
-#: The layers the presets in :mod:`jupyter_cifar.nets` build, the seed's tutorial CNN included (the
+#: The layers the presets in :mod:`jupyter_cifar.engine.nets` build, the seed's tutorial CNN included (the
 #: ``tutorial`` preset); a test keeps this equal to what the presets' saved models hold.
 APP_LAYERS = frozenset(
     {
@@ -83,8 +83,13 @@ _MODEL_MODULES = frozenset(
 _TOP_LEVEL = MODEL_CLASSES | {"DTypePolicy", "FloatDTypePolicy"}  # what module "keras" may name
 # This package's own registered objects that a training checkpoint's compile config may name, exactly as
 # Keras writes them (module, class, registered name): their code is ours, installed, never the file's;
-# their configs hold numbers. The optimizer of the presets that train their kernels with Muon.
-_OWN_OBJECTS = frozenset({("jupyter_cifar.muon", "KernelMuon", "jupyter_cifar>KernelMuon")})
+# their configs hold numbers. The optimizer of the presets that train their kernels with Muon, under the
+# module it lives in and the one it lived in before the engine became a package (checkpoints of jobs
+# written then; Keras finds it by its registered name either way).
+_OWN_OBJECTS = frozenset(
+    (module, "KernelMuon", "jupyter_cifar>KernelMuon")
+    for module in ("jupyter_cifar.engine.muon", "jupyter_cifar.muon")
+)
 # Keras saves a function it owns (a loss passed as a function) as module "builtins", class "function" and
 # looks the name up among its activations, losses and metrics only; older Keras imported it from anywhere.
 _FUNCTION_MODULES = frozenset({"builtins", "keras.activations", "keras.losses", "keras.metrics"})

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BadParameter, ModelFileError
+from ..errors import BadParameter, ModelFileError
 
 if TYPE_CHECKING:
     import keras

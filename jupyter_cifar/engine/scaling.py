@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BadParameter
+from ..errors import BadParameter
 
 #: ``--scale``: the range its trainer fed it, and the Rescaling (scale, offset) that maps 0..255 to it.
 SCALES: dict[str, tuple[float, float] | None] = {

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import BadParameter, ImageError
 from .data import CLASS_NAMES
-from .errors import BadParameter, ImageError
 from .images import ImageSource, describe, load_images
 from .views import DEFAULT_PLAN, VIEWS, ViewPlan, decode_photos, photo_probabilities
 
@@ -110,12 +110,12 @@ def classify(
     """Top-``top`` labels for each source (bytes, paths, arrays, PIL images), in one batched pass.
 
     A source that cannot be decoded gets ``ok=False`` and its error; the others are still classified.
-    ``views`` (see :mod:`jupyter_cifar.views`): "auto" classifies a picture clearly larger than the model's
-    input from several views of it (the whole frame and crops), which finds an object that is small and
-    off-centre, and a CIFAR-sized one from its one view, as before; "single" always classifies the one
+    ``views`` (see :mod:`jupyter_cifar.engine.views`): "auto" classifies a picture clearly larger than the
+    model's input from several views of it (the whole frame and crops), which finds an object that is small
+    and off-centre, and a CIFAR-sized one from its one view, as before; "single" always classifies the one
     centre crop (the answers of earlier versions); "multi" always uses several views. ``plan``: which
-    views and how they are combined (a stored version's own: :func:`~jupyter_cifar.views.stored_plan`),
-    by default :data:`~jupyter_cifar.views.DEFAULT_PLAN`.
+    views and how they are combined (a stored version's own: :func:`~jupyter_cifar.engine.views.stored_plan`),
+    by default :data:`~jupyter_cifar.engine.views.DEFAULT_PLAN`.
     """
     if top < 1:
         raise BadParameter("--top", f"must be at least 1 (got {top})")

@@ -31,7 +31,7 @@ the object's box, where chance (the box's share of the frame) is 0.15.
 - The picture's own size. The model sees the whole picture resized to its input (``fit="squish"``, so no
   part of the picture goes unseen); the map is computed back onto every pixel of the original.
 
-Models with test-time augmentation built in (:func:`jupyter_cifar.tta.with_tta`) are explained view by
+Models with test-time augmentation built in (:func:`jupyter_cifar.engine.tta.with_tta`) are explained view by
 view: each view (the picture, its mirror image, shifted copies) gets its own map, which is mapped back
 through its view (the flip undone) and averaged with the weights the model gives the views' logits.
 Mixed-precision models are explained through a float32 copy. Only the TensorFlow backend is supported.
