@@ -73,7 +73,7 @@ def _compiled(model: keras.Model, batch: Any) -> np.ndarray:
 def _eager(model: keras.Model, batch: Any) -> np.ndarray:
     import keras
 
-    return np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)))
+    return keras.ops.convert_to_numpy(model(batch, training=False))
 
 
 def _input_size(model: keras.Model) -> tuple[int, int] | None:
