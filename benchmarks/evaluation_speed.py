@@ -102,7 +102,7 @@ def main() -> None:
     data = load_cifar10(args.data)
     x = data.x_test[: args.images]
     precision = resolve_precision("auto")
-    dtype = "bfloat16" if "bfloat16" in precision else "float16" if "float16" in precision else "float32"
+    dtype = keras.mixed_precision.DTypePolicy(precision).compute_dtype
     peak = max(matmul_gflops(2048, dtype, reps=4)() for _ in range(3))
     print(f"evaluation speed, backend {keras.backend.backend()}, {machine()}")
     print(f"precision {precision}; TensorFlow's {dtype} matmul peak (2048 square, best): {peak:.0f} GFLOP/s")
