@@ -58,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a network on CIFAR-10")
     train.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="network and recipe")
-    train.add_argument("--epochs", type=count, metavar="N", help="default: the preset's")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=count, metavar="N", help="default: the preset's")
+    length.add_argument(
+        "--minutes",
+        type=positive_float,
+        metavar="M",
+        help="train for M minutes instead (from the first batch to the last; the final evaluation "
+        "follows), the learning rate's schedule spread over them",
+    )
     train.add_argument("--batch-size", type=count, metavar="N", help="default: the preset's")
     train.add_argument("--learning-rate", type=positive_float, metavar="LR")
     train.add_argument("--train-limit", type=count, metavar="N", help="train on N images")
@@ -147,6 +155,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
     config = TrainConfig(
         preset=args.preset,
         epochs=args.epochs,
+        minutes=args.minutes,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         train_limit=args.train_limit,

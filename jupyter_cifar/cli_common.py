@@ -207,6 +207,7 @@ class ProgressBar:
         self.out = out
         self.bar: Any = None
         self.tty = sys.stderr.isatty()
+        self.budget: float | None = None  # seconds, for a run with a time budget
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -218,23 +219,30 @@ class ProgressBar:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
+            minutes = event.get("minutes")
+            length = f"for {minutes:g} minutes" if minutes else f"{event['epochs']} epochs"
             self.out.note(
                 f"training {event['preset']} on {event['n_train']} images, "
-                f"{event['epochs']} epochs of {event['batches_per_epoch']} batches "
+                f"{length} of {event['batches_per_epoch']} batches "
                 f"(batch {event['batch_size']}, seed {event['seed']})"
             )
             if self.tty:
                 from tqdm import tqdm
 
+                # A time budget's bar counts seconds; an epoch count's, batches.
+                self.budget = minutes * 60 if minutes else None
                 self.bar = tqdm(
-                    total=event["epochs"] * event["batches_per_epoch"],
-                    unit="batch",
+                    total=self.budget or event["epochs"] * event["batches_per_epoch"],
+                    unit="s" if minutes else "batch",
                     file=sys.stderr,
                     mininterval=0.2,
                     dynamic_ncols=True,
                 )
         elif kind == "batch" and self.bar is not None:
-            self.bar.update(1)
+            if self.budget:
+                self.bar.update(round(event["done"] * self.budget) - self.bar.n)
+            else:
+                self.bar.update(1)
             self.bar.set_postfix(
                 epoch=event["epoch"],
                 loss=event["loss"],

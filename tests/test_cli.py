@@ -105,6 +105,8 @@ def test_classify_all_good_exits_0_with_text(trained, cifar10_dir: Path) -> None
     [
         (["train", "--epochs", "0"], ["--epochs", "at least 1"]),
         (["train", "--epochs", "many"], ["--epochs", "many"]),
+        (["train", "--epochs", "2", "--minutes", "1"], ["--minutes", "not allowed with", "--epochs"]),
+        (["train", "--minutes", "0"], ["--minutes", "0"]),
         (["train", "--preset", "resnet9000"], ["--preset", "resnet9000"]),
         (["train", "--learning-rate", "-1"], ["--learning-rate"]),
         (["train", "--save", "model.h5"], ["--save", ".keras"]),

@@ -34,6 +34,22 @@ def submit(store_uri: str, **fields) -> str:
         ).id
 
 
+def kill_after_epochs(store_uri: str, jobs, job: str, epochs: int) -> None:
+    """Run the job in a process of its own and kill it (-9) once it has told the store of ``epochs``
+    epochs (and, half a second later, their checkpoint)."""
+    env = {**os.environ, "JUPYTER_CIFAR_STORE": store_uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_cifar.jobs.runner", job], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while sum(e["type"] == "epoch" for _, e in jobs.events(job)) < epochs:
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {epochs} epochs trained"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its checkpoint follows the epoch's events
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar10_dir: Path) -> None:
     job = submit(store_uri, data=str(cifar10_dir), save="from-job", tags={"via": "job"}, seed=7)
     assert run_job(store_uri, job) == "finished"
@@ -85,19 +101,9 @@ def test_a_job_whose_process_is_killed_is_interrupted_and_a_resume_finishes_it(
     store_uri: str, cifar10_dir: Path
 ) -> None:
     job = submit(store_uri, data=str(cifar10_dir), epochs=3, train_limit=1000, save="resumed")
-    env = {**os.environ, "JUPYTER_CIFAR_STORE": store_uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter_cifar.jobs.runner", job], env=env)
     with open_store(store_uri) as models:
         jobs = open_job_store(models)
-        try:
-            deadline = time.monotonic() + 120
-            while not any(e["type"] == "epoch" for _, e in jobs.events(job)):  # one epoch done and kept
-                assert proc.poll() is None and time.monotonic() < deadline, "the job never finished an epoch"
-                time.sleep(0.05)
-            time.sleep(0.5)  # its checkpoint follows the epoch's events
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        kill_after_epochs(store_uri, jobs, job, 1)
         assert jobs.get(job).state == "running"  # nobody knows yet ...
         assert jobs.mark_interrupted(stale=0) == [job]  # ... until its heartbeat is missed
         assert jobs.get(job).state == "interrupted"
@@ -110,3 +116,23 @@ def test_a_job_whose_process_is_killed_is_interrupted_and_a_resume_finishes_it(
         history = saved.metadata["history"]
         assert [row["epoch"] for row in history] == list(range(1, 4))  # every epoch, in one version
         assert done_before >= 1 and models.list(name="resumed").total == 1
+
+
+def test_a_resumed_job_with_a_time_budget_trains_for_the_time_it_has_left(
+    store_uri: str, cifar10_dir: Path
+) -> None:
+    job = submit(store_uri, data=str(cifar10_dir), preset="fast", epochs=None, minutes=0.3, train_limit=1000)
+    with open_store(store_uri) as models:
+        jobs = open_job_store(models)
+        kill_after_epochs(store_uri, jobs, job, 2)
+        jobs.mark_interrupted(stale=0)
+        before = [e for _, e in jobs.events(job) if e["type"] == "epoch"]
+        jobs.resume(job)
+        assert run_job(store_uri, job) == "finished"
+        starts = [e for _, e in jobs.events(job) if e["type"] == "start"]
+        kept = starts[1]["initial_epoch"]  # the epochs its checkpoint held
+        spent = sum(e["seconds"] for e in before if e["epoch"] <= kept) / 60
+        assert kept >= 1 and starts[1]["epochs"] is None
+        assert [s["minutes"] for s in starts] == [0.3, pytest.approx(0.3 - spent, abs=1e-3)]
+        history = models.resolve(f"job-{job}").metadata["history"]
+        assert len(history) > starts[1]["initial_epoch"]  # it trained on from the checkpoint

@@ -7,6 +7,7 @@ called as a click would call them, and the test reads the traits the browser wou
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from polling import wait_for
 from storetools import tiny_model
 
 from jupyter_cifar.engine.data import CLASS_NAMES
+from jupyter_cifar.engine.history import epochs_text
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.progress import TrainingProgress
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve
@@ -125,6 +127,29 @@ def test_stop_ends_training_within_a_batch(app: App) -> None:
         assert len(seen) < 3000, seen[-3:]
     assert set(seen) <= {"stopping after this batch…", "evaluating on the test images…"}, set(seen)
     assert len(panel.trainer.result.history) == 1 and not panel.trainer.result.history[0]["complete"]
+
+
+def test_training_for_minutes_instead_of_epochs(app: App) -> None:
+    panel, seen = app.train, set()
+    panel.form.preset.value = "fast"
+    panel.form.limit.value = 1000
+    panel.form.minutes.value = 0.1  # 6 s of training: several epochs of 1,000 images
+    assert panel.form.epochs.disabled  # the minutes rule while they are set
+    config = panel.form.config()
+    assert (config.minutes, config.epochs) == (0.1, None)
+    click(panel.start_button)
+    while panel.trainer is None or panel.trainer.state in ("ready", "running"):
+        seen.add(panel.status.value)
+        time.sleep(0.02)
+    wait_for(lambda: panel.start_button.disabled is False, what="the Start button")
+    assert any(re.match(r"epoch \d+ · \d+% of 0.1 minutes · batch", s) for s in seen), seen
+    assert panel.progress.epoch_bar.description == "Time" and panel.progress.epoch_bar.max == 100
+    result = panel.trainer.result
+    assert result.status == "finished" and len(result.history) > 1
+    assert panel.status.value.startswith(f"finished after {epochs_text(result.epochs)}")
+    assert "for 0.1 minutes more" in panel.continue_note.value
+    panel.form.minutes.value = 0
+    assert not panel.form.epochs.disabled and panel.form.config().epochs == panel.form.epochs.value
 
 
 def test_continue_appends_to_the_model_in_hand(app: App) -> None:

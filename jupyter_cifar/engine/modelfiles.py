@@ -85,10 +85,16 @@ _TOP_LEVEL = MODEL_CLASSES | {"DTypePolicy", "FloatDTypePolicy"}  # what module 
 # Keras writes them (module, class, registered name): their code is ours, installed, never the file's;
 # their configs hold numbers. The optimizer of the presets that train their kernels with Muon, under the
 # module it lives in and the one it lived in before the engine became a package (checkpoints of jobs
-# written then; Keras finds it by its registered name either way).
+# written then; Keras finds it by its registered name either way), and the learning-rate schedule of a run
+# with a time budget (around one of Keras' schedules).
 _OWN_OBJECTS = frozenset(
-    (module, "KernelMuon", "jupyter_cifar>KernelMuon")
-    for module in ("jupyter_cifar.engine.muon", "jupyter_cifar.muon")
+    {
+        *(
+            (module, "KernelMuon", "jupyter_cifar>KernelMuon")
+            for module in ("jupyter_cifar.engine.muon", "jupyter_cifar.muon")
+        ),
+        ("jupyter_cifar.engine.clock", "OnTheClock", "jupyter_cifar>OnTheClock"),
+    }
 )
 # Keras saves a function it owns (a loss passed as a function) as module "builtins", class "function" and
 # looks the name up among its activations, losses and metrics only; older Keras imported it from anywhere.

@@ -375,7 +375,11 @@ CONV_KERNELS = r".*_conv\d/kernel"  # and of their trained convolutions' kernels
 
 
 def make_optimizer(
-    preset: Preset, learning_rate: float, total_steps: int, compute_dtype: str = "float32"
+    preset: Preset,
+    learning_rate: float,
+    total_steps: int,
+    compute_dtype: str = "float32",
+    clock: keras.Variable | None = None,
 ) -> keras.Optimizer:
     """The preset's optimizer: Keras' own, and ours for Muon (a checkpoint names it; a saved model does not).
 
@@ -385,19 +389,32 @@ def make_optimizer(
     (registered with Keras' serialization) at ``preset.muon_lr`` times the share ``learning_rate`` is of
     the preset's, its Newton-Schulz iterations in bfloat16 when the model computes in a 16-bit type
     (``compute_dtype``), else in float32.
+
+    With ``clock`` (a time budget: :mod:`jupyter_cifar.engine.budget`) the schedules follow the share of
+    the time spent instead of ``total_steps``.
     """
     import keras
+
+    if clock is not None:
+        from .clock import STEPS, OnTheClock
+
+        total_steps = STEPS
+
+    def scheduled(schedule: keras.optimizers.schedules.LearningRateSchedule) -> Any:
+        return schedule if clock is None else OnTheClock(schedule, total_steps, clock)
 
     def one(rate: float) -> keras.Optimizer:
         lr: float | keras.optimizers.schedules.LearningRateSchedule = rate
         if preset.schedule == "cosine":
             warmup = max(1, round(total_steps * preset.warmup))
-            lr = keras.optimizers.schedules.CosineDecay(
-                initial_learning_rate=rate / 10,
-                decay_steps=max(1, total_steps - warmup),
-                warmup_target=rate,
-                warmup_steps=warmup,
-                alpha=0.01,
+            lr = scheduled(
+                keras.optimizers.schedules.CosineDecay(
+                    initial_learning_rate=rate / 10,
+                    decay_steps=max(1, total_steps - warmup),
+                    warmup_target=rate,
+                    warmup_steps=warmup,
+                    alpha=0.01,
+                )
             )
         optimizer: keras.Optimizer
         if preset.optimizer == "sgd":
@@ -422,7 +439,7 @@ def make_optimizer(
         # A learning rate other than the preset's (asked for, a small set's smaller batches, a fine-tuning's
         # share) scales Muon's too.
         rate = preset.muon_lr * learning_rate / preset.learning_rate
-        decay = keras.optimizers.schedules.PolynomialDecay(rate, max(1, total_steps), 0.0)
+        decay = scheduled(keras.optimizers.schedules.PolynomialDecay(rate, max(1, total_steps), 0.0))
         ns_dtype = "bfloat16" if compute_dtype in ("bfloat16", "float16") else "float32"
         optimizers[CONV_KERNELS] = KernelMuon(decay, momentum=preset.muon_momentum, ns_dtype=ns_dtype)
     elif preset.kernels != "sgd":
@@ -441,7 +458,13 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def compile_for_training(model: keras.Model, preset: Preset, learning_rate: float, total_steps: int) -> bool:
+def compile_for_training(
+    model: keras.Model,
+    preset: Preset,
+    learning_rate: float,
+    total_steps: int,
+    clock: keras.Variable | None = None,
+) -> bool:
     """Compile with the preset's recipe; returns whether labels must be given one-hot.
 
     The compile config names Keras' own objects, and ours for Muon (registered): a checkpoint holds it,
@@ -458,7 +481,7 @@ def compile_for_training(model: keras.Model, preset: Preset, learning_rate: floa
         else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     )
     model.compile(
-        optimizer=make_optimizer(preset, learning_rate, total_steps, model.dtype_policy.compute_dtype),
+        optimizer=make_optimizer(preset, learning_rate, total_steps, model.dtype_policy.compute_dtype, clock),
         loss=loss,
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy")

@@ -6,11 +6,13 @@ prints, and nothing here knows about widgets, so the same trainer can later run 
 
 Events (``event["type"]``):
 
-- ``start``: ``epochs`` (of this run), ``initial_epoch`` (history rows before it), ``epochs_done`` (the
-  training the model had before it, fractional: :mod:`jupyter_cifar.engine.history`), ``batches_per_epoch``,
-  ``batch_size``, ``n_train``, ``n_test``, ``seed``, ...
+- ``start``: ``epochs`` (of this run; ``None`` when it trains for ``minutes`` instead), ``minutes``,
+  ``initial_epoch`` (history rows before it), ``epochs_done`` (the training the model had before it,
+  fractional: :mod:`jupyter_cifar.engine.history`), ``batches_per_epoch``, ``batch_size``, ``n_train``,
+  ``n_test``, ``seed``, ...
 - ``batch``: ``epoch``, ``batch``, ``batches``, ``loss``, ``accuracy`` (running means over the epoch),
-  ``images_per_second``, ``eta_seconds``
+  ``images_per_second``, ``eta_seconds``, ``done`` (the share of this run done: of its batches, or of its
+  time)
 - ``epoch``: one history row: ``epoch``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
   ``seconds``, ``batches``, ``batches_per_epoch``, ``complete``
 - ``evaluation``: ``accuracy``, ``n``, ``per_class``, ``confusion``, ``worst``
@@ -27,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -36,6 +37,8 @@ import numpy as np
 from ..errors import BadParameter
 from . import fastview
 from .batches import Batches
+from .budget import check_backend, check_minutes
+from .clock import new_clock
 from .data import Dataset
 from .history import epochs_done
 from .nets import (
@@ -48,12 +51,14 @@ from .nets import (
 )
 from .precision import PRECISIONS, resolve_precision
 from .predict import Evaluation, evaluate_probabilities, predict_proba
+from .progress import KerasHook, Progress
 from .tta import tta_views, with_tta, without_tta
 
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
+BUDGET_EPOCHS = 1000  # what a run with a time budget may reach before its time is up
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,22 @@ class TrainConfig:
     # else float32), or a Keras dtype policy name. A model trained in float16 is returned as float32.
     precision: str | None = None
     validate_each_epoch: bool = True  # False: only the final evaluation (saves a pass per epoch)
+    # Train for this long instead of for epochs, the learning rates' schedules spread over the time
+    # (:mod:`jupyter_cifar.engine.budget`); the last epoch is then a part of one. Not with ``epochs``.
+    minutes: float | None = None
 
     def resolved(self) -> TrainConfig:
         """Preset defaults filled in; every value checked (``BadParameter`` names the flag)."""
         preset = get_preset(self.preset)
-        epochs = preset.epochs if self.epochs is None else self.epochs
+        epochs: int | None = preset.epochs if self.epochs is None else self.epochs
         batch_size = preset.batch_size if self.batch_size is None else self.batch_size
         _at_least(epochs, 1, "--epochs")
+        minutes = self.minutes
+        if minutes is not None:  # a budgeted run: no number of epochs
+            minutes = check_minutes(minutes)
+            if self.epochs is not None:
+                raise BadParameter("--minutes", "give either --epochs or --minutes, not both")
+            epochs = None
         _at_least(batch_size, 1, "--batch-size")
         lr = self.learning_rate
         if lr is None:
@@ -95,7 +109,13 @@ class TrainConfig:
             raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         seed = random.randrange(2**31) if self.seed is None else self.seed
         return replace(
-            self, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, precision=precision
+            self,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            seed=seed,
+            precision=precision,
+            minutes=minutes,
         )
 
 
@@ -203,6 +223,8 @@ class Trainer:
                 "--batch-size",
                 f"{self.config.batch_size} is larger than the {len(self.data.x_train)} training images",
             )
+        if self.config.minutes is not None:
+            check_backend()
         self.model = model
         self.history: list[dict[str, Any]] = [dict(h) for h in history]
         self.parent = parent
@@ -217,6 +239,8 @@ class Trainer:
         self._tta = "none"  # the test-time augmentation the returned model gets (tta.TTA_VIEWS)
         self._last_epoch = 0
         self.policy = "float32"  # the dtype policy training ran under
+        self.clock: keras.Variable | None = None  # with a time budget: the share of it spent
+        self.time_up = False
 
     # -- observing -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -263,12 +287,14 @@ class Trainer:
     # -- the work --------------------------------------------------------------------------------
     def _run(self) -> None:
         start = time.perf_counter()
-        counter = _Progress(self)
+        counter = Progress(self)
         model = self.model
         try:
             keras.utils.set_random_seed(self.config.seed)
             cfg, data = self.config, self.data
-            assert cfg.epochs is not None and cfg.batch_size is not None and cfg.seed is not None
+            assert cfg.batch_size is not None and cfg.seed is not None
+            if cfg.minutes is not None:
+                self.clock = new_clock()
             n_classes = len(data.class_names)
             if self.model is None:
                 self.policy = resolve_precision(cfg.precision or "auto")
@@ -281,19 +307,22 @@ class Trainer:
                 self.policy = model.dtype_policy.name
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
-            steps = batches * cfg.epochs
+            # A budgeted run goes on until its time is up (the hook stops it), at most this many epochs.
+            epochs = cfg.epochs if cfg.epochs is not None else BUDGET_EPOCHS
+            steps = batches * epochs
             one_hot = _compile(model, self, steps)
             fit_model = fastview.for_training(model)  # shares model's variables: training it trains model
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
-            self._last_epoch = initial + cfg.epochs
+            self._last_epoch = initial + epochs
             self._publish(
                 {
                     "type": "start",
                     "preset": cfg.preset,
                     "architecture": model.name,
                     "epochs": cfg.epochs,
+                    "minutes": cfg.minutes,
                     "initial_epoch": initial,
                     "epochs_done": epochs_done(self.history),  # before this run: where its curve starts
                     "batches_per_epoch": batches,
@@ -305,15 +334,15 @@ class Trainer:
                     "parent": self.parent,
                 }
             )
-            counter.begin(batches, cfg.epochs, cfg.batch_size)
+            counter.begin(batches, epochs, cfg.batch_size)
             if not self._stop.is_set():
-                hook = _KerasHook(self, counter)
+                hook = KerasHook(self, counter)
                 if self.preset.augment == "none":
                     fit_model.fit(
                         data.x_train,
                         labels,
                         batch_size=cfg.batch_size,
-                        epochs=initial + cfg.epochs,
+                        epochs=initial + epochs,
                         initial_epoch=initial,
                         shuffle=True,
                         verbose=0,
@@ -331,7 +360,7 @@ class Trainer:
                     try:
                         fit_model.fit(
                             batches_source,
-                            epochs=initial + cfg.epochs,
+                            epochs=initial + epochs,
                             initial_epoch=initial,
                             verbose=0,
                             callbacks=[hook, *self._recipe_callbacks(model, steps)],
@@ -379,6 +408,8 @@ class Trainer:
         """The preset's training-time pieces that live outside the model and its optimizer."""
         if not self.preset.lookahead:
             return []
+        if self.clock is not None:
+            raise BadParameter("--minutes", "lookahead's pull is planned in steps; train for epochs with it")
         from .lookahead import Lookahead
 
         floats = [v for v in model.variables if "float" in str(v.dtype)]  # the model's, not the view's
@@ -430,115 +461,4 @@ def _compile(model: keras.Model, trainer: Trainer, total_steps: int) -> bool:
 
     lr = trainer.config.learning_rate
     assert lr is not None
-    return compile_for_training(model, trainer.preset, lr, total_steps)
-
-
-class _Progress:
-    """Counts images and time; estimates speed (moving average) and the time left."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.images = 0
-        self.train_seconds = 0.0
-        self.rate = 0.0  # images/s, exponential moving average
-        self.batches = self.epochs = self.batch_size = 0
-        self.done_batches = 0
-
-    def begin(self, batches: int, epochs: int, batch_size: int) -> None:
-        self.batches, self.epochs, self.batch_size = batches, epochs, batch_size
-
-    def batch(self, size: int, seconds: float) -> None:
-        self.images += size
-        self.train_seconds += seconds
-        self.done_batches += 1
-        now = size / seconds if seconds > 0 else 0.0
-        # The first batches include graph tracing: start the average from the overall rate.
-        self.rate = now if self.done_batches <= 2 else 0.9 * self.rate + 0.1 * now
-
-    def eta(self) -> float:
-        if self.done_batches < 3:  # the first batches trace the graph: their pace says nothing yet
-            return float("nan")
-        left = self.batches * self.epochs - self.done_batches
-        return left * self.batch_size / self.rate if self.rate > 0 else float("nan")
-
-
-class _KerasHook(keras.callbacks.Callback):
-    """Turns Keras' callback hooks into trainer events, and honours a stop request between batches.
-
-    ``self.model`` is the model ``fit`` runs on, which may be a training view of the trainer's model
-    (:mod:`jupyter_cifar.engine.fastview`); validation and checkpoints use the trainer's model itself.
-    """
-
-    def __init__(self, trainer: Trainer, progress: _Progress) -> None:
-        super().__init__()
-        self.trainer = trainer
-        self.progress = progress
-        self.epoch_start = self.batch_start = 0.0
-        self.epoch_batches = 0
-        self.last_logs: dict[str, Any] = {}
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_start = time.perf_counter()
-        self.epoch_batches = 0
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self.batch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        p, t = self.progress, self.trainer
-        n_train = len(t.data.x_train)
-        size = min(p.batch_size, n_train - batch * p.batch_size)
-        p.batch(size, time.perf_counter() - self.batch_start)
-        self.epoch_batches = batch + 1
-        logs = logs or {}
-        self.last_logs = logs
-        t._publish(
-            {
-                "type": "batch",
-                "epoch": len(t.history) + 1,
-                "batch": batch + 1,
-                "batches": p.batches,
-                "loss": _num(logs.get("loss")),
-                "accuracy": _num(logs.get("accuracy")),
-                "images_per_second": round(p.rate, 1),
-                "eta_seconds": _num(p.eta()),
-            }
-        )
-        if t.stopping:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        t, p = self.trainer, self.progress
-        logs = logs or self.last_logs
-        complete = self.epoch_batches == p.batches
-        row: dict[str, Any] = {
-            "epoch": len(t.history) + 1,
-            "loss": _num(logs.get("loss")),
-            "accuracy": _num(logs.get("accuracy")),
-            "val_loss": None,
-            "val_accuracy": None,
-            "seconds": round(time.perf_counter() - self.epoch_start, 3),
-            "batches": self.epoch_batches,
-            "batches_per_epoch": p.batches,
-            "complete": complete,
-        }
-        t.history.append(row)
-        assert t.model is not None
-        model = t.model
-        if complete and row["epoch"] == t._last_epoch and not t.stopping:
-            model = t.final_model()  # the last validation and checkpoint are of the returned model
-        if not t.stopping and (t.config.validate_each_epoch or model is not t.model):
-            row.update(t._validate(model, row["epoch"]))
-        if t.config.checkpoint:
-            from .modelfiles import save_model
-
-            save_model(model, Path(t.config.checkpoint))
-        t._publish({"type": "epoch", **row})
-
-
-def _num(value: Any) -> float | None:
-    """A finite float rounded for JSON, or None (JSON has no NaN)."""
-    if value is None:
-        return None
-    f = float(value)
-    return round(f, 6) if math.isfinite(f) else None
+    return compile_for_training(model, trainer.preset, lr, total_steps, trainer.clock)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cli_common import ProgressBar, add_json_arg, add_store_arg, count
 from ..errors import BadParameter
-from .records import STATES
+from .records import STATES, describe_spec
 
 WATCH_POLL_SECONDS = 10  # each long poll waits this long for an event at most
 
@@ -59,6 +59,7 @@ def detach(args: argparse.Namespace, out: Any, tags: dict[str, str]) -> int:
     spec = {
         "preset": args.preset,
         "epochs": args.epochs,
+        "minutes": args.minutes,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "train_limit": args.train_limit,
@@ -120,8 +121,6 @@ def _watch(client: Any, job_id: str, out: Any) -> int:
 
 
 def _line(job: dict[str, Any]) -> str:
-    spec = job["spec"]
-    what = spec.get("parent") or spec.get("preset") or "the default preset"
     result = ""
     if job["model"]:
         result = f" -> {job['model']}" + (
@@ -129,6 +128,7 @@ def _line(job: dict[str, Any]) -> str:
         )
     progress = f" {job['progress']:.0%}" if job["state"] in ("running", "stopping") else ""
     error = f": {job['error']}" if job["error"] else ""
+    what = describe_spec(job["spec"])
     return f"{job['id']}  {job['state']}{progress}  {what}, created {job['created'][:19]}{result}{error}"
 
 

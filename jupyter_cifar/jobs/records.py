@@ -20,6 +20,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..engine.budget import check_minutes, minutes_text
 from ..errors import BadParameter
 from ..store.records import Ref, check_name, check_notes, check_tags
 
@@ -32,6 +33,7 @@ MAX_EPOCHS = 1000
 _SPEC_FIELDS = (
     "preset",
     "epochs",
+    "minutes",
     "batch_size",
     "learning_rate",
     "train_limit",
@@ -53,6 +55,7 @@ class JobSpec:
 
     preset: str | None = None
     epochs: int | None = None
+    minutes: float | None = None  # train for this long instead of for epochs (not with epochs)
     batch_size: int | None = None
     learning_rate: float | None = None
     train_limit: int | None = None
@@ -92,6 +95,13 @@ class JobSpec:
                 raise BadParameter(
                     name, f"must be a whole number from {low} to {high} (got {str(number)[:40]!r})"
                 )
+        minutes = value.get("minutes")
+        if minutes is not None:
+            minutes = check_minutes(minutes, "minutes")
+            if value.get("epochs") is not None:
+                raise BadParameter("minutes", "give either epochs or minutes, not both")
+            if value.get("photos") is not None:
+                raise BadParameter("minutes", "a fine-tuning on photos trains for epochs")
         rate = value.get("learning_rate")
         if rate is not None and (
             not isinstance(rate, int | float)
@@ -124,6 +134,7 @@ class JobSpec:
         return cls(
             preset=preset,
             epochs=value.get("epochs"),
+            minutes=minutes,
             batch_size=value.get("batch_size"),
             learning_rate=float(rate) if rate is not None else None,
             train_limit=value.get("train_limit"),
@@ -139,6 +150,20 @@ class JobSpec:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    """What a job trains, in a few words: "fast, 3 epochs, 2,000 images", "balanced, 9 minutes" or
+    "more of fast-run:2"."""
+    what = f"more of {spec['parent']}" if spec.get("parent") else (spec.get("preset") or "default network")
+    parts = [what]
+    if spec.get("epochs"):
+        parts.append(f"{spec['epochs']} epoch" + ("s" if spec["epochs"] != 1 else ""))
+    if spec.get("minutes"):
+        parts.append(minutes_text(spec["minutes"]))
+    if spec.get("train_limit"):
+        parts.append(f"{spec['train_limit']:,} images")
+    return ", ".join(parts)
 
 
 @dataclass

@@ -8,8 +8,8 @@ session of its own, so that the server may die and the job go on); a Dask worker
 While the trainer runs, its events are published in order about five times a second, a heartbeat every
 ``HEARTBEAT_SECONDS`` carries the progress and brings back any stop request (the trainer then stops
 after its current batch), and the checkpoint the trainer writes at each epoch's end replaces the job's
-one. A job resumed after an interruption goes on from that checkpoint, to the epochs its spec asks, as
-one model whose history holds every epoch.
+one. A job resumed after an interruption goes on from that checkpoint, to the epochs its spec asks (or
+for the time its budget has left), as one model whose history holds every epoch.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class _Run:
         self.trainer: Any = None
         self.plan: Any = None  # a fine-tuning's (spec.photos): it measures before and after
         self.progress: dict[str, Any] = {}
-        self.initial = 0  # history rows before this run
 
     def run(self) -> str:
         job = self.record
@@ -134,7 +133,7 @@ class _Run:
             history = list(stored.metadata.get("history") or [])
             preset = preset or stored.metadata.get("preset")
         parent_model = model  # a resumed job trains its checkpoint; a fine-tuning measures this "before"
-        epochs = spec.epochs
+        epochs, minutes = spec.epochs, spec.minutes
         if spec.photos is not None and epochs is None:
             from ..photos.finetune import DEFAULT_EPOCHS
 
@@ -152,12 +151,17 @@ class _Run:
                         rows[event["epoch"]] = {k: v for k, v in event.items() if k != "type"}
                 own = [rows[n] for n in range(len(history) + 1, held + 1) if n in rows]
                 history = history + own
-                ran = sum(1 for row in own if row.get("complete"))
-                total = epochs if epochs is not None else get_preset(preset or DEFAULT_PRESET).epochs
-                epochs = max(1, total - ran)
+                if minutes is not None:  # the time its budget has left by its epochs (a 20th at least)
+                    spent = sum(row.get("seconds") or 0.0 for row in own) / 60
+                    minutes = max(minutes / 20, minutes - spent)
+                else:
+                    ran = sum(1 for row in own if row.get("complete"))
+                    total = epochs if epochs is not None else get_preset(preset or DEFAULT_PRESET).epochs
+                    epochs = max(1, total - ran)
         config = TrainConfig(
             preset=preset or DEFAULT_PRESET,
             epochs=epochs,
+            minutes=minutes,
             batch_size=spec.batch_size,
             learning_rate=spec.learning_rate,
             train_limit=spec.train_limit,
@@ -207,11 +211,9 @@ class _Run:
             self.pending.append({**event, "time": round(time.time(), 3)})
         kind = event["type"]
         if kind == "start":
-            self.initial = event["initial_epoch"]
             self.progress = {"epochs": event["epochs"], "epoch": 0, "fraction": 0.0}
         elif kind == "batch":
-            run_epoch = event["epoch"] - self.initial
-            done = (run_epoch - 1 + event["batch"] / event["batches"]) / (self.progress.get("epochs") or 1)
+            done = event["done"]  # of this run's batches, or of its time
             self.progress = {
                 **self.progress,
                 "epoch": event["epoch"],

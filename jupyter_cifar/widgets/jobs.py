@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..jobs.records import RESUMABLE
+from ..jobs.records import RESUMABLE, describe_spec
 from .common import NO_MATH, button, text_html
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,6 @@ STATE_COLOURS = {
     "failed": "#b00020",
     "interrupted": "#b00020",
 }
-
-
-def describe_spec(spec: dict[str, Any]) -> str:
-    """What a job trains, in a few words: "fast, 3 epochs, 2,000 images" or "more of fast-run:2"."""
-    what = f"more of {spec['parent']}" if spec.get("parent") else (spec.get("preset") or "default network")
-    parts = [what]
-    if spec.get("epochs"):
-        parts.append(f"{spec['epochs']} epoch" + ("s" if spec["epochs"] != 1 else ""))
-    if spec.get("train_limit"):
-        parts.append(f"{spec['train_limit']:,} images")
-    return ", ".join(parts)
 
 
 class JobRow(w.HBox):

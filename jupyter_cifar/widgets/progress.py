@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..engine.budget import minutes_text
 from ..engine.history import epoch_ends, epoch_fractions, epochs_text
 from .common import label, legend_html, row_layout
 from .curves import TRAIN_COLOUR, VAL_COLOUR, loss_accuracy_figure
@@ -97,11 +98,14 @@ class TrainingProgress:
                 curve.clear()
             self._draw_history(self._prior if event["initial_epoch"] else [])
         self._keep = True  # a later start of the same run (a resumed job) goes on from its epochs
-        self.epoch_bar.max, self.epoch_bar.value = event["epochs"], 0
+        # A run with a time budget has no number of epochs: its first bar counts its time, in percent.
+        self.epoch_bar.max, self.epoch_bar.value = event["epochs"] or 100, 0
+        self.epoch_bar.description = "Time" if event.get("minutes") else "Epoch"
         self.batch_bar.max, self.batch_bar.value = event["batches_per_epoch"], 0
+        length = _budget(event) or epochs_text(event["epochs"])
         self.status.value = (
             f"training {event['architecture']} on {event['n_train']:,} images: "
-            f"{epochs_text(event['epochs'])} of {event['batches_per_epoch']} batches (seed {event['seed']})"
+            f"{length} of {event['batches_per_epoch']} batches (seed {event['seed']})"
         )
         self.flush(force=True)
 
@@ -153,16 +157,21 @@ class TrainingProgress:
             return
         start = self._start
         run_epoch = batch["epoch"] - start["initial_epoch"]
-        self.epoch_bar.value = run_epoch - 1
+        budget = _budget(start)
+        self.epoch_bar.value = round(100 * batch.get("done", 0.0)) if budget else run_epoch - 1
         self.batch_bar.value = batch["batch"]
         if run.stopping:
             self.status.value = "stopping after this batch…"
             return
         in_all = ""
-        if self.offset:
-            in_all = f" ({_number(self.offset)} → {_number(self.offset + start['epochs'])} epochs in all)"
+        if budget:
+            where = f"epoch {run_epoch} · {batch.get('done', 0.0):.0%} of {budget}"
+        else:
+            where = f"epoch {run_epoch}/{start['epochs']}"
+            if self.offset:
+                in_all = f" ({_number(self.offset)} → {_number(self.offset + start['epochs'])} epochs in all)"
         self.status.value = (
-            f"epoch {run_epoch}/{start['epochs']}{in_all} · batch {batch['batch']}/{batch['batches']} · "
+            f"{where}{in_all} · batch {batch['batch']}/{batch['batches']} · "
             f"{batch['images_per_second']:,.0f} images/s · ETA {_duration(batch['eta_seconds'])}"
         )
 
@@ -203,6 +212,11 @@ def _duration(seconds: float | None) -> str:
         if seconds >= 3600
         else (f"{seconds // 60}:{seconds % 60:02d}")
     )
+
+
+def _budget(start: dict[str, Any]) -> str | None:
+    """ "9 minutes" for a run with a time budget (its start event says), else None."""
+    return minutes_text(start["minutes"]) if start.get("minutes") else None
 
 
 def _number(value: float) -> str:

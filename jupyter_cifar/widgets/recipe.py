@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..engine.budget import MAX_MINUTES, minutes_text
 from ..engine.history import epochs_done, epochs_text
 from ..engine.nets import DEFAULT_PRESET, PRESETS
 from ..errors import BadParameter
@@ -51,6 +52,17 @@ class RecipeForm:
         self.preset_info.add_class("jc-train-preset-info")
         self.epochs = w.BoundedIntText(preset.epochs, min=1, max=1000, description="Epochs", **_narrow())
         self.epochs.add_class("jc-train-epochs")
+        self.minutes = w.BoundedFloatText(
+            0.0,
+            min=0.0,
+            max=MAX_MINUTES,
+            step=0.5,
+            description="or minutes",
+            tooltip="train for this long instead, the learning rate's schedule spread over it (0: for "
+            "the epochs)",
+            **_narrow(),
+        )
+        self.minutes.add_class("jc-train-minutes")
         self.batch_size = w.BoundedIntText(
             preset.batch_size, min=1, max=65536, description="Batch size", **_narrow()
         )
@@ -76,21 +88,27 @@ class RecipeForm:
         self.limit_box.observe(self._on_limit_text, names="value")
         self.show_limit()
         self.preset.observe(self._on_preset, names="value")
+        self.minutes.observe(self._on_minutes, names="value")
         for box in (self.epochs, self.batch_size, self.learning_rate):
             box.observe(lambda _: self.on_change(), names="value")
         self._show_preset_info()
         self.rows = [
             w.HBox([self.preset, self.preset_info], layout=w.Layout(align_items="center")),
-            w.HBox([self.epochs, self.batch_size, self.learning_rate, self.limit_box], layout=row_layout()),
+            w.HBox(
+                [self.epochs, self.minutes, self.batch_size, self.learning_rate, self.limit_box],
+                layout=row_layout(),
+            ),
         ]
 
     def config(self) -> TrainConfig:
         """What Start trains: a new network of the chosen preset, with the form's values."""
         from ..engine.training import TrainConfig
 
+        minutes = self.minutes.value or None
         return TrainConfig(
             preset=self.preset.value,
-            epochs=self.epochs.value,
+            epochs=None if minutes else self.epochs.value,
+            minutes=minutes,
             batch_size=self.batch_size.value,
             learning_rate=self.learning_rate.value,
             train_limit=self.limit.value or None,
@@ -143,8 +161,9 @@ class RecipeForm:
         else:
             done = epochs_text(epochs_done(session.history))
             where = "queues a job that trains" if as_job else "trains"
+            more = minutes_text(self.minutes.value) if self.minutes.value else epochs_text(self.epochs.value)
             note = (
-                f"Continue {where} the current model for {epochs_text(self.epochs.value)} more with the "
+                f"Continue {where} the current model for {more} more with the "
                 f"values above (it has had {done}: {session.model_label})"
             )
             if network is None:
@@ -176,6 +195,7 @@ class RecipeForm:
         ):
             if spec.get(key) is not None:
                 box.value = spec[key]
+        self.minutes.value = spec.get("minutes") or 0.0
         self.limit.value = spec.get("train_limit") or 0
 
     def far_from(self, recipe: Mapping[str, Any]) -> list[str]:
@@ -219,6 +239,11 @@ class RecipeForm:
             recipe.get("learning_rate", preset.learning_rate) if own else preset.learning_rate
         )
         self._show_preset_info()
+        self.on_change()
+
+    def _on_minutes(self, change: dict[str, Any]) -> None:
+        """Minutes other than 0 rule the run: the epochs box is off while they do."""
+        self.epochs.disabled = bool(change["new"])
         self.on_change()
 
     def _show_preset_info(self) -> None:

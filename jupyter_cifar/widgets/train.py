@@ -354,6 +354,7 @@ class TrainPanel(w.VBox):
         spec: dict[str, Any] = {
             "preset": config.preset,
             "epochs": config.epochs,
+            "minutes": config.minutes,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "train_limit": config.train_limit,

@@ -803,6 +803,16 @@ def wait_app(page: AppPage, timeout: float = 120) -> None:
     page.wait_visible("jc-train-start", timeout)
 
 
+def open_app(page: AppPage, server: NotebookServer) -> None:
+    """The app's notebook (``APP_CELLS``) written into the server's folder, opened in Lab and run: the app
+    is ready on its Train tab."""
+    write_notebook(server.work, "app", APP_CELLS)
+    page.open(server.notebook_url("app"))
+    page.wait_notebook()
+    page.run_all()
+    wait_app(page)
+
+
 def app_errors(page: AppPage) -> list[str]:
     """The texts of the app's error areas that are not empty."""
     return [t for t in page.texts("jc-error") if t.strip()]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from harness import (
-    APP_CELLS,
     APP_OBJECT_CELLS,
     RELOAD_PAGE_ERRORS,
     RUNNING,
     AppPage,
     NotebookServer,
     assert_app_clean,
+    open_app,
     set_training,
     wait_app,
     write_notebook,
@@ -67,12 +67,8 @@ def test_a_job_survives_a_reload_and_a_kernel_restart_in_lab(
     start_server, app_page: AppPage, embedded_store: str, e2e_data: Path
 ) -> None:
     server: NotebookServer = start_server("lab", embedded_store, data_dir=e2e_data)
-    write_notebook(server.work, "app", APP_CELLS)
     page = app_page
-    page.open(server.notebook_url("app"))
-    page.wait_notebook()
-    page.run_all()
-    wait_app(page)
+    open_app(page, server)
     page.wait_visible("jc-train-as-job")  # the server runs jobs: Start queues one there
     assert page.page.locator(f"{page.sel('jc-train-as-job')} input").is_checked()
 
@@ -137,3 +133,28 @@ def test_a_voila_page_closed_and_opened_again_is_attached_to_its_job(
     stop_job(page)
     page.wait_text("jc-train-saved", r"^saved as job-[0-9a-f]{16}:1 by the job", timeout=60)
     assert_app_clean(page, allow_page=RELOAD_PAGE_ERRORS)
+
+
+def test_a_job_for_minutes_from_the_train_tab(
+    start_server, app_page: AppPage, embedded_store: str, e2e_data: Path
+) -> None:
+    """ "or minutes" in the form: the epochs box goes off, the job trains for that long, its status and
+    its row say so, and it finishes (not stopped) with the part of an epoch its time allowed."""
+    server: NotebookServer = start_server("lab", embedded_store, data_dir=e2e_data)
+    page = app_page
+    open_app(page, server)
+    page.wait_visible("jc-train-as-job")
+    set_training(page, "fast", epochs=2, limit=1000)
+    page.fill("jc-train-minutes", 0.25)
+    epochs_box = page.page.locator(f"{page.sel('jc-train-epochs')} input")
+    epochs_box.wait_for()
+    page.page.wait_for_function("e => e.disabled", arg=epochs_box.element_handle(), timeout=10_000)
+    page.page.wait_for_timeout(300)  # the value reaches the kernel before Start is pressed
+    page.click("jc-train-start")
+    page.wait_text("jc-train-status", r"^epoch \d+ · \d+% of 0.25 minutes · batch", timeout=180)
+    page.screenshot("jobs-lab-minutes", "jc-app")
+    assert "fast, 0.25 minutes, 1,000 images" in job_rows(page)[0], job_rows(page)
+    status = page.wait_text("jc-train-status", r"^finished after", timeout=180)
+    assert re.match(r"^finished after \d+(\.\d+)? epochs", status), status
+    page.wait_text("jc-train-saved", r"^saved as fast:1 by the job|^saved as job-[0-9a-f]{16}:1 by the job")
+    assert_app_clean(page)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from harness import (
-    APP_CELLS,
     AppPage,
     NotebookServer,
     assert_app_clean,
     classify_upload,
     exercise_probe,
     name_before_start,
+    open_app,
     run_probe_notebook,
     select_model,
     set_training,
@@ -21,7 +21,6 @@ from harness import (
     start_and_watch,
     wait_app,
     wait_points,
-    write_notebook,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -53,12 +52,8 @@ def test_app_lab(lab_server: NotebookServer, app_page: AppPage, store_uri: str, 
     the saved version in Models, load it, classify the same file again: the same answer."""
     variant = "mongodb" if store_uri.startswith("mongodb") else "embedded"
     server = lab_server
-    write_notebook(server.work, "app", APP_CELLS)
     page = app_page
-    page.open(server.notebook_url("app"))
-    page.wait_notebook()
-    page.run_all()
-    wait_app(page)
+    open_app(page, server)
     assert page.text("jc-train-status").strip(), "the Train tab shows no status"
     titles = [t.strip() for t in page.texts(".jc-app .lm-TabBar-tab")]
     assert titles == ["Train", "Classify", "Models"], titles

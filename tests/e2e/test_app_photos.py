@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harness import (
-    APP_CELLS,
     AppPage,
     assert_app_clean,
     classify_upload,
+    open_app,
     select_model,
-    wait_app,
-    write_notebook,
 )
 from photoset import make_photo_set
 
@@ -62,12 +60,8 @@ def test_correct_explain_and_fine_tune_in_lab(
 ) -> None:
     store, upload = seeded_store
     server = start_server("lab", store, data_dir=e2e_data)
-    write_notebook(server.work, "app", APP_CELLS)
     page = app_page
-    page.open(server.notebook_url("app"))
-    page.wait_notebook()
-    page.run_all()
-    wait_app(page)
+    open_app(page, server)
     select_model(page, "fast:1")
     page.click("jc-models-load")
     page.tab("Classify")
