@@ -1,12 +1,14 @@
 """The CPU goals, measured the way a user meets them: the whole `jupyter cifar train` command, timed from
 the shell, beside this machine's matrix-product peak measured in the same run.
 
-    python benchmarks/cpu_goals.py [--runs fast,accurate,accurate@6] [--seed 0] [--data DIR] [--quick]
+    python benchmarks/cpu_goals.py [--runs fast,accurate,accurate@6,accurate~9] [--seed 0] [--data DIR]
+        [--quick]
 
 Each run is ``python -m jupyter_cifar train --preset P [--epochs N] --json`` in a fresh process: start-up,
 TensorFlow's import, the data from its decoding cache (filled once before the runs), training with a
 validation pass after each epoch, and the final evaluation (with test-time augmentation where the preset
-has it). ``P@N`` trains N epochs instead of the preset's, to see what fits the time.
+has it). ``P@N`` trains N epochs instead of the preset's, to see what fits the time; ``P~M`` trains for M
+minutes (``--minutes M``: the schedule spread over them), what a user with a deadline asks for.
 
 The peak is TensorFlow's own square matrix product (2048 and 4096, the best of several) in float32 and
 bfloat16, on all cores, in a child process before the runs. Training GFLOP/s counts 6 FLOP per
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -62,25 +65,29 @@ def peak_child(presets: list[str]) -> dict[str, Any]:
     return {"peaks": peaks, "precision": resolve_precision("auto"), "multiply_adds": sizes}
 
 
-def parse_runs(text: str) -> list[tuple[str, int | None]]:
-    """``fast,accurate@6`` -> [("fast", None), ("accurate", 6)] (ValueError on a bad epoch count)."""
-    out: list[tuple[str, int | None]] = []
+def parse_runs(text: str) -> list[tuple[str, str | None]]:
+    """``fast,accurate@6,balanced~8.5`` -> [("fast", None), ("accurate", "@6"), ("balanced", "~8.5")]
+    (ValueError on a bad epoch count or number of minutes)."""
+    out: list[tuple[str, str | None]] = []
     for item in filter(None, (t.strip() for t in text.split(","))):
-        preset, _, epochs = item.partition("@")
-        if epochs and (not epochs.isdigit() or int(epochs) < 1):
+        preset, mark, length = item.partition("@") if "@" in item else item.partition("~")
+        if mark == "@" and (not length.isdigit() or int(length) < 1):
             raise ValueError(f"bad epochs in {item!r}: want PRESET@N with N >= 1")
-        out.append((preset, int(epochs) if epochs else None))
+        if mark == "~" and (not re.fullmatch(r"[0-9]+(\.[0-9]+)?", length) or float(length) <= 0):
+            raise ValueError(f"bad minutes in {item!r}: want PRESET~M with M > 0")
+        out.append((preset, mark + length if mark else None))
     return out
 
 
-def whole_command(preset: str, epochs: int | None, args: argparse.Namespace) -> dict[str, Any]:
+def whole_command(preset: str, length: str | None, args: argparse.Namespace) -> dict[str, Any]:
     """Run the train command as a user would and time it from outside."""
     command = [sys.executable, "-m", "jupyter_cifar", "train", "--preset", preset, "--seed", str(args.seed),
                "--data", args.data, "--json"]  # fmt: skip
-    if epochs:
-        command += ["--epochs", str(epochs)]
+    if length:
+        command += ["--epochs" if length[0] == "@" else "--minutes", length[1:]]
     if args.quick:
-        command += ["--epochs", "1", "--train-limit", "5000", "--test-limit", "1000"]
+        command += ["--train-limit", "5000", "--test-limit", "1000"]
+        command += [] if length and length[0] == "~" else ["--epochs", "1"]
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -139,8 +146,8 @@ def main() -> None:
     peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
     flags = cpu_flags()
     rows, results = [], []
-    for preset, epochs in runs:
-        r = whole_command(preset, epochs, args)
+    for preset, length in runs:
+        r = whole_command(preset, length, args)
         flops = 6 * measured["multiply_adds"][preset] * r["images_per_second"] / 1e9
         target = goal(preset, flags)
         verdict = "no goal here"
@@ -148,8 +155,8 @@ def main() -> None:
             seconds, accuracy = target
             met = r["wall"] <= seconds and r["test_accuracy"] >= accuracy
             verdict = f"{accuracy:.2f} in {seconds:.0f} s: {'met' if met else 'not met'}"
-        results.append({**r, "preset": preset, "epochs_asked": epochs, "gflops": flops, "peak": peak})
-        name = f"{preset}@{epochs}" if epochs else preset
+        results.append({**r, "preset": preset, "asked": length, "gflops": flops, "peak": peak})
+        name = preset + (length or "")
         share = f"{flops:.0f} ({flops / peak:.0%})"
         rows.append([name, r["epochs"], f"{r['test_accuracy']:.4f}", f"{r['wall']:.0f}",
                      f"{r['seconds']:.0f}", f"{r['images_per_second']:.0f}", share, verdict])  # fmt: skip
