@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from jupyter_cifar.engine.budget import MAX_MINUTES
 from jupyter_cifar.engine.nets import PRESETS
 
 STATES = ("queued", "running", "stopping", "finished", "stopped", "failed", "interrupted")
@@ -294,6 +295,15 @@ JOB_SCHEMAS = {
         "properties": {
             "preset": {"type": "string", "enum": list(PRESETS), "nullable": True},
             "epochs": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": True},
+            "minutes": {
+                "type": "number",
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "maximum": MAX_MINUTES,
+                "nullable": True,
+                "description": "train for this long instead of for epochs (not with epochs), the learning "
+                "rate's schedules spread over the time",
+            },
             "batch_size": {"type": "integer", "minimum": 1, "maximum": 65536, "nullable": True},
             "learning_rate": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True},
             "train_limit": {"type": "integer", "minimum": 1, "nullable": True},
