@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -13,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mongod import free_port, terminate
+from mongod import PortTaken, check_port_taken, free_port, terminate
 
 BASE_URL = "/a%40b/"  # awkward on purpose, as pytest-jupyter's
 
@@ -41,7 +42,19 @@ class JupyterServer:
         """What RemoteModelStore / --store takes."""
         return f"{self.url}?token={self.token}"
 
-    def start(self, timeout: float = 60) -> JupyterServer:
+    def start(self, timeout: float = 60, attempts: int = 3) -> JupyterServer:
+        """Start it; on a port taken meanwhile (:class:`PortTaken`), again on another."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> JupyterServer:
         for sub in ("config", "data", "runtime", "work"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         env = {
@@ -53,6 +66,7 @@ class JupyterServer:
         }
         env.pop("JUPYTER_CIFAR_SERVER_URL", None)
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the process owns it)
+        before = len(self.log()) if (self.root / "server.log").exists() else 0
         argv = [
             *(sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root"),
             *("--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0"),
@@ -71,10 +85,13 @@ class JupyterServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                check_port_taken(self.log()[before:])
                 raise RuntimeError(f"jupyter server exited: {self.log()[-3000:]}")
             try:
                 self.get(self.ready_path)
                 return self
+            except http.client.HTTPException as e:  # not HTTP: another process holds the port
+                raise PortTaken(f"port {self.port}: {e!r}") from None
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)
         raise RuntimeError(f"jupyter server did not answer within {timeout} s: {self.log()[-3000:]}")

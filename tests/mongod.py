@@ -48,6 +48,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(Exception):
+    """The port a server was started on was taken before it listened (a free port is only free until
+    someone binds it: under pytest-xdist, another worker's kernels bind random ports all the time)."""
+
+
+def check_port_taken(log_tail: str) -> None:
+    """``PortTaken`` if a server's log says its port is in use."""
+    if "already in use" in log_tail or "is not available" in log_tail:
+        raise PortTaken(log_tail[-300:])
+
+
 @dataclass
 class Mongod:
     """One mongod process on loopback; ``stop()`` and ``start()`` again keep its data and port."""

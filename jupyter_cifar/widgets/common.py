@@ -64,16 +64,16 @@ def epochs_figure(
         title=title,
         marks=marks,
         axes=[
-            # No fixed decimals on the epochs and the loss: bqplot then gives the ticks as many as their
-            # step needs (0.25, 0.5 early in a run; 2.3325 on a loss that has barely moved), never a
-            # row of equal labels.
-            bq.Axis(scale=scales["x"], label="epochs of training", grid_lines="dashed"),
+            # Significant digits, trailing zeros trimmed (d3-format's "~"), not fixed decimals: 0.25 and
+            # 1.2 epochs; a loss that has barely moved reads 2.333, 2.335, never a column of equal 2.33.
+            # (No format at all would let d3 pick, and its pick fails on a one-point domain.)
+            bq.Axis(scale=scales["x"], label="epochs of training", grid_lines="dashed", tick_format=".3~r"),
             bq.Axis(
                 scale=scales["y"],
                 side="left",
                 label=metric,
                 grid_lines="dashed",
-                tick_format=".0%" if accuracy else None,
+                tick_format=".0%" if accuracy else ".4~r",
                 label_offset="48px",  # beyond the widest tick ("2.335")
             ),
         ],

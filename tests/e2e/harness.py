@@ -14,6 +14,7 @@ Everything here follows ../shared/notes/browser-e2e.md (facts checked on these m
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mongod import free_port, terminate
+from mongod import PortTaken, check_port_taken, free_port, terminate
 
 CHROMIUM = os.environ.get("JUPYTER_CIFAR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -172,12 +173,25 @@ class NotebookServer:
             env["JUPYTER_CIFAR_STORE"] = self.store_uri
         return env
 
-    def start(self, timeout: float = 90) -> NotebookServer:
+    def start(self, timeout: float = 90, attempts: int = 3) -> NotebookServer:
+        """Start it; on a port taken meanwhile (:class:`PortTaken`), again on another."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> NotebookServer:
         begin = time.monotonic()
         for sub in ("config", "data", "runtime", "work", "workspaces"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if self.kind != "voila":
             self._write_user_settings()
+        before = len(self.log())
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the process owns it)
         self.proc = subprocess.Popen(
             self.argv(), cwd=self.work, stdout=log, stderr=subprocess.STDOUT, env=self.environment()
@@ -185,8 +199,9 @@ class NotebookServer:
         deadline = begin + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                check_port_taken(self.log()[before:])
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            if self._ready():
+            if self._ready(before):
                 self.started_s = time.monotonic() - begin
                 return self
             time.sleep(0.2)
@@ -201,13 +216,16 @@ class NotebookServer:
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
 
-    def _ready(self) -> bool:
+    def _ready(self, before: int = 0) -> bool:
         if self.kind == "voila":
             # Voilà has no /api/status, and its root runs the notebook: wait for its "running" line.
-            return "Voil" in self.log() and "is running at" in self.log()
+            log = self.log()[before:]
+            return "Voil" in log and "is running at" in log
         try:
             self.get("api/status")
             return True
+        except http.client.HTTPException as e:  # not HTTP: another process holds the port
+            raise PortTaken(f"port {self.port}: {e!r}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
