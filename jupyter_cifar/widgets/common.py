@@ -65,8 +65,9 @@ def epochs_figure(
         marks=marks,
         axes=[
             # Significant digits, trailing zeros trimmed (d3-format's "~"), not fixed decimals: 0.25 and
-            # 1.2 epochs; a loss that has barely moved reads 2.333, 2.335, never a column of equal 2.33.
-            # (No format at all would let d3 pick, and its pick fails on a one-point domain.)
+            # 1.2 epochs; a loss that has barely moved reads 2.333, 2.335, not a column of equal 2.33. (No
+            # format at all would let d3 pick, and its pick fails on a one-point domain; bqplot's num_ticks
+            # spaces ticks evenly, at 0.241, 0.445, ... instead of d3's round numbers.)
             bq.Axis(scale=scales["x"], label="epochs of training", grid_lines="dashed", tick_format=".3~r"),
             bq.Axis(
                 scale=scales["y"],

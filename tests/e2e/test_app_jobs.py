@@ -18,6 +18,7 @@ from harness import (
     open_app,
     set_training,
     wait_app,
+    wait_points,
     write_notebook,
 )
 
@@ -152,6 +153,7 @@ def test_a_job_for_minutes_from_the_train_tab(
     page.page.wait_for_timeout(300)  # the value reaches the kernel before Start is pressed
     page.click("jc-train-start")
     page.wait_text("jc-train-status", r"^epoch \d+ · \d+% of 0.25 minutes · batch", timeout=180)
+    wait_points(page, "jc-train-loss", 6)  # a curve to look at in the screenshot
     page.screenshot("jobs-lab-minutes", "jc-app")
     assert "fast, 0.25 minutes, 1,000 images" in job_rows(page)[0], job_rows(page)
     status = page.wait_text("jc-train-status", r"^finished after", timeout=180)
