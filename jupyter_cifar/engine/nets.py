@@ -467,9 +467,9 @@ def compile_for_training(
 ) -> bool:
     """Compile with the preset's recipe; returns whether labels must be given one-hot.
 
-    The compile config names Keras' own objects, and ours for Muon (registered): a checkpoint holds it,
-    a trained model is saved without it (:func:`inference_copy`). Label smoothing needs one-hot labels
-    (Keras' sparse loss has none).
+    The compile config names Keras' own objects, and ours (registered: Muon, a time budget's schedules): a
+    checkpoint holds it, a trained model is saved without it (:func:`inference_copy`). Label smoothing
+    needs one-hot labels (Keras' sparse loss has none).
     """
     import keras
 
