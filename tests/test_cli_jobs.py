@@ -66,20 +66,20 @@ def test_detach_then_watch_a_job_to_its_model(server: JupyterServer) -> None:
 def test_a_job_with_a_time_budget(server: JupyterServer) -> None:
     """``--minutes`` travels in the spec; the job trains until its time is up and says how far it got."""
     url = server.store_url
-    recipe = ("--preset", "fast", "--minutes", "0.2", "--train-limit", "1000", "--test-limit", "200")
+    recipe = ("--preset", "fast", "--minutes", "0.5", "--train-limit", "1000", "--test-limit", "200")
     queued = cli("train", *recipe, "--save", "budget-job", "--detach", "--store", url, "--json")
     assert queued.returncode == 0, queued.stderr
     job = json.loads(queued.stdout)["job"]
     watched = cli("jobs", "watch", job, "--store", url, "--json")
     assert watched.returncode == 0, watched.stderr
     events = [json.loads(line) for line in watched.stdout.splitlines()]
-    assert events[0]["minutes"] == 0.2 and events[0]["epochs"] is None
+    assert events[0]["minutes"] == 0.5 and events[0]["epochs"] is None
     shown = json.loads(cli("jobs", "show", job, "--store", url, "--json").stdout)
-    assert shown["spec"]["minutes"] == 0.2 and shown["state"] == "finished" and shown["progress"] == 1.0
+    assert shown["spec"]["minutes"] == 0.5 and shown["state"] == "finished" and shown["progress"] == 1.0
     model = json.loads(cli("models", "show", "budget-job:1", "--store", url, "--json").stdout)
     rows = model["metadata"]["history"]
     assert len(rows) > 2 and all(row["complete"] for row in rows[:-1])  # more than fast's 2 epochs
-    assert f"{job}  finished  fast, 0.2 minutes" in cli("jobs", "list", "--store", url).stdout
+    assert f"{job}  finished  fast, 0.5 minutes" in cli("jobs", "list", "--store", url).stdout
 
 
 def test_a_stopped_job_watched_exits_1_and_bad_usage_exits_2(server: JupyterServer, tmp_path: Path) -> None:

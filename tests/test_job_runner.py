@@ -121,7 +121,7 @@ def test_a_job_whose_process_is_killed_is_interrupted_and_a_resume_finishes_it(
 def test_a_resumed_job_with_a_time_budget_trains_for_the_time_it_has_left(
     store_uri: str, cifar10_dir: Path
 ) -> None:
-    job = submit(store_uri, data=str(cifar10_dir), preset="fast", epochs=None, minutes=0.3, train_limit=1000)
+    job = submit(store_uri, data=str(cifar10_dir), preset="fast", epochs=None, minutes=0.5, train_limit=1000)
     with open_store(store_uri) as models:
         jobs = open_job_store(models)
         kill_after_epochs(store_uri, jobs, job, 2)
@@ -133,6 +133,6 @@ def test_a_resumed_job_with_a_time_budget_trains_for_the_time_it_has_left(
         kept = starts[1]["initial_epoch"]  # the epochs its checkpoint held
         spent = sum(e["seconds"] for e in before if e["epoch"] <= kept) / 60
         assert kept >= 1 and starts[1]["epochs"] is None
-        assert [s["minutes"] for s in starts] == [0.3, pytest.approx(0.3 - spent, abs=1e-3)]
+        assert [s["minutes"] for s in starts] == [0.5, pytest.approx(0.5 - spent, abs=1e-3)]
         history = models.resolve(f"job-{job}").metadata["history"]
         assert len(history) > starts[1]["initial_epoch"]  # it trained on from the checkpoint

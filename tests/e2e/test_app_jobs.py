@@ -146,16 +146,16 @@ def test_a_job_for_minutes_from_the_train_tab(
     open_app(page, server)
     page.wait_visible("jc-train-as-job")
     set_training(page, "fast", epochs=2, limit=1000)
-    page.fill("jc-train-minutes", 0.25)
+    page.fill("jc-train-minutes", 0.5)
     epochs_box = page.page.locator(f"{page.sel('jc-train-epochs')} input")
     epochs_box.wait_for()
     page.page.wait_for_function("e => e.disabled", arg=epochs_box.element_handle(), timeout=10_000)
     page.page.wait_for_timeout(300)  # the value reaches the kernel before Start is pressed
     page.click("jc-train-start")
-    page.wait_text("jc-train-status", r"^epoch \d+ · \d+% of 0.25 minutes · batch", timeout=180)
+    page.wait_text("jc-train-status", r"^epoch \d+ · \d+% of 0.5 minutes · batch", timeout=180)
     wait_points(page, "jc-train-loss", 6)  # a curve to look at in the screenshot
     page.screenshot("jobs-lab-minutes", "jc-app")
-    assert "fast, 0.25 minutes, 1,000 images" in job_rows(page)[0], job_rows(page)
+    assert "fast, 0.5 minutes, 1,000 images" in job_rows(page)[0], job_rows(page)
     status = page.wait_text("jc-train-status", r"^finished after", timeout=180)
     assert re.match(r"^finished after \d+(\.\d+)? epochs", status), status
     page.wait_text("jc-train-saved", r"^saved as fast:1 by the job|^saved as job-[0-9a-f]{16}:1 by the job")
