@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mongod import PortTaken, check_port_taken, free_port, terminate
+from mongod import PortTaken, check_port_taken, free_port, on_a_free_port, terminate
 
 BASE_URL = "/a%40b/"  # awkward on purpose, as pytest-jupyter's
 
@@ -42,17 +42,9 @@ class JupyterServer:
         """What RemoteModelStore / --store takes."""
         return f"{self.url}?token={self.token}"
 
-    def start(self, timeout: float = 60, attempts: int = 3) -> JupyterServer:
-        """Start it; on a port taken meanwhile (:class:`PortTaken`), again on another."""
-        for attempt in range(attempts):
-            try:
-                return self._start(timeout)
-            except PortTaken:
-                self.stop()
-                if attempt == attempts - 1:
-                    raise
-                self.port = free_port()
-        raise AssertionError("unreachable")
+    def start(self, timeout: float = 60) -> JupyterServer:
+        """Start it (again on another port if its own was taken meanwhile)."""
+        return on_a_free_port(self, lambda: self._start(timeout))
 
     def _start(self, timeout: float) -> JupyterServer:
         for sub in ("config", "data", "runtime", "work"):

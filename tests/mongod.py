@@ -13,12 +13,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pymongo
+
+T = TypeVar("T")
 
 
 def mongod_binary() -> str:
@@ -57,6 +60,20 @@ def check_port_taken(log_tail: str) -> None:
     """``PortTaken`` if a server's log says its port is in use."""
     if "already in use" in log_tail or "is not available" in log_tail:
         raise PortTaken(log_tail[-300:])
+
+
+def on_a_free_port(server: Any, start: Callable[[], T], attempts: int = 3) -> T:
+    """``start()`` the server; where its port was taken (:class:`PortTaken`), stop it and start it again
+    on another ``server.port``."""
+    for attempt in range(attempts):
+        try:
+            return start()
+        except PortTaken:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+            server.port = free_port()
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mongod import PortTaken, check_port_taken, free_port, terminate
+from mongod import PortTaken, check_port_taken, free_port, on_a_free_port, terminate
 
 CHROMIUM = os.environ.get("JUPYTER_CIFAR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -173,17 +173,9 @@ class NotebookServer:
             env["JUPYTER_CIFAR_STORE"] = self.store_uri
         return env
 
-    def start(self, timeout: float = 90, attempts: int = 3) -> NotebookServer:
-        """Start it; on a port taken meanwhile (:class:`PortTaken`), again on another."""
-        for attempt in range(attempts):
-            try:
-                return self._start(timeout)
-            except PortTaken:
-                self.stop()
-                if attempt == attempts - 1:
-                    raise
-                self.port = free_port()
-        raise AssertionError("unreachable")
+    def start(self, timeout: float = 90) -> NotebookServer:
+        """Start it (again on another port if its own was taken meanwhile)."""
+        return on_a_free_port(self, lambda: self._start(timeout))
 
     def _start(self, timeout: float) -> NotebookServer:
         begin = time.monotonic()
