@@ -34,13 +34,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     data = load_cifar10(args.data)
     how, budget = args.run, args.minutes * 60
-    limits = {"train_limit": 5000, "test_limit": 1000} if args.quick else {}
-    config = TrainConfig(preset=args.preset, seed=args.seed, **limits)
+    length: dict[str, Any] = {}  # "stopped": the preset's own epochs
     if how == "minutes":
-        config = TrainConfig(preset=args.preset, seed=args.seed, minutes=args.minutes, **limits)
-    elif how.startswith("epochs"):
-        config = TrainConfig(preset=args.preset, seed=args.seed, epochs=int(how.split("=")[1]), **limits)
-    trainer = Trainer(data, config)
+        length = {"minutes": args.minutes}
+    elif how.startswith("epochs="):
+        length = {"epochs": int(how.removeprefix("epochs="))}
+    limits = {"train_limit": 5000, "test_limit": 1000} if args.quick else {}
+    trainer = Trainer(data, TrainConfig(preset=args.preset, seed=args.seed, **length, **limits))
     if how == "stopped":
         first_batch = threading.Event()
         trainer.subscribe(lambda e: first_batch.set() if e["type"] == "batch" else None)
