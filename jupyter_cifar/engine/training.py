@@ -39,6 +39,7 @@ from . import fastview
 from .batches import Batches
 from .budget import check_backend, check_minutes
 from .clock import new_clock
+from .compilecache import use_jax_cache
 from .data import Dataset
 from .history import epochs_done
 from .nets import (
@@ -290,6 +291,7 @@ class Trainer:
         counter = Progress(self)
         model = self.model
         try:
+            use_jax_cache()  # under JAX, a second run loads its compiled steps instead of compiling them
             keras.utils.set_random_seed(self.config.seed)
             cfg, data = self.config, self.data
             assert cfg.batch_size is not None and cfg.seed is not None
