@@ -1,9 +1,10 @@
 """Classification and evaluation: top-k labels for images, accuracy and confusion for a test set.
 
-Images go through the model in fixed-size chunks. Under TensorFlow a set of :data:`COMPILED_FROM` images
-or more (an evaluation, a validation pass) goes through Keras' compiled predict function
+Images go through the model in fixed-size chunks. Under TensorFlow and JAX a set of :data:`COMPILED_FROM`
+images or more (an evaluation, a validation pass) goes through Keras' compiled predict function
 (``predict_on_batch``, traced once per model and cached on it), which ran a test set 1.3-2.9x faster than
-calling the model eagerly (``benchmarks/evaluation_speed.py``); a handful of uploads is called eagerly,
+calling the model eagerly under TensorFlow, 1.1-2.9x under JAX on the CPU (``benchmarks/evaluation_speed.py``;
+under JAX the last chunk's size is compiled once more); a handful of uploads is called eagerly,
 where a trace would cost more than it saves, unless the model has been traced already. Never through
 ``model.predict``, whose per-call set-up costs more than classifying a handful of uploads.
 """
@@ -57,11 +58,11 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = BATCH) ->
 
 
 def _compile_pays(model: keras.Model, n: int) -> bool:
-    """Whether ``n`` images go through the compiled predict function (see the module's doc). JAX would
-    compile again for every new chunk size, and torch has nothing to compile: they call the model."""
+    """Whether ``n`` images go through the compiled predict function (see the module's doc). Under torch
+    Keras' predict function compiles nothing: the model is called."""
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() == "torch":
         return False
     return n >= COMPILED_FROM or getattr(model, "predict_function", None) is not None
 
