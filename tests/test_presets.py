@@ -212,6 +212,48 @@ def test_pipeline_is_repeatable_with_a_seed() -> None:
         b.close()
 
 
+def test_colour_jitter_shifts_brightness_and_scales_contrast_within_bounds() -> None:
+    """``color``: each image's brightness moved by up to color x 64 levels and its contrast about the
+    training set's mean scaled by 1 +- color, anew each epoch; without it the epoch is what it was."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(40, 216, (400, 32, 32, 3), dtype=np.uint8)  # away from 0 and 255: nothing clipped
+    y = np.arange(400)
+
+    def two_epochs(color: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """What the trainer reads: each epoch's batches, in order."""
+        batches = Batches(x, y, 50, augment="none", color=color, seed=7)
+        epochs = []
+        try:
+            for _ in range(2):
+                parts = [batches[i] for i in range(len(batches))]
+                epochs.append(tuple(np.concatenate(p) for p in zip(*parts, strict=True)))
+                batches.on_epoch_end()
+        finally:
+            batches.close()
+        return epochs
+
+    before, after = two_epochs(0.0), two_epochs(0.2)
+    mean = x.mean(axis=(0, 1, 2))
+    factors = []
+    np.testing.assert_array_equal(after[0][1], before[0][1])  # the same first order: only pixels change
+    for same, labels in before:
+        np.testing.assert_array_equal(same, x[labels])  # color 0 changes nothing
+    for images, labels in after:
+        assert images.dtype == np.uint8 and images.shape == x.shape
+        src = x[labels].astype(np.float64) - mean
+        out = images.astype(np.float64) - mean
+        for a, b in zip(src[:50], out[:50], strict=True):
+            # out = (src + shift) * scale, to within rounding: fit scale and shift per image
+            scale, offset = np.polyfit(a.ravel(), b.ravel(), 1)
+            shift = offset / scale
+            assert 0.8 - 0.01 <= scale <= 1.2 + 0.01 and abs(shift) <= 0.2 * 64 + 1
+            assert np.abs(b - (a + shift) * scale).max() <= 1.0  # exactly that map, rounded
+            factors.append(scale)
+    assert np.std(factors) > 0.05  # drawn per image, not one for all
+    first, second = (images[np.argsort(labels)] for images, labels in after)  # back in x's order
+    assert (first != second).any(axis=(1, 2, 3)).mean() > 0.9  # drawn anew each epoch
+
+
 # The flags of /proc/cpuinfo (those that matter, among the others) on each kind of CPU we run on.
 SAPPHIRE_RAPIDS = "fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"
 EPYC_GENOA = "fpu sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx512_vbmi2"

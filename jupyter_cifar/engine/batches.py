@@ -22,6 +22,11 @@ class Batches(keras.utils.PyDataset):
     "flip-translate" (airbench's alternating flips: a random half mirrored in the first epoch, exactly the
     other half in the next, and so on; plus a random shift of up to ``translate`` pixels each way, with
     reflected borders).
+
+    ``color``: colour jitter as in hiverge's cifar10-speedrun (after airbench), 0 for none: each image's
+    brightness shifted by up to ``color`` x 64 levels (about ``color`` standard deviations of CIFAR-10's
+    pixels), then its contrast about the training set's mean colour scaled by a factor in [1 - ``color``,
+    1 + ``color``], drawn anew each epoch.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class Batches(keras.utils.PyDataset):
         *,
         augment: str = "flip-translate",
         translate: int = 2,
+        color: float = 0.0,
         seed: int = 0,
     ) -> None:
         # Two threads hand out the batches (Keras' enqueuer): read through TensorFlow's generator dataset
@@ -43,6 +49,8 @@ class Batches(keras.utils.PyDataset):
             raise ValueError(f"unknown augmentation {augment!r}")
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
         self.translate = translate if augment == "flip-translate" else 0
+        self.color = color
+        self._mean = x[:: max(1, len(x) // 5000)].mean(axis=(0, 1, 2), dtype=np.float32)
         self._rng = np.random.default_rng(seed)
         self._mirror = self._rng.random(len(x)) < 0.5  # the first epoch's flips (alternating mode)
         t = self.translate
@@ -95,4 +103,23 @@ class Batches(keras.utils.PyDataset):
             mirror = None
         if mirror is not None:
             images[mirror] = images[mirror, :, ::-1]
+        if self.color:
+            self._jitter(images)
         return images, self.y[order]
+
+    def _jitter(self, images: np.ndarray, chunk: int = 1024) -> None:
+        """Shift each image's brightness and scale its contrast, in place (see the class): one multiply
+        and one add per pixel, a chunk at a time in float32 (0.4 s an epoch of 50,000 on this CPU)."""
+        n, c = len(images), self.color
+        shift = self._rng.uniform(-c * 64, c * 64, (n, 1, 1, 1)).astype(np.float32)
+        scale = self._rng.uniform(1 - c, 1 + c, (n, 1, 1, 1)).astype(np.float32)
+        # (x - mean + shift) * scale + mean, and 0.5 so that the cast to uint8 (which truncates) rounds
+        offset = (shift - self._mean) * scale + self._mean + 0.5
+        out = np.empty((min(chunk, n), *images.shape[1:]), np.float32)
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            view = out[: len(images[part])]
+            np.multiply(images[part], scale[part], out=view)
+            view += offset[part]
+            np.clip(view, 0, 255.5, out=view)
+            images[part] = view

@@ -357,6 +357,7 @@ class Trainer:
                         cfg.batch_size,
                         augment=self.preset.augment,
                         translate=self.preset.translate,
+                        color=self.preset.color,
                         seed=cfg.seed,
                     )
                     try:
