@@ -2,20 +2,17 @@
 Keras' JAX backend loads what the first compiled; the user's own choice of folder, or of none, wins; a
 folder others could write code into is not used.
 
-Keras reads ``KERAS_BACKEND`` once, at import, and this test session runs on TensorFlow: every JAX run is
-a process of its own.
+Every JAX run is a process of its own (tests/underjax.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from underjax import run_under_jax
 
 from jupyter_cifar.engine.compilecache import use_jax_cache, why_not_private
 
@@ -54,20 +51,6 @@ print(json.dumps({"returned": folder and str(folder), "folder": jax.config.jax_c
 """
 
 
-def run_jax(script: str, *args: str, env: dict[str, str]) -> tuple[dict, str]:
-    """What ``script`` printed last (JSON), and its stderr; JAX's settings only those of ``env``."""
-    plain = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    out = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        env={**plain, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", **env},
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
-
-
 def entries(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
@@ -78,7 +61,7 @@ def test_a_second_run_loads_what_the_first_compiled(tmp_path: Path, cifar10_dir:
     env = {"JUPYTER_CIFAR_CACHE": str(tmp_path)}
     folder = tmp_path / "jax"
 
-    first, _ = run_jax(TRAIN, str(cifar10_dir), data_cache, env=env)
+    first, _ = run_under_jax(TRAIN, str(cifar10_dir), data_cache, env=env)
     assert first["folder"] == str(folder)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     kept = entries(folder)
@@ -86,7 +69,7 @@ def test_a_second_run_loads_what_the_first_compiled(tmp_path: Path, cifar10_dir:
     assert first["hits"] == 0 and first["misses"] >= 20
     assert len(kept) == first["misses"]
 
-    second, _ = run_jax(TRAIN, str(cifar10_dir), data_cache, env=env)
+    second, _ = run_under_jax(TRAIN, str(cifar10_dir), data_cache, env=env)
     assert second["hits"] == first["misses"] and second["misses"] == 0
     assert entries(folder) == kept
     assert second["accuracy"] == pytest.approx(first["accuracy"], abs=0.02)
@@ -96,17 +79,17 @@ def test_the_users_own_choice_wins(tmp_path: Path) -> None:
     ours = tmp_path / "cache"
     theirs = tmp_path / "theirs"
     env = {"JUPYTER_CIFAR_CACHE": str(ours), "JAX_COMPILATION_CACHE_DIR": str(theirs)}
-    chosen, _ = run_jax(CHOOSE, env=env)
+    chosen, _ = run_under_jax(CHOOSE, env=env)
     # JAX's own threshold: a program this small is not kept there.
     assert chosen == {"returned": str(theirs), "folder": str(theirs), "min_seconds": 1.0, "kept": 0}
-    none, _ = run_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours), "JAX_COMPILATION_CACHE_DIR": ""})
+    none, _ = run_under_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours), "JAX_COMPILATION_CACHE_DIR": ""})
     assert none["returned"] is None and not none["folder"] and none["kept"] is None
     assert not ours.exists()
     # Where the user chose nothing: ours, keeping everything unless they set the threshold themselves.
-    ours_chosen, _ = run_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours)})
+    ours_chosen, _ = run_under_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours)})
     folder = str(ours / "jax")
     assert ours_chosen == {"returned": folder, "folder": folder, "min_seconds": 0.0, "kept": 1}
-    threshold, _ = run_jax(
+    threshold, _ = run_under_jax(
         CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
     )
     assert threshold["min_seconds"] == 2.0 and threshold["folder"] == str(ours / "jax")
@@ -147,7 +130,7 @@ def test_a_refused_folder_leaves_jax_without_a_cache(tmp_path: Path) -> None:
     ours = tmp_path / "cache"
     (ours / "jax").mkdir(parents=True)
     (ours / "jax").chmod(0o777)
-    chosen, stderr = run_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours)})
+    chosen, stderr = run_under_jax(CHOOSE, env={"JUPYTER_CIFAR_CACHE": str(ours)})
     assert chosen["returned"] is None and chosen["folder"] is None
     assert "JAX's compilation cache is off" in stderr and "can be written by other users" in stderr
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from underjax import run_under_jax
 
 from jupyter_cifar.engine.data import CLASS_NAMES
 from jupyter_cifar.engine.nets import build_model, init_from_data
@@ -163,15 +160,6 @@ def test_under_jax_a_large_set_is_compiled_too(cifar10_dir: Path, cifar10) -> No
     """JAX's compiled predict function ran 1,024 test images or more 1.1-2.9x faster than the eager calls on
     the CPU (benchmarks/evaluation_speed.py under KERAS_BACKEND=jax), its last chunk's size compiled once
     more; the answers are the same."""
-    plain = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    out = subprocess.run(
-        [sys.executable, "-c", UNDER_JAX, str(cifar10_dir)],
-        capture_output=True,
-        text=True,
-        env={**plain, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"},
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen, _ = run_under_jax(UNDER_JAX, str(cifar10_dir))
     assert seen["backend"] == "jax" and not seen["traced_few"] and seen["traced"]
     assert seen["spread"] > 1e-3 and seen["differ"] < 1e-5  # answers that depend on the image, the same
