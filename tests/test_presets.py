@@ -252,6 +252,9 @@ def test_colour_jitter_shifts_brightness_and_scales_contrast_within_bounds() -> 
     assert np.std(factors) > 0.05  # drawn per image, not one for all
     first, second = (images[np.argsort(labels)] for images, labels in after)  # back in x's order
     assert (first != second).any(axis=(1, 2, 3)).mean() > 0.9  # drawn anew each epoch
+    for nonsense in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="colour jitter"):
+            Batches(x, y, 50, color=nonsense)
 
 
 # The flags of /proc/cpuinfo (those that matter, among the others) on each kind of CPU we run on.

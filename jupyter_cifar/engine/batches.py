@@ -47,9 +47,12 @@ class Batches(keras.utils.PyDataset):
         self._switch = threading.Lock()  # its threads may ask for an epoch's first batches together
         if augment not in ("none", "flip", "flip-translate"):
             raise ValueError(f"unknown augmentation {augment!r}")
+        if not 0 <= color < 1:
+            raise ValueError(f"colour jitter must be at least 0 and less than 1 (got {color!r})")
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
         self.translate = translate if augment == "flip-translate" else 0
         self.color = color
+        # The mean colour that contrast is scaled about (of at most about 5,000 images: it hardly moves).
         self._mean = x[:: max(1, len(x) // 5000)].mean(axis=(0, 1, 2), dtype=np.float32)
         self._rng = np.random.default_rng(seed)
         self._mirror = self._rng.random(len(x)) < 0.5  # the first epoch's flips (alternating mode)
