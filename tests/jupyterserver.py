@@ -57,8 +57,8 @@ class JupyterServer:
             **self.env,
         }
         env.pop("JUPYTER_CIFAR_SERVER_URL", None)
+        before = len(self.log())  # this start's lines come after it
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the process owns it)
-        before = len(self.log()) if (self.root / "server.log").exists() else 0
         argv = [
             *(sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root"),
             *("--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0"),
@@ -96,7 +96,8 @@ class JupyterServer:
             return json.loads(response.read())
 
     def log(self) -> str:
-        return (self.root / "server.log").read_text(errors="replace")
+        path = self.root / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         terminate(self.proc)
