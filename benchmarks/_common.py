@@ -42,6 +42,8 @@ def machine() -> str:
         cpu += f" at {float(fields['cpu MHz']) / 1000:.1f} GHz"
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
     features = ", ".join(f for f in wanted if f in flags) or "no AVX2/AVX-512/AMX"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # the kernels held below what the flags say
+        features += f"; oneDNN held to {os.environ['ONEDNN_MAX_CPU_ISA']}"
     return f"{cpu} ({features}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 

@@ -224,7 +224,7 @@ class ProgressBar:
             self.out.note(
                 f"training {event['preset']} on {event['n_train']} images, "
                 f"{length} of {event['batches_per_epoch']} batches "
-                f"(batch {event['batch_size']}, seed {event['seed']})"
+                f"(batch {event['batch_size']}, seed {event['seed']}, {event.get('precision', 'float32')})"
             )
             if self.tty:
                 from tqdm import tqdm

@@ -53,7 +53,7 @@ def test_train_prints_one_json_document(trained) -> None:
     assert result["epochs"] == 2 and result["status"] == "finished" and result["seed"] == 3
     assert 0.2 < result["test_accuracy"] <= 1 and result["images_per_second"] > 0
     # Progress went to stderr: the run's description and one line per epoch.
-    assert "training tutorial on 2000 images" in proc.stderr
+    assert "training tutorial on 2000 images" in proc.stderr and "seed 3, float32)" in proc.stderr
     assert "epoch 1:" in proc.stderr and "epoch 2:" in proc.stderr
     assert "absl" not in proc.stderr and "Traceback" not in proc.stderr
 

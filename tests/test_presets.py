@@ -7,7 +7,11 @@ The timing goals (0.70 in a minute, 0.90 in ten) are the benchmark's to check
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -45,6 +49,9 @@ def test_each_preset_learns_on_a_small_subset(trained, name: str) -> None:
     assert result.status == "finished", result.error
     assert result.evaluation.n == 500
     assert result.evaluation.accuracy > 0.30, result.evaluation.accuracy  # chance: 0.10
+    # The precision it trained in, "auto" resolved, is kept with it.
+    assert result.precision == precision.resolve_precision(nets.get_preset(name).precision)
+    assert result.metadata()["precision"] == result.precision != "auto"
 
 
 @pytest.mark.slow
@@ -279,16 +286,68 @@ AVX2_DESKTOP = "fpu sse2 avx avx2 fma"
     ],
 )
 def test_auto_precision_for_each_kind_of_cpu(flags: str, backend: str, expected: str) -> None:
-    assert precision.cpu_precision(backend, set(flags.split())) == expected
+    """What the flags promise, measured: bfloat16 only where its units also run faster than float32 by
+    the margin; the measurement is asked for only where the flags promise such units."""
+    asked: list[float] = []
+
+    def measured(speedup: float):
+        def speedup_here() -> float:
+            asked.append(speedup)
+            return speedup
+
+        return speedup_here
+
+    # As measured: 3.2x on the Xeon with AMX, 1.95x for the AMD EPYC's products.
+    assert precision.cpu_precision(backend, set(flags.split()), measured(2.0)) == expected
+    # The same flags where the kernels do not deliver (the Xeon with AMX off for oneDNN: 0.60x), or
+    # bfloat16 does not run at all (0.0), or gains too little for mixed precision's casts to pay.
+    for slow in (0.6, 0.0, precision.BFLOAT16_MARGIN - 0.01):
+        assert precision.cpu_precision(backend, set(flags.split()), measured(slow)) == "float32"
+    assert bool(asked) == (expected == "mixed_bfloat16")
 
 
 def test_auto_precision_reads_this_machines_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other kinds of CPU than this one, by their flags (the measurement is this machine's own).
     monkeypatch.setattr(precision, "gpu_visible", lambda: False)
-    for flags, expected in ((EPYC_GENOA, "mixed_bfloat16"), (AVX2_DESKTOP, "float32")):
+    for flags in (EPYC_GENOA, AVX2_DESKTOP):
         monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: set(flags.split()))
+        expected = precision.cpu_precision("tensorflow", set(flags.split()), precision.bfloat16_speedup)
         assert precision.resolve_precision("auto") == expected
     monkeypatch.setattr(precision, "gpu_visible", lambda: True)
     assert precision.resolve_precision("auto") == "mixed_float16"
+
+
+def test_bfloat16_is_measured_on_this_cpu() -> None:
+    """The real measurement, here: it runs, and "auto" follows it. On both kinds of CPU we run on (a Xeon
+    with AMX, an AMD EPYC with AVX512-BF16) bfloat16 measures faster and is chosen."""
+    speedup = precision.bfloat16_speedup()
+    assert speedup > 0.0  # it ran (0.0: bfloat16 failed to run)
+    promised = precision.cpu_precision("tensorflow", precision.cpu_flags(), lambda: float("inf"))
+    chosen = precision.resolve_precision("auto")
+    pays = speedup >= precision.BFLOAT16_MARGIN
+    assert chosen == ("mixed_bfloat16" if promised == "mixed_bfloat16" and pays else "float32")
+    if promised == "mixed_bfloat16":
+        assert pays, f"bfloat16 measured at {speedup:.2f}x float32's speed on a CPU with bfloat16 units"
+
+
+@pytest.mark.skipif(
+    "avx512f" not in precision.cpu_flags(), reason="oneDNN's AVX-512 cap needs an AVX-512 CPU"
+)
+def test_auto_precision_picks_float32_where_bfloat16_kernels_are_slow() -> None:
+    """A CPU whose flags promise bfloat16 but whose kernels run it slower than float32, for real: oneDNN
+    held to plain AVX-512 (``ONEDNN_MAX_CPU_ISA``, read when TensorFlow loads, hence a process of its own)
+    emulates bfloat16. The measurement sees it and "auto" trains in float32; the flags alone would have
+    said bfloat16."""
+    script = (
+        "import json; from jupyter_cifar.engine import precision as p;"
+        "print(json.dumps({'speedup': p.bfloat16_speedup(), 'auto': p.resolve_precision('auto')}))"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0.0 < child["speedup"] < 1.0, child  # emulated: measured at 0.24x on the Xeon
+    assert child["auto"] == "float32", child
 
 
 def test_precision_settings() -> None:

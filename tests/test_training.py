@@ -62,6 +62,7 @@ def test_events_are_plain_json_and_complete(tutorial_runs, small) -> None:
     batches = [e for e in events if e["type"] == "batch"]
     start = events[0]
     assert len(batches) == 2 * start["batches_per_epoch"]
+    assert start["precision"] == result.precision == "float32"  # the tutorial preset's, named at the start
     assert all(e["images_per_second"] > 0 and e["loss"] > 0 for e in batches)
     # no estimate from the first batches (they trace the graph: it said 22:37, then 0:14), then one that falls
     assert [e["eta_seconds"] for e in batches[:2]] == [None, None]
@@ -197,6 +198,7 @@ def test_metadata_is_json_ready(tutorial_runs) -> None:
     assert meta["hyperparameters"]["seed"] == 1 and meta["hyperparameters"]["batch_size"] == 32
     assert meta["dataset"]["n_train"] == 5000 and len(meta["class_names"]) == 10
     assert meta["test_accuracy"] == tutorial_runs[0].evaluation.accuracy
+    assert meta["precision"] == "float32"  # the tutorial's own; "auto" is resolved before it is kept
 
 
 @pytest.mark.parametrize(

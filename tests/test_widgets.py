@@ -775,9 +775,17 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
         "history": history,
         "hyperparameters": {"batch_size": 32, "learning_rate": 0.001},
     }
-    a = store.save(tiny_model(), "a", notes="the notes", metadata={**meta, "test_accuracy": 0.58})
+    # a: the precision it trained in, resolved; b: an older record, which kept only the setting asked for.
+    a = store.save(
+        tiny_model(),
+        "a",
+        notes="the notes",
+        metadata={**meta, "test_accuracy": 0.58, "precision": "mixed_bfloat16"},
+    )
     b = store.save(
-        tiny_model(), "a", metadata={**meta, "hyperparameters": {"batch_size": 64, "learning_rate": 0.001}}
+        tiny_model(),
+        "a",
+        metadata={**meta, "hyperparameters": {"batch_size": 64, "learning_rate": 0.001, "precision": "auto"}},
     )
     models = bare_app.models
     models.refresh().join(30)
@@ -802,6 +810,8 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     bold = {c.value for c in models.comparison.children if c.style.font_weight == "bold"}
     assert {"64", "32"} <= bold and "tutorial" not in bold  # what differs stands out
     assert rows[rows.index("test accuracy") + 2] == "0.5800"
+    at = rows.index("precision")
+    assert rows[at : at + 3] == ["precision", "auto", "mixed_bfloat16"]
     assert len(models.curves.marks) == 4 and len(models.loss_curves.marks) == 4
 
 

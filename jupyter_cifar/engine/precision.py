@@ -1,23 +1,37 @@
 """Which training precision (Keras dtype policy) is fastest where this runs: decided from the devices
-Keras' backend sees and the CPU's feature flags (:func:`cpu_precision` is the rule; ``resolve_precision``
-applies it). Keras is imported only when "auto" must be resolved.
+Keras' backend sees, the CPU's feature flags (:func:`cpu_precision`), and where those promise bfloat16
+units, a measurement (:func:`bfloat16_speedup`): the flags say what the CPU has, not what the kernels get
+from it (oneDNN's bfloat16 kernels without AMX run at 0.35-0.7x float32's speed on a Xeon, at 1.95x on an
+AMD EPYC). Keras is imported only when "auto" must be resolved.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
+from collections.abc import Callable
+
 from ..errors import BadParameter
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# bfloat16 is chosen where its products run at least this much faster than float32's: mixed precision
+# keeps float32 weights and casts, so training gains less than the kernels do (AMD EPYC: products
+# 1.95x, training 1.50-1.77x).
+BFLOAT16_MARGIN = 1.2
+
+log = logging.getLogger(__name__)
 
 
 def resolve_precision(precision: str = "auto") -> str:
     """The dtype policy that "auto" stands for here.
 
-    mixed_float16 where a GPU is visible; mixed_bfloat16 on a CPU with bfloat16 units: AMX (TensorFlow or
-    torch: 1.5-3x float32's training speed, measured on a Xeon), or AVX512-BF16 under TensorFlow (AMD Zen
-    4 and later, Intel Cooper Lake: 1.50x for ``fast`` and 1.77x for ``accurate`` on an AMD EPYC,
-    ``benchmarks/backends.py``; torch was not measured there); float32 elsewhere (JAX's CPU backend gains
-    nothing from bf16, and CPUs without bf16 units emulate it slowly).
+    mixed_float16 where a GPU is visible; mixed_bfloat16 on a CPU with bfloat16 units (AMX under TensorFlow
+    or torch: 1.5-3x float32's training speed, measured on a Xeon; AVX512-BF16 under TensorFlow: 1.50x for
+    ``fast`` and 1.77x for ``accurate`` on an AMD EPYC, ``benchmarks/backends.py``) where they also
+    measure faster here (:func:`bfloat16_speedup`, once per process); float32 elsewhere (JAX's CPU backend
+    gains nothing from bf16, CPUs without bf16 units emulate it slowly, and oneDNN's AVX512-BF16 kernels
+    on a Xeon whose AMX is off trained ``fast`` at 0.58x and ``accurate`` at 0.83x float32's speed).
     """
     if precision not in PRECISIONS:
         raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -27,17 +41,51 @@ def resolve_precision(precision: str = "auto") -> str:
 
     if gpu_visible():
         return "mixed_float16"
-    return cpu_precision(keras.backend.backend(), cpu_flags())
+    return cpu_precision(keras.backend.backend(), cpu_flags(), bfloat16_speedup)
 
 
-def cpu_precision(backend: str, flags: set[str]) -> str:
+def cpu_precision(backend: str, flags: set[str], speedup: Callable[[], float]) -> str:
     """The fastest training precision on a CPU with these /proc/cpuinfo flags, under this Keras backend
-    (see :func:`resolve_precision`)."""
-    if backend in ("tensorflow", "torch") and flags >= {"amx_bf16", "amx_tile"}:
-        return "mixed_bfloat16"
-    if backend == "tensorflow" and "avx512_bf16" in flags:
+    (see :func:`resolve_precision`): bfloat16 where the flags promise units for it and ``speedup()`` (how
+    many times faster it measures than float32, asked only then) says they deliver."""
+    amx = backend in ("tensorflow", "torch") and flags >= {"amx_bf16", "amx_tile"}
+    avx512 = backend == "tensorflow" and "avx512_bf16" in flags
+    if (amx or avx512) and speedup() >= BFLOAT16_MARGIN:
         return "mixed_bfloat16"
     return "float32"
+
+
+@functools.cache
+def bfloat16_speedup(rounds: int = 4) -> float:
+    """How many times faster bfloat16 runs than float32 here: a 1024x1024 matrix product and a 3x3
+    convolution of 128 channels on 16x16 maps (batch 32; the two kinds of kernel training spends its time
+    in), through Keras' backend, the two precisions taking turns, the best of ``rounds`` each. About
+    0.1-0.5 s, once per process. 0.0 where bfloat16 does not run at all (the reason logged).
+    """
+    from keras import ops
+
+    def timed(dtype: str) -> float:
+        a = ops.ones((1024, 1024), dtype=dtype)
+        x = ops.ones((32, 16, 16, 128), dtype=dtype)
+        k = ops.ones((3, 3, 128, 128), dtype=dtype)
+        start = time.perf_counter()
+        total = ops.sum(ops.matmul(a, a)) + ops.sum(ops.conv(x, k, padding="same"))
+        ops.convert_to_numpy(ops.cast(total, "float32"))  # waits for the result (numpy has no bfloat16)
+        return time.perf_counter() - start
+
+    try:
+        timed("float32"), timed("bfloat16")  # warm-up: the kernels are chosen and built
+        times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+        for _ in range(rounds):
+            for dtype, seconds in times.items():
+                seconds.append(timed(dtype))
+    except Exception as e:  # whatever the backend raises, bfloat16 is not for here
+        why = f"{type(e).__name__}: {e}"
+        log.warning("jupyter_cifar: bfloat16 does not run here (%s); training in float32", why)
+        return 0.0
+    speedup = min(times["float32"]) / min(times["bfloat16"])
+    log.info("jupyter_cifar: bfloat16 runs at %.2fx float32's speed here", speedup)
+    return speedup
 
 
 def gpu_visible() -> bool:

@@ -140,6 +140,7 @@ class TrainResult:
     dataset: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
     error: str | None = None
+    precision: str = "float32"  # the dtype policy training ran under ("auto" resolved)
     test_predicted: np.ndarray | None = None  # the class the final model gives each test image
 
     @property
@@ -159,6 +160,7 @@ class TrainResult:
             },
             "dataset": self.dataset,
             "history": self.history,
+            "precision": self.precision,
             "test_accuracy": ev.accuracy if ev else None,
             "per_class_accuracy": ev.per_class if ev else None,
             "class_names": list(self.dataset.get("class_names", [])),
@@ -329,6 +331,7 @@ class Trainer:
                     "epochs_done": epochs_done(self.history),  # before this run: where its curve starts
                     "batches_per_epoch": batches,
                     "batch_size": cfg.batch_size,
+                    "precision": self.policy,
                     "learning_rate": cfg.learning_rate,
                     "n_train": len(data.x_train),
                     "n_test": len(data.x_test),
@@ -394,6 +397,7 @@ class Trainer:
             parent=self.parent,
             error=error,
             test_predicted=test_predicted,
+            precision=self.policy,
         )
         self.state = status
         self._publish(

@@ -189,7 +189,7 @@ def summary(record: ModelRecord) -> dict[str, str]:
         "batch size": _text(hyper.get("batch_size")),
         "learning rate": _text(hyper.get("learning_rate"), "g"),
         "seed": _text(hyper.get("seed")),
-        "precision": _text(hyper.get("precision")),
+        "precision": _text(meta.get("precision") or hyper.get("precision")),  # older records: as asked
         "training images": _text(dataset.get("n_train"), ","),
         "test accuracy": _text(record.test_accuracy, ".4f"),
         "best validation accuracy": _text(max(val) if val else None, ".4f"),
