@@ -100,7 +100,7 @@ def main() -> None:
                 times[name].append(run())
         onednn, matmuls = (statistics.median(times[name]) for name in ("oneDNN", "matmuls"))
         ratio = onednn / matmuls
-        rule = fastview.matmul_pays(channels, filters, side * side)
+        rule = fastview.matmul_pays(channels, filters, side * side, keras.config.dtype_policy().compute_dtype)
         agrees = "yes" if (ratio > 1) == rule else "NO"
         rows.append([f"{side}x{side}", f"{channels}x{filters}", f"{onednn * 1e3:.1f}", f"{matmuls * 1e3:.1f}",
                      f"{ratio:.2f}", "matmuls" if rule else "oneDNN", agrees])  # fmt: skip

@@ -1,13 +1,13 @@
 """Training speed with the faster TensorFlow kernels (engine.fastview) against Keras' own layers.
 
-    python benchmarks/fast_kernels.py [--presets fast,accurate] [--steps 8] [--rounds 4]
+    python benchmarks/fast_kernels.py [--presets fast,accurate] [--steps 8] [--rounds 4] [--precision P]
 
 For each preset, one process builds the network once and trains it (``train_on_batch`` on one batch of
-real training images, at the preset's batch size and precision) through four models that share its
-variables: the model itself (Keras' layers), the view with the fused BatchNorm only, with the matmul
-kernel gradients only, and with both (what the trainer uses). They take turns, ``--steps`` steps each, for
-``--rounds`` rounds, so that a busy moment of a shared machine falls on all of them; the table gives the
-median images/s and its ratio to Keras' own.
+real training images, at the preset's batch size and precision, or ``--precision``'s) through four
+models that share its variables: the model itself (Keras' layers), the view with the fused BatchNorm
+only, with the matmul kernel gradients only, and with both (what the trainer uses). They take turns,
+``--steps`` steps each, for ``--rounds`` rounds, so that a busy moment of a shared machine falls on all
+of them; the table gives the median images/s and its ratio to Keras' own.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ VARIANTS = {  # name: for_training's switches (None: the model itself)
 }
 
 
-def measure(preset_name: str, x, y, steps: int, rounds: int) -> dict[str, float]:
+def measure(preset_name: str, x, y, steps: int, rounds: int, precision: str | None) -> dict[str, float]:
     import keras
 
     from jupyter_cifar.engine import fastview, nets
 
     preset = nets.get_preset(preset_name)
-    model = nets.build_model(preset_name, precision=preset.precision)
+    model = nets.build_model(preset_name, precision=precision or preset.precision)
     nets.compile_for_training(model, preset, preset.learning_rate, total_steps=1000)
     batch = preset.batch_size
     images, labels = x[:batch], keras.utils.to_categorical(y[:batch], 10)
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--presets", default="fast,accurate")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--precision", help="instead of the preset's (auto, float32, mixed_bfloat16)")
     args = parser.parse_args()
     import keras
 
@@ -74,11 +75,12 @@ def main() -> None:
     print(f"training step speed, backend {keras.backend.backend()}, {machine()}")
     rows = []
     for preset in args.presets.split(","):
-        rates = measure(preset, data.x_train, data.y_train, args.steps, args.rounds)
+        rates = measure(preset, data.x_train, data.y_train, args.steps, args.rounds, args.precision)
         base = rates["Keras' layers"]
         rows += [[preset, name, f"{rate:.0f}", f"{rate / base:.2f}x"] for name, rate in rates.items()]
     print(table(["preset", "training through", "images/s", "vs Keras' layers"], rows))
-    print(f"precision: {resolve_precision('auto')}; median of {args.rounds} turns of {args.steps} steps")
+    precision = resolve_precision(args.precision or "auto")
+    print(f"precision: {precision}; median of {args.rounds} turns of {args.steps} steps")
 
 
 if __name__ == "__main__":

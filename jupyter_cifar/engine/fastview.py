@@ -33,11 +33,18 @@ CHANNELS_PER_PIXEL = 512
 SMALL_MAP_PIXELS = 64
 
 
-def matmul_pays(channels: int, filters: int, pixels: int, flags: set[str] | None = None) -> bool:
-    """Whether nine matrix products beat oneDNN's weight gradient for a 3x3 convolution of this shape on
-    a CPU with these /proc/cpuinfo flags (default: this one's), as measured (:func:`matmul_grad_pays`)."""
+def matmul_pays(
+    channels: int, filters: int, pixels: int, dtype: str = "bfloat16", *, flags: set[str] | None = None
+) -> bool:
+    """Whether nine matrix products beat oneDNN's weight gradient for a 3x3 convolution of this shape,
+    computed in ``dtype``, on a CPU with these /proc/cpuinfo flags (default: this one's), as measured
+    (:func:`matmul_grad_pays`). In float32 never: on the Xeon, with AMX and with oneDNN held below it,
+    they made ``fast``'s and ``accurate``'s steps 0.91-0.99x as fast alone and 0.97-1.00x beside the
+    fused BatchNorm (``benchmarks/fast_kernels.py --precision float32``)."""
     from .precision import cpu_flags
 
+    if dtype == "float32":
+        return False
     flags = cpu_flags() if flags is None else flags
     if "avx512_bf16" in flags and not flags >= {"amx_bf16", "amx_tile"}:
         return pixels <= SMALL_MAP_PIXELS
@@ -118,7 +125,7 @@ def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
         and layer.activation is keras.activations.linear
         and height is not None
         and width is not None
-        and matmul_pays(channels, layer.filters, height * width)
+        and matmul_pays(channels, layer.filters, height * width, layer.compute_dtype)
     )
 
 
