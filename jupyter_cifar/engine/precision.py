@@ -31,7 +31,8 @@ def resolve_precision(precision: str = "auto") -> str:
     ``fast`` and 1.77x for ``accurate`` on an AMD EPYC, ``benchmarks/backends.py``) where they also
     measure faster here (:func:`bfloat16_speedup`, once per process); float32 elsewhere (JAX's CPU backend
     gains nothing from bf16, CPUs without bf16 units emulate it slowly, and oneDNN's AVX512-BF16 kernels
-    on a Xeon whose AMX is off trained ``fast`` at 0.58x and ``accurate`` at 0.83x float32's speed).
+    on a Xeon with AMX held off, ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``, trained ``fast`` at 0.58-0.65x
+    and ``accurate`` at 0.59-0.83x float32's speed in two runs).
     """
     if precision not in PRECISIONS:
         raise BadParameter("--precision", f"must be one of {', '.join(PRECISIONS)} (got {precision!r})")
