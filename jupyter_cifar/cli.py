@@ -193,6 +193,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
             "status": result.status,
             "preset": result.config.preset,
             "seed": result.config.seed,
+            "precision": result.precision,
         },
         lambda r: (
             f"{r['status']}: {r['epochs']} epochs of {r['preset']} in {r['seconds']:.1f} s "

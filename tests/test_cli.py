@@ -51,6 +51,7 @@ def test_train_prints_one_json_document(trained) -> None:
     assert {"name", "version", "test_accuracy", "epochs", "seconds", "images_per_second"} <= set(result)
     assert result["name"] == str(path) and path.is_file()
     assert result["epochs"] == 2 and result["status"] == "finished" and result["seed"] == 3
+    assert result["precision"] == "float32"  # the tutorial's; "auto" would be resolved
     assert 0.2 < result["test_accuracy"] <= 1 and result["images_per_second"] > 0
     # Progress went to stderr: the run's description and one line per epoch.
     assert "training tutorial on 2000 images" in proc.stderr and "seed 3, float32)" in proc.stderr
