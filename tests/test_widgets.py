@@ -96,6 +96,9 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
     watcher.join(5)
     assert len(seen_points) >= 3, seen_points  # the curve grew while training ran
     assert any(s.startswith("epoch 1/2 · batch") and "images/s" in s for s in seen_status), seen_status
+    # Until the first batch (the step is compiled), the run's description, its precision resolved.
+    described = f"(seed {panel.trainer.config.seed}, {panel.trainer.policy})"
+    assert any(s.startswith("training ") and s.endswith(described) for s in seen_status), seen_status
     assert panel.status.value.startswith("finished after 2 epochs")
     assert len(panel.progress.loss_val.mark.x) == 2 and len(panel.progress.acc_val.mark.y) == 2
     assert panel.result_label.value.startswith("test accuracy ")
@@ -790,6 +793,7 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     models = bare_app.models
     models.refresh().join(30)
     models.select(a)
+    assert "batch_size 32, learning_rate 0.001, precision mixed_bfloat16" in models.details.value
     models.alias.value = "prod"
     models.select(b)
     assert models.alias.value == ""  # one click cannot move "prod" onto another version unseen
@@ -805,6 +809,7 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     )
     rows = [c.value for c in models.comparison.children]
     assert rows[:3] == ["", "a:2", "a:1"]
+    assert "precision auto" in models.details.value  # b's, as it was asked for
     at = rows.index("batch size")
     assert rows[at : at + 3] == ["batch size", "64", "32"]
     bold = {c.value for c in models.comparison.children if c.style.font_weight == "bold"}

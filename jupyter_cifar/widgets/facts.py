@@ -48,6 +48,8 @@ def version_facts(record: ModelRecord) -> list[tuple[str, str]]:
     elif meta.get("preset"):
         facts.append(("epochs of training", epochs_text(0)))
     if isinstance(hyper, dict):
+        if meta.get("precision"):  # what "auto" resolved to (older records keep only the setting)
+            hyper = {**hyper, "precision": meta["precision"]}
         facts.append(("last run", ", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None)))
     elif hyper:
         facts.append(("hyperparameters", _text(hyper)))

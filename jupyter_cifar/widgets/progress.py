@@ -105,7 +105,8 @@ class TrainingProgress:
         length = _budget(event) or epochs_text(event["epochs"])
         self.status.value = (
             f"training {event['architecture']} on {event['n_train']:,} images: "
-            f"{length} of {event['batches_per_epoch']} batches (seed {event['seed']})"
+            f"{length} of {event['batches_per_epoch']} batches "
+            f"(seed {event['seed']}, {event.get('precision', 'float32')})"
         )
         self.flush(force=True)
 
