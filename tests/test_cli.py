@@ -59,6 +59,16 @@ def test_train_prints_one_json_document(trained) -> None:
     assert "absl" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_train_in_the_precision_asked_for(cifar10, cifar10_dir: Path) -> None:
+    """--precision overrides the preset's "auto" (which measures this CPU): float32 it is, said so."""
+    proc = cli(
+        "train", "--preset", "fast", "--epochs", "1", "--train-limit", "1000", "--test-limit", "200",
+        "--precision", "float32", "--data", cifar10_dir, "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["precision"] == "float32" and ", float32)" in proc.stderr
+
+
 def test_evaluate_json(trained, cifar10_dir: Path) -> None:
     path, train = trained
     proc = cli("evaluate", path, "--data", cifar10_dir, "--test-limit", "500", "--json")
@@ -109,6 +119,7 @@ def test_classify_all_good_exits_0_with_text(trained, cifar10_dir: Path) -> None
         (["train", "--epochs", "2", "--minutes", "1"], ["--minutes", "not allowed with", "--epochs"]),
         (["train", "--minutes", "0"], ["--minutes", "0"]),
         (["train", "--preset", "resnet9000"], ["--preset", "resnet9000"]),
+        (["train", "--precision", "float8"], ["--precision", "float8"]),
         (["train", "--learning-rate", "-1"], ["--learning-rate"]),
         (["train", "--save", "model.h5"], ["--save", ".keras"]),
         # What the store would refuse is refused before training, not after it.

@@ -51,7 +51,14 @@ def kill_after_epochs(store_uri: str, jobs, job: str, epochs: int) -> None:
 
 
 def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar10_dir: Path) -> None:
-    job = submit(store_uri, data=str(cifar10_dir), save="from-job", tags={"via": "job"}, seed=7)
+    job = submit(
+        store_uri,
+        data=str(cifar10_dir),
+        save="from-job",
+        tags={"via": "job"},
+        seed=7,
+        precision="mixed_bfloat16",
+    )
     assert run_job(store_uri, job) == "finished"
     assert run_job(store_uri, job) == ""  # not queued any more: nothing to do, nothing saved twice
     with open_store(store_uri) as models:
@@ -68,6 +75,8 @@ def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar
         saved = models.resolve("from-job")
         assert models.list(name="from-job").total == 1
         assert saved.metadata["job"] == job and saved.tags == {"via": "job"}
+        # The spec's precision, not the tutorial's own float32, is what it trained in.
+        assert saved.metadata["precision"] == events[0][1]["precision"] == "mixed_bfloat16"
         assert saved.test_accuracy == record.test_accuracy
         with jobs.checkpoint(job) as checkpoint:
             assert checkpoint is not None and checkpoint[0].read(2) == b"PK" and checkpoint[1] == 1

@@ -77,6 +77,8 @@ def test_a_job_is_kept_with_its_spec_and_listed_newest_first(jobs: JobStore) -> 
         ({"tags": {"bad key": "x"}}, "tag"),
         ({"parent": "../x"}, "REF"),
         ({"data": ""}, "data"),
+        ({"precision": "float8"}, "precision"),
+        ({"precision": ["float32"]}, "precision"),
         ({"password": "x"}, "spec"),
     ],
 )

@@ -65,6 +65,7 @@ def detach(args: argparse.Namespace, out: Any, tags: dict[str, str]) -> int:
         "train_limit": args.train_limit,
         "test_limit": args.test_limit,
         "seed": args.seed,
+        "precision": args.precision,
         "data": args.data,  # as the server's machine sees it; none: the server's own
         "save": args.save,
         "tags": tags,

@@ -39,6 +39,7 @@ _SPEC_FIELDS = (
     "train_limit",
     "test_limit",
     "seed",
+    "precision",
     "data",
     "save",
     "tags",
@@ -61,6 +62,7 @@ class JobSpec:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int | None = None
+    precision: str | None = None  # a Keras dtype policy or "auto" (engine.precision)
     data: str | None = None  # the worker's CIFAR-10 folder; None: its own configuration
     save: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class JobSpec:
     def from_json(cls, value: Any) -> JobSpec:
         """A spec from untrusted JSON: every field checked, ``BadParameter`` naming the first bad one."""
         from ..engine.nets import PRESETS
+        from ..engine.precision import PRECISIONS
 
         if not isinstance(value, dict):
             raise BadParameter("spec", "must be a JSON object")
@@ -110,6 +113,11 @@ class JobSpec:
             or rate <= 0
         ):
             raise BadParameter("learning_rate", f"must be a positive number (got {str(rate)[:40]!r})")
+        precision = value.get("precision")
+        if precision is not None and precision not in PRECISIONS:
+            raise BadParameter(
+                "precision", f"must be one of {', '.join(PRECISIONS)} (got {str(precision)[:40]!r})"
+            )
         data = value.get("data")
         if data is not None and (not isinstance(data, str) or not data or len(data) > 4096 or "\x00" in data):
             raise BadParameter("data", "must be the path of a CIFAR-10 folder as the worker sees it")
@@ -140,6 +148,7 @@ class JobSpec:
             train_limit=value.get("train_limit"),
             test_limit=value.get("test_limit"),
             seed=value.get("seed"),
+            precision=precision,
             data=data,
             save=save,
             tags=clean_tags,

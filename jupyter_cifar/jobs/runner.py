@@ -167,6 +167,7 @@ class _Run:
             train_limit=spec.train_limit,
             test_limit=spec.test_limit,
             seed=spec.seed,
+            precision=spec.precision,
             checkpoint=str(checkpoint),
         )
         self.checkpoint = checkpoint
