@@ -164,6 +164,10 @@ def test_continue_training_appends_history_and_notes_parent(small, tmp_path: Pat
     assert second.metadata()["parent"] == "first.keras"
     # It really went on from the loaded weights: the first new epoch starts far below a fresh loss.
     assert second.history[1]["loss"] < first.history[0]["loss"]
+    assert second.precision == "float32"  # the loaded model's own
+    # A precision other than the model's cannot be asked for: refused at once, naming what it has.
+    with pytest.raises(BadParameter, match=r"--precision.*keeps the precision it has \(float32\)"):
+        Trainer(data, TrainConfig(preset="tutorial", precision="mixed_bfloat16"), model=loaded)
 
 
 def test_a_seed_makes_a_run_repeatable(small) -> None:

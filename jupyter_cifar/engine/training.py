@@ -228,6 +228,12 @@ class Trainer:
             )
         if self.config.minutes is not None:
             check_backend()
+        if model is not None and asked.precision not in (None, "auto", model.dtype_policy.name):
+            raise BadParameter(
+                "--precision",
+                f"a model trained further keeps the precision it has ({model.dtype_policy.name}); "
+                f"got {asked.precision!r}",
+            )
         self.model = model
         self.history: list[dict[str, Any]] = [dict(h) for h in history]
         self.parent = parent
