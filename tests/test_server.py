@@ -233,6 +233,21 @@ def test_every_route_is_in_the_openapi_file_and_back() -> None:
     assert set(_routes()) == described
 
 
+def test_the_openapi_job_spec_is_the_one_the_server_reads() -> None:
+    """Every field of a job's spec, and the values its enums allow, as the code has them (a field added
+    to one and not the other failed schemathesis only, as a response that broke the schema)."""
+    import dataclasses
+
+    from jupyter_cifar.engine.nets import PRESETS
+    from jupyter_cifar.engine.precision import PRECISIONS
+    from jupyter_cifar.jobs.records import JobSpec
+
+    schema = OPENAPI["components"]["schemas"]["JobSpec"]["properties"]
+    assert set(schema) == {f.name for f in dataclasses.fields(JobSpec)}
+    assert schema["preset"]["enum"] == list(PRESETS)
+    assert schema["precision"]["enum"] == list(PRECISIONS)
+
+
 @pytest.mark.parametrize(("path", "method"), _routes())
 async def test_no_token_is_403_on_every_route(
     jp_serverapp, http_server_client, jp_base_url, path, method
