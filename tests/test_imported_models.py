@@ -14,8 +14,10 @@ from keras import layers
 from test_cli import assert_one_line_error, cli
 from test_layersizes import FAMILIES, everyday_model
 
+from jupyter_cifar.engine import nets
 from jupyter_cifar.engine.modelfiles import load_model
 from jupyter_cifar.engine.predict import predict_proba
+from jupyter_cifar.engine.training import TrainConfig, Trainer
 from jupyter_cifar.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -127,3 +129,48 @@ def test_a_model_of_other_classes_is_refused_for_training(tmp_path: Path, cifar1
     keras.Sequential([keras.Input((32, 32, 3)), layers.Flatten(), layers.Dense(5)]).save(path)
     proc = cli("train", "--from", path, "--epochs", "1", "--data", cifar10_dir)
     assert_one_line_error(proc, 2, "--from", "it has 5 outputs, and CIFAR-10 has 10 classes")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_is_rebuilt_in_another_precision_with_its_weights(name: str) -> None:
+    """What a model trained further goes through where its run's precision is not its own (the Trainer's
+    rebuild): the same weights, bfloat16 inside, the last layer in float32, the same classes out."""
+    model = everyday_model(name)
+    mixed = nets.with_precision(model, "mixed_bfloat16")
+    assert nets.compute_policy(model) == "float32" and nets.compute_policy(mixed) == "mixed_bfloat16"
+    assert mixed.layers[-1].compute_dtype == "float32"
+    for a, b in zip(model.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # mixed precision keeps float32 variables
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    plain = keras.ops.convert_to_numpy(model(images, training=False))
+    inside = keras.ops.convert_to_numpy(mixed(images, training=False))
+    assert inside.dtype == np.float32
+    assert (plain.argmax(-1) == inside.argmax(-1)).mean() >= 0.75  # bfloat16 keeps 3 digits
+    back = nets.with_precision(mixed, "float32")
+    assert nets.compute_policy(back) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(images, training=False)), plain, rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    assert nets.with_precision(back, "float32") is back  # nothing to rebuild
+
+
+class Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = layers.Dense(10)
+
+    def call(self, x):
+        return self.dense(keras.ops.mean(x, axis=(1, 2)))
+
+
+def test_a_model_that_cannot_be_rebuilt_trains_in_its_own_precision(cifar10, caplog) -> None:
+    """A subclassed model (no layer graph to rebuild) is refused by the rebuild, and the Trainer leaves it
+    to train in the precision it has, saying so."""
+    model = Subclassed()
+    model(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"cannot be rebuilt in mixed_bfloat16"):
+        nets.with_precision(model, "mixed_bfloat16")
+    trainer = Trainer(cifar10.subset(256, 64), TrainConfig(preset="tutorial", precision="mixed_bfloat16"))
+    trainer.policy = "mixed_bfloat16"  # as the run resolved it
+    assert trainer._in_policy(model) is model
+    assert trainer.policy == "float32"  # what it trains in, said in its start event; not what was asked
+    assert "trains in the precision it has, float32" in caplog.text

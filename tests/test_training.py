@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jupyter_cifar.engine.modelfiles import load_model
+from jupyter_cifar.engine.nets import compute_policy
 from jupyter_cifar.engine.predict import predict_proba
 from jupyter_cifar.engine.training import TrainConfig, Trainer, TrainResult
 from jupyter_cifar.errors import BadParameter
@@ -164,10 +165,39 @@ def test_continue_training_appends_history_and_notes_parent(small, tmp_path: Pat
     assert second.metadata()["parent"] == "first.keras"
     # It really went on from the loaded weights: the first new epoch starts far below a fresh loss.
     assert second.history[1]["loss"] < first.history[0]["loss"]
-    assert second.precision == "float32"  # the loaded model's own
-    # A precision other than the model's cannot be asked for: refused at once, naming what it has.
-    with pytest.raises(BadParameter, match=r"--precision.*keeps the precision it has \(float32\)"):
-        Trainer(data, TrainConfig(preset="tutorial", precision="mixed_bfloat16"), model=loaded)
+    assert second.precision == "float32"  # the tutorial preset's
+
+
+def test_a_model_trained_further_trains_in_the_precision_of_the_run(small, tmp_path: Path) -> None:
+    """A loaded model is rebuilt in the run's precision (weights unchanged), as a new one would be built: a
+    float32 model goes on in bfloat16 where that is asked for (or "auto" finds it faster), and back."""
+    data = small.subset(1000, 200)
+    first, _ = _train(data, preset="tutorial", epochs=1, seed=1)
+    path = tmp_path / "first.keras"
+    first.model.save(path)
+    loaded = load_model(path)
+    assert compute_policy(loaded) == "float32"
+    trainer = Trainer(
+        data,
+        TrainConfig(preset="tutorial", epochs=1, seed=2, precision="mixed_bfloat16"),
+        model=loaded,
+        history=first.history,
+    )
+    events: list[dict] = []
+    trainer.subscribe(events.append)
+    second = trainer.run()
+    assert second.status == "finished", second.error
+    assert events[0]["precision"] == second.precision == second.metadata()["precision"] == "mixed_bfloat16"
+    assert compute_policy(second.model) == "mixed_bfloat16"
+    assert second.model.layers[-1].compute_dtype == "float32"  # the softmax stays float32
+    assert second.history[1]["loss"] < first.history[0]["loss"]  # it went on from the loaded weights
+    path = tmp_path / "second.keras"
+    second.model.save(path)
+    again = load_model(path)  # plain Keras in safe mode; it computes in what it was trained in
+    assert compute_policy(again) == "mixed_bfloat16" and again.dtype_policy.name == "float32"
+    third = Trainer(data, TrainConfig(preset="tutorial", epochs=1, seed=3), model=again).run()
+    assert third.status == "finished" and third.precision == "float32"  # the tutorial's own, once more
+    assert compute_policy(third.model) == "float32"
 
 
 def test_a_seed_makes_a_run_repeatable(small) -> None:

@@ -34,7 +34,8 @@ Speed settings (measured by ``benchmarks/backends.py`` and ``benchmarks/time_to_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,8 @@ class Preset:
     weight_decay: float = 0.0  # decoupled (Keras' ``weight_decay``), scaled by the learning rate
     warmup: float = 0.2  # the warm-up's share of the steps ("cosine" schedule)
     # "auto": mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 matrix units (AMX / AVX512-BF16),
-    # float32 elsewhere. Trained weights are float32 either way, and the trained model is saved as float32.
+    # float32 elsewhere. Trained weights are float32 either way; a model is saved computing in its policy
+    # (mixed_float16 as float32: :func:`as_float32`), and trained further in the one resolved then.
     precision: str = "auto"
     # Test-time augmentation built into the trained model (:func:`jupyter_cifar.engine.tta.with_tta`): "none",
     # "flip" (the image and its mirror image) or "flip-translate" (also both shifted by one pixel each
@@ -357,6 +359,50 @@ def as_float32(model: keras.Model, preset: str, num_classes: int) -> keras.Model
     if all(layer.dtype_policy.name != "mixed_float16" for layer in model.layers):
         return model
     copy = build_model(preset, num_classes, precision="float32")
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def compute_policy(model: keras.Model) -> str:
+    """The dtype policy a model computes in: that of most of its layers with weights (a mixed-precision
+    model's last layer computes in float32; a loaded model's own policy says float32 whatever its layers
+    compute in)."""
+    import keras
+
+    def layers(m: keras.Model) -> Iterator[keras.layers.Layer]:
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+            elif layer.weights:
+                yield layer
+
+    counts = Counter(layer.dtype_policy.name for layer in layers(model))
+    return counts.most_common(1)[0][0] if counts else model.dtype_policy.name
+
+
+def with_precision(model: keras.Model, policy: str) -> keras.Model:
+    """The same network and weights with its layers under the dtype ``policy`` (its last layer computing in
+    float32, as Keras advises for mixed precision), or ``model`` where it computes so already. Mixed
+    policies keep float32 variables, so the weights carry over unchanged. Raises ``ValueError`` where the
+    network cannot be rebuilt from its layers' configs (a subclassed model, say).
+    """
+    import keras
+
+    if compute_policy(model) == policy:
+        return model
+    last = model.layers[-1]
+
+    def rebuilt(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer is last else policy
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=rebuilt, recursive=True)
+    except Exception as e:  # whatever a layer's from_config raises
+        raise ValueError(f"{model.name} cannot be rebuilt in {policy} ({type(e).__name__}: {e})") from e
+    if [w.shape for w in copy.weights] != [w.shape for w in model.weights]:
+        raise ValueError(f"{model.name} rebuilt in {policy} has other weights than it had")
     copy.set_weights(model.get_weights())
     return copy
 

@@ -46,9 +46,11 @@ from .nets import (
     DEFAULT_PRESET,
     as_float32,
     build_model,
+    compute_policy,
     get_preset,
     inference_copy,
     init_from_data,
+    with_precision,
 )
 from .precision import PRECISIONS, resolve_precision
 from .predict import Evaluation, evaluate_probabilities, predict_proba
@@ -228,12 +230,6 @@ class Trainer:
             )
         if self.config.minutes is not None:
             check_backend()
-        if model is not None and asked.precision not in (None, "auto", model.dtype_policy.name):
-            raise BadParameter(
-                "--precision",
-                f"a model trained further keeps the precision it has ({model.dtype_policy.name}); "
-                f"got {asked.precision!r}",
-            )
         self.model = model
         self.history: list[dict[str, Any]] = [dict(h) for h in history]
         self.parent = parent
@@ -306,15 +302,14 @@ class Trainer:
             if cfg.minutes is not None:
                 self.clock = new_clock()
             n_classes = len(data.class_names)
+            self.policy = resolve_precision(cfg.precision or "auto")
             if self.model is None:
-                self.policy = resolve_precision(cfg.precision or "auto")
                 model = build_model(cfg.preset, n_classes, precision=self.policy)
                 init_from_data(model, data.x_train, seed=cfg.seed)
                 self._tta = self.preset.tta
             else:
                 self._tta = tta_views(self.model)  # a loaded test-time-augmented model trains its inside
-                model = without_tta(self.model)
-                self.policy = model.dtype_policy.name
+                model = self._in_policy(without_tta(self.model))
             self.model = model
             batches = math.ceil(len(data.x_train) / cfg.batch_size)
             # A budgeted run goes on until its time is up (the hook stops it), at most this many epochs.
@@ -416,6 +411,17 @@ class Trainer:
             }
         )
         self._done.set()
+
+    def _in_policy(self, model: keras.Model) -> keras.Model:
+        """A loaded model, rebuilt to train in this run's precision (as a new one would: a model saved in
+        float32 trains in bfloat16 where that is faster here, and the other way round), or in its own
+        where it cannot be rebuilt."""
+        try:
+            return with_precision(model, self.policy)
+        except ValueError as e:
+            self.policy = compute_policy(model)
+            log.warning("jupyter_cifar: %s; it trains in the precision it has, %s", e, self.policy)
+            return model
 
     def _recipe_callbacks(self, model: keras.Model, total_steps: int) -> list[keras.callbacks.Callback]:
         """The preset's training-time pieces that live outside the model and its optimizer."""

@@ -7,7 +7,7 @@ twice has no one map per picture). Mixed-precision models are explained through 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,30 +160,12 @@ def float32_copy(model: Any) -> Any:
     Gradients through bfloat16 keep three significant digits; the copy is what the maps are computed on.
     When no copy can be made (a layer that cannot be rebuilt from its config), the model is used as it is.
     """
-    import keras
-
-    def layers(m: Any) -> Iterable[Any]:
-        for layer in m.layers:
-            yield layer
-            if isinstance(layer, keras.Model):
-                yield from layers(layer)
-
-    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in layers(model)):
-        return model
-
-    def as_float32(layer: Any) -> Any:
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
+    from ..nets import with_precision
 
     try:
-        copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
-        if [w.shape for w in copy.weights] != [w.shape for w in model.weights]:
-            return model
-        copy.set_weights(model.get_weights())
-    except Exception:
+        return with_precision(model, "float32")
+    except ValueError:
         return model
-    return copy
 
 
 def one_tensor(tensors: list[Any]) -> Any:
