@@ -221,10 +221,11 @@ class ProgressBar:
         if kind == "start":
             minutes = event.get("minutes")
             length = f"for {minutes:g} minutes" if minutes else f"{event['epochs']} epochs"
+            said = [f"batch {event['batch_size']}", f"seed {event['seed']}"]
+            said += [event["precision"]] if event.get("precision") else []  # a job's older events lack it
             self.out.note(
                 f"training {event['preset']} on {event['n_train']} images, "
-                f"{length} of {event['batches_per_epoch']} batches "
-                f"(batch {event['batch_size']}, seed {event['seed']}, {event.get('precision', 'float32')})"
+                f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)})"
             )
             if self.tty:
                 from tqdm import tqdm

@@ -69,6 +69,22 @@ def test_train_in_the_precision_asked_for(cifar10, cifar10_dir: Path) -> None:
     assert json.loads(proc.stdout)["precision"] == "float32" and ", float32)" in proc.stderr
 
 
+def test_the_start_line_names_only_what_the_event_says(capsys) -> None:
+    """A resumed job replays the start event it wrote before runs said their precision: none is guessed."""
+    from jupyter_cifar.cli_common import Output, ProgressBar
+
+    start = {"type": "start", "preset": "fast", "n_train": 500, "epochs": 2, "batches_per_epoch": 4,
+             "batch_size": 128, "seed": 0}  # fmt: skip
+    bar = ProgressBar(Output(as_json=True))
+    bar.tty = False
+    bar.on_event(start)
+    bar.on_event({**start, "precision": "mixed_bfloat16"})
+    assert capsys.readouterr().err.splitlines() == [
+        "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0)",
+        "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0, mixed_bfloat16)",
+    ]
+
+
 def test_evaluate_json(trained, cifar10_dir: Path) -> None:
     path, train = trained
     proc = cli("evaluate", path, "--data", cifar10_dir, "--test-limit", "500", "--json")

@@ -493,6 +493,7 @@ def test_progress_draws_each_batch_behind_the_running_means_where_the_model_is()
         {"type": "start", "epochs": 1, "initial_epoch": 2, "epochs_done": 2.0, "batches_per_epoch": 4,
          "architecture": "fast", "n_train": 1000, "seed": 0}
     )  # fmt: skip
+    assert progress.status.value.endswith("4 batches (seed 0)")  # an older job's event: no precision to name
     values = [1.0, 3.0, 2.0, 6.0]  # each batch's loss; Keras sends their running mean
     for batch, mean in enumerate(np.cumsum(values) / np.arange(1, 5), start=1):
         progress.on_batch(

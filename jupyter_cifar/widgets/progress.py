@@ -103,10 +103,10 @@ class TrainingProgress:
         self.epoch_bar.description = "Time" if event.get("minutes") else "Epoch"
         self.batch_bar.max, self.batch_bar.value = event["batches_per_epoch"], 0
         length = _budget(event) or epochs_text(event["epochs"])
+        said = [f"seed {event['seed']}"] + ([event["precision"]] if event.get("precision") else [])
         self.status.value = (
             f"training {event['architecture']} on {event['n_train']:,} images: "
-            f"{length} of {event['batches_per_epoch']} batches "
-            f"(seed {event['seed']}, {event.get('precision', 'float32')})"
+            f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)})"
         )
         self.flush(force=True)
 
