@@ -130,7 +130,9 @@ def test_a_job_whose_process_is_killed_is_interrupted_and_a_resume_finishes_it(
 def test_a_resumed_job_with_a_time_budget_trains_for_the_time_it_has_left(
     store_uri: str, cifar10_dir: Path
 ) -> None:
-    job = submit(store_uri, data=str(cifar10_dir), preset="fast", epochs=None, minutes=0.5, train_limit=1000)
+    # Few test images: each epoch's validation, inside the budget, leaves it to training.
+    limits = {"train_limit": 1000, "test_limit": 500}
+    job = submit(store_uri, data=str(cifar10_dir), preset="fast", epochs=None, minutes=0.5, **limits)
     with open_store(store_uri) as models:
         jobs = open_job_store(models)
         kill_after_epochs(store_uri, jobs, job, 2)
