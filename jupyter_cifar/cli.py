@@ -45,6 +45,7 @@ from .cli_common import (
     tags_to_set,
     training_from,
 )
+from .engine.history import epochs_text
 from .errors import BadParameter, JupyterCifarError, NotFound, StoreUnavailable
 
 
@@ -204,7 +205,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
             "precision": result.precision,
         },
         lambda r: (
-            f"{r['status']}: {r['epochs']} epochs of {r['preset']} in {r['seconds']:.1f} s "
+            f"{r['status']}: {epochs_text(r['epochs'])} of {r['preset']} in {r['seconds']:.1f} s "
             f"({r['images_per_second']:.0f} images/s); test accuracy {r['test_accuracy']:.4f}"
             + (f"; saved as {saved}:{version}" if version else f"; saved to {saved}" if saved else "")
         ),

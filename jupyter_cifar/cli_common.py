@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .engine.history import epochs_text
 from .errors import BadParameter, DataError, ModelFileError
 
 PROG = "jupyter cifar"
@@ -220,7 +221,7 @@ class ProgressBar:
         kind = event["type"]
         if kind == "start":
             minutes = event.get("minutes")
-            length = f"for {minutes:g} minutes" if minutes else f"{event['epochs']} epochs"
+            length = f"for {minutes:g} minutes" if minutes else epochs_text(event["epochs"])
             said = [f"batch {event['batch_size']}", f"seed {event['seed']}"]
             said += [event["precision"]] if event.get("precision") else []  # a job's older events lack it
             self.out.note(

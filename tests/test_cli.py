@@ -78,10 +78,10 @@ def test_the_start_line_names_only_what_the_event_says(capsys) -> None:
     bar = ProgressBar(Output(as_json=True))
     bar.tty = False
     bar.on_event(start)
-    bar.on_event({**start, "precision": "mixed_bfloat16"})
+    bar.on_event({**start, "precision": "mixed_bfloat16", "epochs": 1})
     assert capsys.readouterr().err.splitlines() == [
         "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0)",
-        "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0, mixed_bfloat16)",
+        "training fast on 500 images, 1 epoch of 4 batches (batch 128, seed 0, mixed_bfloat16)",
     ]
 
 
