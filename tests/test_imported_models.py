@@ -145,7 +145,9 @@ def test_every_family_is_rebuilt_in_another_precision_with_its_weights(name: str
     plain = keras.ops.convert_to_numpy(model(images, training=False))
     inside = keras.ops.convert_to_numpy(mixed(images, training=False))
     assert inside.dtype == np.float32
-    assert (plain.argmax(-1) == inside.argmax(-1)).mean() >= 0.75  # bfloat16 keeps 3 digits
+    # bfloat16 keeps 3 significant digits: 6e-3 apart at most here (their untrained classes can tie, so
+    # comparing the top class would say little)
+    np.testing.assert_allclose(inside, plain, rtol=0.05, atol=0.02)
     back = nets.with_precision(mixed, "float32")
     assert nets.compute_policy(back) == "float32"
     np.testing.assert_allclose(keras.ops.convert_to_numpy(back(images, training=False)), plain, rtol=1e-5,
