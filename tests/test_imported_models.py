@@ -153,6 +153,10 @@ def test_every_family_is_rebuilt_in_another_precision_with_its_weights(name: str
     np.testing.assert_allclose(keras.ops.convert_to_numpy(back(images, training=False)), plain, rtol=1e-5,
                                atol=1e-6)  # fmt: skip
     assert nets.with_precision(back, "float32") is back  # nothing to rebuild
+    # A model trained in float16 on a GPU is saved as float32, whatever its network (not only a preset's).
+    half = nets.with_precision(model, "mixed_float16")
+    saved = nets.as_float32(half)
+    assert nets.compute_policy(saved) == "float32" and nets.as_float32(mixed) is mixed
 
 
 class Subclassed(keras.Model):

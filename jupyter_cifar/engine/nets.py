@@ -350,17 +350,14 @@ def init_from_data(model: keras.Model, x_train: np.ndarray, samples: int = 1000,
     layer.set_weights([filters.reshape(k, k, c, -1).astype(np.float32), bias.astype(np.float32)])
 
 
-def as_float32(model: keras.Model, preset: str, num_classes: int) -> keras.Model:
-    """A float32 copy of a mixed_float16 preset model (its weights are float32 already), else ``model``.
+def as_float32(model: keras.Model) -> keras.Model:
+    """A float32 copy of a mixed_float16 model (its weights are float32 already), else ``model``.
 
     A model trained on a GPU in float16 might not run on a CPU; bfloat16 models (trained on CPUs with AMX)
-    stay as they are: every backend runs them on a CPU, and they classify 2.5x faster there.
+    stay as they are: every backend runs them on a CPU, and they classify 2.5x faster there. Any network
+    :func:`with_precision` can rebuild, not only the presets'.
     """
-    if all(layer.dtype_policy.name != "mixed_float16" for layer in model.layers):
-        return model
-    copy = build_model(preset, num_classes, precision="float32")
-    copy.set_weights(model.get_weights())
-    return copy
+    return with_precision(model, "float32") if compute_policy(model) == "mixed_float16" else model
 
 
 def compute_policy(model: keras.Model) -> str:

@@ -443,7 +443,7 @@ class Trainer:
         """
         if self._final is None:
             assert self.model is not None
-            model = as_float32(self.model, self.config.preset, len(self.data.class_names))
+            model = as_float32(self.model)
             if self._tta != "none":
                 model = with_tta(model, self._tta)
             if model is not self.model:
