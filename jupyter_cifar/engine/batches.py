@@ -14,7 +14,8 @@ import numpy as np
 class Batches(keras.utils.PyDataset):
     """Shuffled, augmented training batches from uint8 images: the input pipeline, in numpy.
 
-    Backend-agnostic (Keras reads it like any ``PyDataset``). Each epoch is prepared as a whole with
+    Backend-agnostic: the trainer's loop reads it one batch at a time (:mod:`jupyter_cifar.engine.loop`),
+    and Keras' ``fit`` reads it like any ``PyDataset``. Each epoch is prepared as a whole with
     vectorised numpy (a permutation, one copy per translation offset, one mirrored copy), in a helper
     thread while the previous epoch trains, so the model never waits for it; batches are then views.
 
@@ -40,9 +41,9 @@ class Batches(keras.utils.PyDataset):
         color: float = 0.0,
         seed: int = 0,
     ) -> None:
-        # Two threads hand out the batches (Keras' enqueuer): read through TensorFlow's generator dataset
-        # (the single-worker path), each new epoch stalled for about 17 s before its first batch on the
-        # 2-core CPU, about a third of an `accurate` epoch; with the enqueuer it starts at once.
+        # Read by `fit`, two threads hand out the batches (Keras' enqueuer): through TensorFlow's generator
+        # dataset (the single-worker path), each new epoch stalled for about 17 s before its first batch on
+        # the 2-core CPU, about a third of an `accurate` epoch; with the enqueuer it starts at once.
         super().__init__(workers=2)
         self._switch = threading.Lock()  # its threads may ask for an epoch's first batches together
         if augment not in ("none", "flip", "flip-translate"):

@@ -9,7 +9,7 @@ On the 2-core Xeon (AMX, mixed bfloat16) two of TensorFlow's training ops held `
   products, one per kernel offset, it runs 1.6x (7x7) to 3.7x (3x3) faster. With fewer channels or on
   larger maps oneDNN's own is as fast or faster and stays (:func:`matmul_grad_pays`).
 
-:func:`for_training` gives the model to call ``fit`` on: a view that shares every layer and variable with
+:func:`for_training` gives the model to train: a view that shares every layer and variable with
 the model, except that BatchNorm layers are called through :class:`FusedBatchNorm` and such convolutions
 through :class:`MatmulGradConv`, each using the wrapped layer's own weights. Training the view trains the
 model; the model itself (what is validated, saved and returned) holds nothing but built-in Keras layers, so

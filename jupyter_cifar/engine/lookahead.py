@@ -28,7 +28,7 @@ def pull(step: int, total: int, decay: float, power: float) -> float:
 
 class Lookahead(keras.callbacks.Callback):
     """See the module. ``variables``: what to average (the trainer gives the model's floating-point ones:
-    the fit runs a training view of the model, whose variables are the model's)."""
+    the loop trains a view of the model, whose variables are the model's)."""
 
     def __init__(
         self,

@@ -68,7 +68,7 @@ class Progress:
 class KerasHook(keras.callbacks.Callback):
     """Turns Keras' callback hooks into trainer events, and honours a stop request between batches.
 
-    ``self.model`` is the model ``fit`` runs on, which may be a training view of the trainer's model
+    ``self.model`` is the model the loop trains, which may be a training view of the trainer's model
     (:mod:`jupyter_cifar.engine.fastview`); validation and checkpoints use the trainer's model itself.
     """
 

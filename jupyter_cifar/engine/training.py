@@ -1,6 +1,7 @@
 """Training in a background thread, observed through plain events and driven by start/stop.
 
-The kernel stays free while Keras ``fit`` runs in a thread; a callback turns Keras' hooks into JSON-ready
+The kernel stays free while the epoch loop (:mod:`jupyter_cifar.engine.loop`: Keras' ``fit`` contract, one
+``train_on_batch`` per prepared batch) runs in a thread; a callback turns Keras' hooks into JSON-ready
 event dicts that listeners receive (the panels, the command line's progress bar, a test). Nothing here
 prints, and nothing here knows about widgets, so the same trainer can later run in a worker process.
 
@@ -36,12 +37,14 @@ import numpy as np
 
 from ..errors import BadParameter
 from . import fastview
+from .allocator import keep_freed_memory
 from .batches import Batches
 from .budget import check_backend, check_minutes
 from .clock import new_clock
 from .compilecache import use_jax_cache
 from .data import Dataset
 from .history import epochs_done
+from .loop import fit_batches
 from .nets import (
     DEFAULT_PRESET,
     as_float32,
@@ -296,6 +299,7 @@ class Trainer:
         model = self.model
         try:
             use_jax_cache()  # under JAX, a second run loads its compiled steps instead of compiling them
+            keep_freed_memory()  # each step reuses what the last one freed, instead of faulting it in again
             keras.utils.set_random_seed(self.config.seed)
             cfg, data = self.config, self.data
             assert cfg.batch_size is not None and cfg.seed is not None
@@ -343,37 +347,25 @@ class Trainer:
             counter.begin(batches, epochs, cfg.batch_size)
             if not self._stop.is_set():
                 hook = KerasHook(self, counter)
-                if self.preset.augment == "none":
-                    fit_model.fit(
-                        data.x_train,
-                        labels,
-                        batch_size=cfg.batch_size,
+                batches_source = Batches(
+                    data.x_train,
+                    labels,
+                    cfg.batch_size,
+                    augment=self.preset.augment,
+                    translate=self.preset.translate,
+                    color=self.preset.color,
+                    seed=cfg.seed,
+                )
+                try:
+                    fit_batches(
+                        fit_model,
+                        batches_source,
                         epochs=initial + epochs,
                         initial_epoch=initial,
-                        shuffle=True,
-                        verbose=0,
                         callbacks=[hook, *self._recipe_callbacks(model, steps)],
                     )
-                else:
-                    batches_source = Batches(
-                        data.x_train,
-                        labels,
-                        cfg.batch_size,
-                        augment=self.preset.augment,
-                        translate=self.preset.translate,
-                        color=self.preset.color,
-                        seed=cfg.seed,
-                    )
-                    try:
-                        fit_model.fit(
-                            batches_source,
-                            epochs=initial + epochs,
-                            initial_epoch=initial,
-                            verbose=0,
-                            callbacks=[hook, *self._recipe_callbacks(model, steps)],
-                        )
-                    finally:
-                        batches_source.close()
+                finally:
+                    batches_source.close()
             model = self.final_model()
             self.model = model
             evaluation, test_predicted = self._evaluate(model)
