@@ -94,11 +94,18 @@ def test_each_map_has_its_pictures_own_size_and_values_0_to_1(model, subset, tmp
         assert heat.std() > 0.05  # not a constant map
     np.testing.assert_array_equal(maps[2], maps[5])  # a path and an open file of the same JPEG
 
-    # The same picture at another size gives the same map, resized.
-    small = ex.explain(model, [picture])[0]
-    assert (
-        np.corrcoef(np.asarray(Image.fromarray(maps[0]).resize((32, 32))).ravel(), small.ravel())[0, 1] > 0.9
-    )
+    # The same picture at another size gives the same map, resized: over six pictures, each 120x97 map
+    # brought back to 32x32 follows its own picture's map (a median correlation of 0.82-0.95 for two seeds'
+    # models, 0.55 at the least) more closely than another picture's (0.68 at the most).
+    own, other = [], []
+    for k in range(3, 9):
+        wide = np.asarray(Image.fromarray(subset.x_test[k]).resize((120, 97), Image.Resampling.BICUBIC))
+        big, small, elsewhere = ex.explain(model, [wide, subset.x_test[k], subset.x_test[k + 10]])
+        back = np.asarray(Image.fromarray(big).resize((32, 32))).ravel()
+        own.append(np.corrcoef(back, small.ravel())[0, 1])
+        other.append(np.corrcoef(back, elsewhere.ravel())[0, 1])
+    assert np.median(own) > 0.75, own
+    assert sum(a > b for a, b in zip(own, other, strict=True)) >= 5, (own, other)
 
 
 def test_a_photo_turned_by_its_exif_orientation_gets_an_upright_map(model, subset) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mongod import PortTaken, check_port_taken, free_port, on_a_free_port, terminate
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = os.environ.get("JUPYTER_CIFAR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -984,8 +985,17 @@ def select_model(page: AppPage, ref: str, timeout: float = 60) -> None:
     page.tab("Models")
     page.click("jc-models-refresh")
     row = page.page.locator(".jc-models-row", has_text=re.compile(rf"^\s*{re.escape(ref)}\s*$"))
-    row.first.wait_for(state="visible", timeout=timeout * 1000)
-    row.first.click()
-    page.wait_text("jc-models-selected", re.escape(ref), timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        # The row may be shown already (a save lists its version) and then drawn anew by the refresh's
+        # answer: a click on the old row is lost with it, so a click that selects nothing is made again.
+        row.first.wait_for(state="visible", timeout=max(1.0, deadline - time.monotonic()) * 1000)
+        row.first.click()
+        try:
+            page.wait_text("jc-models-selected", re.escape(ref), timeout=min(10.0, timeout))
+            break
+        except PlaywrightTimeoutError:
+            if time.monotonic() > deadline:
+                raise
     # The facts come in their own message from the kernel: wait for this version's, not the last one's.
     page.wait_text("jc-models-details", rf"^version\s+{re.escape(ref)}\s", timeout=timeout)
