@@ -4,12 +4,12 @@ A training step on the CPU allocates and frees the same large buffers every step
 gradients, the convolutions' work space: hundreds of MB at batch 256). glibc's malloc serves a block over
 its mmap threshold (at most 32 MB) with a fresh ``mmap`` and unmaps it when it is freed, and gives the top
 of its heap back when more than 128 KB are free there; so each step faulted its pages in again, zeroed by
-the kernel. Measured on a 2-core AMD EPYC (AVX2), ``fast`` at batch 256 through Keras' ``fit``: 131,000
-page faults a step and 361-373 images/s, against 1,500 faults and 566-634 images/s once freed memory is
-kept; ``accurate`` at batch 512: 1.4 million faults a step (5.5 GB of pages) and 68 images/s, against
-132,000 and 120 (``benchmarks/train_loop.py``). How many blocks were mapped depended on what the process
-had allocated before (glibc moves its threshold as blocks are freed), so the same step ran at either speed
-from one process to the next.
+the kernel. Measured on a 2-core AMD EPYC of family 25 model 1 (Zen 3: AVX2, no AVX-512, no AMX), ``fast``
+at batch 256 through Keras' ``fit``: 131,000 page faults a step and 361-373 images/s, against 1,500 faults
+and 566-634 images/s once freed memory is kept; ``accurate`` at batch 512: 1.4 million faults a step (5.5 GB
+of pages) and 68 images/s, against 132,000 and 120 (``benchmarks/train_loop.py``). How many blocks were
+mapped depended on what the process had allocated before (glibc moves its threshold as blocks are freed), so
+the same step ran at either speed from one process to the next.
 
 :func:`keep_freed_memory` sets glibc to serve every block from its heaps and never to trim them
 (``mallopt``: ``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` 2 GiB): what a step frees is reused by the next,

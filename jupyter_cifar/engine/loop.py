@@ -3,12 +3,12 @@ the metrics over the epoch) driven one ``train_on_batch`` per prepared batch.
 
 Why not ``fit`` itself: fed batches from Python (a ``PyDataset``), ``fit`` reads them under TensorFlow
 through ``tf.data.Dataset.from_generator`` and two enqueuer threads, which take their share of a small
-machine's cores from the step: on a 2-core AMD EPYC (AVX2), ``fast`` trained at 566-634 images/s through
-``fit`` and 619-713 through this loop, freed memory kept in both (:mod:`jupyter_cifar.engine.allocator`;
-``benchmarks/train_loop.py``). And ``fit`` shuffles a ``PyDataset``'s batches once more, which the
-trainer's batches, shuffled as an epoch, do not need. The batches are prepared in numpy a whole epoch
-ahead (:class:`jupyter_cifar.engine.batches.Batches`), so nothing is lost by handing them over one at a
-time.
+machine's cores from the step: on a 2-core AMD EPYC of family 25 model 1 (AVX2, no AVX-512), ``fast``
+trained at 566-634 images/s through ``fit`` and 619-713 through this loop, freed memory kept in both
+(:mod:`jupyter_cifar.engine.allocator`; ``benchmarks/train_loop.py``). And ``fit`` shuffles a
+``PyDataset``'s batches once more, which the trainer's batches, shuffled as an epoch, do not need. The
+batches are prepared in numpy a whole epoch ahead (:class:`jupyter_cifar.engine.batches.Batches`), so
+nothing is lost by handing them over one at a time.
 """
 
 from __future__ import annotations
