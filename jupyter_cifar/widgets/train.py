@@ -242,11 +242,12 @@ class TrainPanel(w.VBox):
         return in_background(launch, errors=self.errors, name="jupyter-cifar-launch")
 
     def _idle(self) -> None:
-        """Nothing trains here: the buttons come back."""
+        """Nothing trains here: the buttons come back, Start last (whoever waits on it, a test or a
+        script driving the panel, then finds Save and Continue as they will stay)."""
         self._busy = False
-        self.start_button.disabled = False
         self.save_button.disabled = self.result is None or self.saved_record is not None
         self._update_continue()
+        self.start_button.disabled = False
 
     def stop(self) -> None:
         run = self.run
