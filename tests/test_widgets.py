@@ -771,6 +771,35 @@ def test_models_search_as_you_type_by_tag_and_say_what_did_not_match(bare_app: A
     assert models.page_label.value == "no version matches data=gif"
 
 
+def test_a_refresh_keeps_the_rows_it_finds_unchanged(bare_app: App) -> None:
+    """A refresh that finds the same versions changes nothing on the page (a click made meanwhile lands
+    on its row); a row whose text changed is drawn anew, and one that left is closed."""
+    store = bare_app.session.store()
+    for name in ("a", "b", "c"):
+        store.save(tiny_model(), name)
+    models = bare_app.models
+    models.refresh().join(30)
+    before = models.table.children
+    rows = {c.description: c for c in before if "jc-models-row" in c._dom_classes}
+    assert sorted(rows) == ["a:1", "b:1", "c:1"]
+    models.refresh().join(30)
+    assert models.table.children == before and all(
+        x is y for x, y in zip(models.table.children, before, strict=True)
+    )
+
+    store.set_notes("a:1", "edited elsewhere")  # not in the row: the row stays, a click shows the new record
+    store.set_tags("b:1", {"k": "v"})  # in the row: drawn anew
+    store.delete("c:1")
+    models.refresh().join(30)
+    now = {c.description: c for c in models.table.children if "jc-models-row" in c._dom_classes}
+    assert sorted(now) == ["a:1", "b:1"] and now["a:1"] is rows["a:1"] and now["b:1"] is not rows["b:1"]
+    assert "k=v" in texts(models.table)
+    assert rows["b:1"].comm is None and rows["c:1"].comm is None  # closed: no widget left behind
+    assert now["a:1"].comm is not None
+    click(now["a:1"])
+    assert models.selected_label.value == "selected: a:1" and models.notes_view.value == "edited elsewhere"
+
+
 def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: App, tmp_path: Path) -> None:
     store = bare_app.session.store()
     history = [

@@ -89,6 +89,11 @@ class ModelsPanel(w.VBox):
             layout=w.Layout(grid_template_columns="minmax(140px, auto) repeat(5, auto)", grid_gap="2px 12px")
         )
         self.table.add_class("jc-models-table")
+        self._heads = [label(title, "jc-models-head") for title in COLUMNS]
+        for header in self._heads:
+            header.style.font_weight = "bold"
+        self._rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}  # by ref: its text, its widgets
+        self._shown: dict[str, ModelRecord] = {}  # by ref: the record its row selects
         guard = guarded(self.errors)
         for box in (self.search, self.tag_filter):  # search as you type, once typing pauses
             box.observe(guard(lambda _: self._refresh_soon()), names="value")
@@ -238,15 +243,20 @@ class ModelsPanel(w.VBox):
         self.refresh()
 
     def _show_page(self, page: Page) -> None:
-        cells: list[w.Widget] = [label(title, "jc-models-head") for title in COLUMNS]
-        for header in cells:
-            header.style.font_weight = "bold"
+        cells: list[w.Widget] = list(self._heads)
+        rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}
         for record in page.items:
-            row = button(record.ref, "jc-models-row", tooltip=f"show {record.ref}")
-            row.layout = w.Layout(width="auto")
-            row.on_click(guarded(self.errors)(lambda _, r=record: self.select(r)))
-            cells.append(row)
-            cells.extend(label(text) for text in row_cells(record))
+            self._shown[record.ref] = record  # what a click on its row selects: the latest answer
+            rows[record.ref] = self._row(record)
+            cells.extend(rows[record.ref][1])
+        # A row whose text is unchanged keeps its widgets, so a refresh that finds the same versions
+        # changes nothing on the page, and a click made meanwhile still lands on its row.
+        for ref, (_, widgets) in self._rows.items():
+            if rows.get(ref, (None, None))[1] is not widgets:
+                for widget in widgets:
+                    widget.close()
+        self._rows = rows
+        self._shown = {ref: self._shown[ref] for ref in rows}
         self.table.children = cells
         filters = self._filters()
         if page.total:
@@ -261,6 +271,17 @@ class ModelsPanel(w.VBox):
         self.next_button.disabled = page.offset + len(page.items) >= page.total
         self.compare_with.options = [("-", ""), *((r.ref, r.ref) for r in page.items)]
         self.page = page  # last: the page is shown whole once this is set
+
+    def _row(self, record: ModelRecord) -> tuple[tuple[str, ...], list[w.Widget]]:
+        """The row's text and its widgets: the shown ones where the text is the same."""
+        text = (record.ref, *row_cells(record))
+        shown = self._rows.get(record.ref)
+        if shown is not None and shown[0] == text:
+            return shown
+        row = button(record.ref, "jc-models-row", tooltip=f"show {record.ref}")
+        row.layout = w.Layout(width="auto")
+        row.on_click(guarded(self.errors)(lambda _, ref=record.ref: self.select(self._shown[ref])))
+        return text, [row, *(label(cell) for cell in text[1:])]
 
     # -- one version -----------------------------------------------------------------------------
     def select(self, record: ModelRecord) -> None:
