@@ -17,6 +17,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from underjax import run_under_jax
 
 from jupyter_cifar.engine import nets, precision, tta
 from jupyter_cifar.engine.batches import Batches
@@ -328,6 +329,46 @@ def test_bfloat16_is_measured_on_this_cpu() -> None:
     assert chosen == ("mixed_bfloat16" if promised == "mixed_bfloat16" and pays else "float32")
     if promised == "mixed_bfloat16":
         assert pays, f"bfloat16 measured at {speedup:.2f}x float32's speed on a CPU with bfloat16 units"
+
+
+PROBE_CHECK = """
+import json, sys
+import numpy as np
+from keras import ops
+from jupyter_cifar.engine import precision
+
+rng = np.random.default_rng(0)
+a, x, k = (rng.normal(size=s).astype("float32") for s in ((4, 4), (2, 5, 5, 3), (3, 3, 3, 2)))
+# sum(a @ a) and sum(conv(x, k, "same")), differentiated by hand.
+ones = np.ones_like(a)
+want_a = ones @ a.T + a.T @ ones
+xpad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+want_k = np.zeros_like(k)
+want_xpad = np.zeros_like(xpad)
+for i in range(3):
+    for j in range(3):
+        want_k[i, j] = xpad[:, i : i + 5, j : j + 5].sum(axis=(0, 1, 2))[:, None]
+        want_xpad[:, i : i + 5, j : j + 5] += k[i, j].sum(axis=1)
+want_x = want_xpad[:, 1:-1, 1:-1]
+got = precision._gradients(sys.argv[1])(*(ops.convert_to_tensor(t) for t in (a, x, k)))
+errors = [np.abs(ops.convert_to_numpy(g) - w).max() for g, w in zip(got, (want_a, want_x, want_k))]
+print(json.dumps([float(e) for e in errors]))
+"""
+
+
+def test_the_bfloat16_probe_runs_the_backward_kernels_too() -> None:
+    """The probe times what training runs: the gradients of its product and convolution (for the
+    input and for the filters), computed by the backend's own differentiation, here checked against
+    the gradients worked out by hand, under TensorFlow (here) and under JAX (a process of its own)."""
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE_CHECK, "tensorflow"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert max(json.loads(out.stdout.strip().splitlines()[-1])) < 1e-4
+    errors, _ = run_under_jax(PROBE_CHECK, "jax")
+    assert max(errors) < 1e-4
+    with pytest.raises(BadParameter, match="numpy"):
+        precision._gradients("numpy")
 
 
 @pytest.mark.skipif(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import BadParameter
 
@@ -58,20 +59,27 @@ def cpu_precision(backend: str, flags: set[str], speedup: Callable[[], float]) -
 
 @functools.cache
 def bfloat16_speedup(rounds: int = 4) -> float:
-    """How many times faster bfloat16 runs than float32 here: a 1024x1024 matrix product and a 3x3
-    convolution of 128 channels on 16x16 maps (batch 32; the two kinds of kernel training spends its time
-    in), through Keras' backend, the two precisions taking turns, the best of ``rounds`` each. About
-    0.1-0.5 s, once per process. 0.0 where bfloat16 does not run at all (the reason logged).
+    """How many times faster bfloat16 runs than float32 here: a training step's kinds of kernel, each
+    forward and backward, through Keras' backend: a 1024x1024 matrix product and a 3x3 convolution of 128
+    channels on 16x16 maps (batch 32), with their gradients (the products' two, the convolution's for its
+    input and for its filters: two thirds of a training step's work, and kernels of their own in oneDNN,
+    which may gain less from bfloat16 than the forward ones). The two precisions take turns, the best of
+    ``rounds`` each (fewer where bfloat16 runs at under half float32's speed: emulated). About 0.3-1 s,
+    once per process, and only where the CPU's flags promise bfloat16 units. 0.0 where bfloat16 does not
+    run at all (the reason logged).
     """
+    import keras
     from keras import ops
+
+    gradients = _gradients(keras.backend.backend())
 
     def timed(dtype: str) -> float:
         a = ops.ones((1024, 1024), dtype=dtype)
         x = ops.ones((32, 16, 16, 128), dtype=dtype)
         k = ops.ones((3, 3, 128, 128), dtype=dtype)
         start = time.perf_counter()
-        total = ops.sum(ops.matmul(a, a)) + ops.sum(ops.conv(x, k, padding="same"))
-        ops.convert_to_numpy(ops.cast(total, "float32"))  # waits for the result (numpy has no bfloat16)
+        total = sum(ops.sum(ops.cast(g, "float32")) for g in gradients(a, x, k))
+        ops.convert_to_numpy(total)  # waits for the result (numpy has no bfloat16)
         return time.perf_counter() - start
 
     try:
@@ -80,6 +88,8 @@ def bfloat16_speedup(rounds: int = 4) -> float:
         for _ in range(rounds):
             for dtype, seconds in times.items():
                 seconds.append(timed(dtype))
+            if min(times["bfloat16"]) > 2 * min(times["float32"]):
+                break  # emulated: no round can change the answer, and each takes seconds
     except Exception as e:  # whatever the backend raises, bfloat16 is not for here
         why = f"{type(e).__name__}: {e}"
         log.warning("jupyter_cifar: bfloat16 does not run here (%s); training in float32", why)
@@ -87,6 +97,42 @@ def bfloat16_speedup(rounds: int = 4) -> float:
     speedup = min(times["float32"]) / min(times["bfloat16"])
     log.info("jupyter_cifar: bfloat16 runs at %.2fx float32's speed here", speedup)
     return speedup
+
+
+def _probe_loss(a: Any, x: Any, k: Any) -> Any:
+    """What :func:`bfloat16_speedup` differentiates: a matrix product and a convolution, summed."""
+    from keras import ops
+
+    return ops.sum(ops.matmul(a, a)) + ops.sum(ops.conv(x, k, padding="same"))
+
+
+def _gradients(backend: str) -> Callable[..., Sequence[Any]]:
+    """``f(a, x, k)``: the gradients of :func:`_probe_loss` with respect to each, computed by the
+    backend's own differentiation (Keras has none of its own), so that its backward kernels run."""
+    import importlib
+
+    if backend == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+
+        def tf_gradients(*tensors: Any) -> Sequence[Any]:
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                total = _probe_loss(*tensors)
+            return tape.gradient(total, tensors)
+
+        return tf_gradients
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+
+        def torch_gradients(*tensors: Any) -> Sequence[Any]:
+            tensors = tuple(t.requires_grad_() for t in tensors)
+            return torch.autograd.grad(_probe_loss(*tensors), tensors)
+
+        return torch_gradients
+    if backend == "jax":
+        jax = importlib.import_module("jax")
+        return jax.grad(_probe_loss, argnums=(0, 1, 2))
+    raise BadParameter("backend", f"no way to differentiate under Keras' {backend!r} backend")
 
 
 def gpu_visible() -> bool:
