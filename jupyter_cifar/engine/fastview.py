@@ -31,6 +31,9 @@ from .precision import gpu_visible
 # this x the map's pixels; on a CPU with AVX512-BF16 but no AMX, on maps of at most this many pixels.
 CHANNELS_PER_PIXEL = 512
 SMALL_MAP_PIXELS = 64
+# Where the whole convolution as one matrix product pays (:func:`written_out_pays`): maps of at most this
+# many pixels.
+WRITTEN_OUT_PIXELS = 9
 
 
 def matmul_pays(
@@ -51,16 +54,34 @@ def matmul_pays(
     return channels * filters >= CHANNELS_PER_PIXEL * pixels
 
 
+def written_out_pays(pixels: int, dtype: str = "float32", *, flags: set[str] | None = None) -> bool:
+    """Whether a 3x3 convolution on a map of this many pixels, computed in ``dtype`` on a CPU with these
+    flags (default: this one's), trains faster as one matrix product with the convolution written out
+    (:class:`WrittenOutConv`), as measured: in float32 on a CPU with AVX2 and no AVX-512 (an AMD EPYC of
+    family 25 model 1, batch 256, one training step's forward pass and both gradients, oneDNN's time over
+    the product's): on 3x3 maps 1.38x (64x64 channels), 2.51x (128x128), 1.75x (256x256); on 5x5 0.33x,
+    on 7x7 0.11-0.15x. Where it was not measured (AVX-512 CPUs, bfloat16), oneDNN's stays."""
+    from .precision import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return dtype == "float32" and "avx2" in flags and "avx512f" not in flags and pixels <= WRITTEN_OUT_PIXELS
+
+
 def for_training(
-    model: keras.Model, *, batchnorm: bool = True, convolutions: bool | None = None
+    model: keras.Model,
+    *,
+    batchnorm: bool = True,
+    convolutions: bool | None = None,
+    written_out: bool = True,
 ) -> keras.Model:
     """``model``, or under TensorFlow a view of it that trains with the faster kernels.
 
     The view is compiled like ``model`` (same loss and metrics, and the very same optimizer object, so a
     checkpoint of ``model`` holds the optimizer's state); ``model`` must be compiled first. ``batchnorm``
-    and ``convolutions`` choose which of the two kernels the view uses (``benchmarks/fast_kernels.py``);
-    ``convolutions=None``: only where no GPU is visible (the matmul gradients were measured on a CPU; on
-    a GPU, cuDNN's own stay).
+    and ``convolutions`` choose which of the two kinds of kernel the view uses
+    (``benchmarks/fast_kernels.py``), ``written_out`` whether the convolutions on small maps may be one
+    matrix product where that pays; ``convolutions=None``: only where no GPU is visible (the matrix
+    products were measured on a CPU; on a GPU, cuDNN's own stay).
     """
     if keras.backend.backend() != "tensorflow":
         return model
@@ -70,6 +91,13 @@ def for_training(
     def faster(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if batchnorm and fusable(layer):
             return FusedBatchNorm(layer)
+        if (
+            convolutions
+            and written_out
+            and plain_3x3(layer)
+            and written_out_pays(pixels(layer), layer.compute_dtype)
+        ):
+            return WrittenOutConv(layer)
         if convolutions and matmul_grad_pays(layer):
             return MatmulGradConv(layer)
         return None
@@ -111,9 +139,17 @@ def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
     32x128 1.20, 64x64 1.18-1.28, 64x128 1.38-1.51, 128x128 1.09-1.24, 256x256 1.25-1.29; 3x3: 64x64
     1.31-1.46, 128x128 1.40-1.46, 256x256 1.69-1.85 (:func:`matmul_pays`).
     """
+    return plain_3x3(layer) and matmul_pays(
+        layer.input.shape[-1], layer.filters, pixels(layer), layer.compute_dtype
+    )
+
+
+def plain_3x3(layer: keras.layers.Layer) -> bool:
+    """A Conv2D layer with a 3x3 kernel, "same" padding, no stride, dilation, groups, bias or activation,
+    on an input of known size (what :class:`MatmulGradConv` and :class:`WrittenOutConv` compute)."""
     if type(layer) is not keras.layers.Conv2D:
         return False
-    _, height, width, channels = layer.input.shape
+    _, height, width, _ = layer.input.shape
     return (
         layer.kernel_size == (3, 3)
         and layer.strides == (1, 1)
@@ -125,8 +161,13 @@ def matmul_grad_pays(layer: keras.layers.Layer) -> bool:
         and layer.activation is keras.activations.linear
         and height is not None
         and width is not None
-        and matmul_pays(channels, layer.filters, height * width, layer.compute_dtype)
     )
+
+
+def pixels(layer: keras.layers.Layer) -> int:
+    """The number of pixels of a convolution's input map."""
+    _, height, width, _ = layer.input.shape
+    return int(height * width)
 
 
 class FusedBatchNorm(keras.layers.Layer):
@@ -204,3 +245,51 @@ class MatmulGradConv(keras.layers.Layer):
             return tf.nn.conv2d(x, k, 1, "SAME"), gradients
 
         return convolve(inputs, kernel)
+
+
+class WrittenOutConv(keras.layers.Layer):
+    """A plain 3x3 "same" convolution on a small map, trained as one matrix product.
+
+    On a map of ``n`` pixels the convolution is linear in its input: written out, it is one
+    (``n`` x channels) by (``n`` x filters) matrix whose block for input pixel ``q`` and output pixel ``p``
+    is the kernel's offset that takes ``q`` to ``p``, or zero where none does. The layer builds that
+    matrix from the kernel each step (an einsum with a constant 0/1 tensor of which offset joins which two
+    pixels) and multiplies the flattened input by it: on a 3x3 map 81 blocks where the convolution has 49,
+    but one large product instead of oneDNN's small-map kernels (:func:`written_out_pays`). Its gradients
+    are TensorFlow's own, of the product and the einsum; inference goes through the convolution itself.
+    """
+
+    def __init__(self, conv: keras.layers.Conv2D, **kwargs: Any) -> None:
+        super().__init__(name=f"{conv.name}_written_out", dtype=conv.dtype_policy, **kwargs)
+        self.conv = conv
+        _, height, width, _ = conv.input.shape
+        self.offsets = offsets(height, width)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        import tensorflow as tf
+
+        if not training:
+            return self.conv(inputs)
+        _, height, width, channels = inputs.shape
+        filters = self.conv.filters
+        kernel = tf.reshape(tf.cast(self.conv.kernel, inputs.dtype), [9, channels, filters])
+        matrix = tf.einsum("qpk,kcf->qcpf", tf.constant(self.offsets, inputs.dtype), kernel)
+        n = height * width
+        flat = tf.reshape(inputs, [-1, n * channels]) @ tf.reshape(matrix, [n * channels, n * filters])
+        return tf.reshape(flat, [-1, height, width, filters])
+
+
+def offsets(height: int, width: int) -> Any:
+    """``S[q, p, k]``: 1 where a 3x3 "same" convolution takes input pixel ``q`` to output pixel ``p``
+    through kernel offset ``k`` (row-major: ``3 * di + dj``), else 0."""
+    import numpy as np
+
+    table = np.zeros((height * width, height * width, 9), np.float32)
+    for i in range(height):
+        for j in range(width):
+            for di in range(3):
+                for dj in range(3):
+                    y, x = i + di - 1, j + dj - 1
+                    if 0 <= y < height and 0 <= x < width:
+                        table[y * width + x, i * width + j, 3 * di + dj] = 1
+    return table
