@@ -8,7 +8,9 @@ kernels) and through :class:`jupyter_cifar.engine.fastview.MatmulGradConv` (the 
 gradient, the kernel's gradient as nine matrix products), taking turns; the ratio is oneDNN's median time
 over the matmuls'. ``fastview.matmul_pays`` says where the matmuls win on each kind of CPU (with AMX:
 input channels x filters >= 512 x the map's pixels; AVX512-BF16 without AMX: maps of at most 64 pixels):
-the last column says whether this CPU agrees.
+the "agrees" column says whether this CPU agrees. On maps of at most 25 pixels a third way is timed:
+the whole convolution written out as one matrix product (:class:`jupyter_cifar.engine.fastview.
+WrittenOutConv`), with ``fastview.written_out_pays``'s choice beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SHAPES = [  # (map side, input channels, filters): the presets' and the ones aro
     (7, 128, 128),
     (7, 128, 256),
     (7, 256, 256),
+    (5, 128, 128),
     (3, 64, 64),
     (3, 128, 128),
     (3, 256, 256),
@@ -94,18 +97,27 @@ def main() -> None:
         conv(x)  # gives the layer its input shape, which matmul_grad_pays reads
         ours = fastview.MatmulGradConv(conv)
         runs = {"oneDNN": step_seconds(conv, x, args.steps), "matmuls": step_seconds(ours, x, args.steps)}
+        if side * side <= 25:
+            runs["written out"] = step_seconds(fastview.WrittenOutConv(conv), x, args.steps)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
                 times[name].append(run())
-        onednn, matmuls = (statistics.median(times[name]) for name in ("oneDNN", "matmuls"))
-        ratio = onednn / matmuls
-        rule = fastview.matmul_pays(channels, filters, side * side, keras.config.dtype_policy().compute_dtype)
+        median = {name: statistics.median(seconds) for name, seconds in times.items()}
+        ratio = median["oneDNN"] / median["matmuls"]
+        dtype = keras.config.dtype_policy().compute_dtype
+        rule = fastview.matmul_pays(channels, filters, side * side, dtype)
         agrees = "yes" if (ratio > 1) == rule else "NO"
-        rows.append([f"{side}x{side}", f"{channels}x{filters}", f"{onednn * 1e3:.1f}", f"{matmuls * 1e3:.1f}",
-                     f"{ratio:.2f}", "matmuls" if rule else "oneDNN", agrees])  # fmt: skip
+        written = "-"
+        if "written out" in median:
+            pays = fastview.written_out_pays(side * side, dtype)
+            written = f"{median['oneDNN'] / median['written out']:.2f} ({'taken' if pays else 'not taken'})"
+        picks = "matmuls" if rule else "oneDNN"
+        rows.append([f"{side}x{side}", f"{channels}x{filters}", f"{median['oneDNN'] * 1e3:.1f}",
+                     f"{median['matmuls'] * 1e3:.1f}", f"{ratio:.2f}", picks, agrees, written])  # fmt: skip
         print(rows[-1], flush=True)
-    header = ["map", "channels", "oneDNN ms", "matmuls ms", "oneDNN / matmuls", "the rule picks", "agrees"]
+    header = ["map", "channels", "oneDNN ms", "matmuls ms", "oneDNN / matmuls", "the rule picks", "agrees",
+              "oneDNN / written out"]  # fmt: skip
     print(table(header, rows))
 
 

@@ -190,7 +190,8 @@ def test_a_small_map_convolution_written_out_computes_what_the_convolution_compu
         np.testing.assert_allclose(
             got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()), err_msg=name
         )
-    assert [id(v) for v in written.trainable_variables] == [id(conv.kernel)]  # the convolution's own kernel, trained in place
+    # The convolution's own kernel, trained in place.
+    assert [id(v) for v in written.trainable_variables] == [id(conv.kernel)]
     np.testing.assert_array_equal(np.asarray(written(x, training=False)), np.asarray(conv(x)))
 
 

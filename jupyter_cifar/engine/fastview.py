@@ -9,18 +9,25 @@ On the 2-core Xeon (AMX, mixed bfloat16) two of TensorFlow's training ops held `
   products, one per kernel offset, it runs 1.6x (7x7) to 3.7x (3x3) faster. With fewer channels or on
   larger maps oneDNN's own is as fast or faster and stays (:func:`matmul_grad_pays`).
 
-:func:`for_training` gives the model to train: a view that shares every layer and variable with
-the model, except that BatchNorm layers are called through :class:`FusedBatchNorm` and such convolutions
-through :class:`MatmulGradConv`, each using the wrapped layer's own weights. Training the view trains the
-model; the model itself (what is validated, saved and returned) holds nothing but built-in Keras layers, so
-saved files are the same as without this. Measured on the CPU above (``benchmarks/fast_kernels.py``), a
-whole training step of ``accurate`` (batch 512) ran at 1,014 images/s with Keras' layers, 1,547 with the
-fused BatchNorm (1.53x), 1,784 with both (1.76x); ``fast``'s (batch 256) at 3,906, 4,802 and 5,057 (1.29x).
+On a CPU with AVX2 and no AVX-512 (float32), the convolutions on 3x3 maps ran at an eighth to a third of
+oneDNN's speed on larger maps, through its kernels and through the matrix products alike: there a
+convolution on a map that small trains as one matrix product with the convolution written out
+(:class:`WrittenOutConv`, :func:`written_out_pays`).
+
+:func:`for_training` gives the model to train: a view that shares every layer and variable with the model,
+except that BatchNorm layers are called through :class:`FusedBatchNorm` and such convolutions through
+:class:`MatmulGradConv` or :class:`WrittenOutConv`, each using the wrapped layer's own weights. Training the
+view trains the model; the model itself (what is validated, saved and returned) holds nothing but built-in
+Keras layers, so saved files are the same as without this. Measured on the Xeon above
+(``benchmarks/fast_kernels.py``), a whole training step of ``accurate`` (batch 512) ran at 1,014 images/s with
+Keras' layers, 1,547 with the fused BatchNorm (1.53x), 1,784 with both (1.76x); ``fast``'s (batch 256) at
+3,906, 4,802 and 5,057 (1.29x).
 Other backends get the model back unchanged (XLA fuses these ops itself).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -59,8 +66,9 @@ def written_out_pays(pixels: int, dtype: str = "float32", *, flags: set[str] | N
     flags (default: this one's), trains faster as one matrix product with the convolution written out
     (:class:`WrittenOutConv`), as measured: in float32 on a CPU with AVX2 and no AVX-512 (an AMD EPYC of
     family 25 model 1, batch 256, one training step's forward pass and both gradients, oneDNN's time over
-    the product's): on 3x3 maps 1.38x (64x64 channels), 2.51x (128x128), 1.75x (256x256); on 5x5 0.33x,
-    on 7x7 0.11-0.15x. Where it was not measured (AVX-512 CPUs, bfloat16), oneDNN's stays."""
+    the product's, ``benchmarks/conv_crossover.py``): on 3x3 maps 1.25-1.38x (64x64 channels), 2.51-3.30x
+    (128x128), 1.75-1.84x (256x256); on 5x5 0.32-0.33x, on 7x7 0.11-0.15x. Where it was not measured
+    (AVX-512 CPUs, bfloat16), oneDNN's stays."""
     from .precision import cpu_flags
 
     flags = cpu_flags() if flags is None else flags
@@ -262,8 +270,6 @@ class WrittenOutConv(keras.layers.Layer):
     def __init__(self, conv: keras.layers.Conv2D, **kwargs: Any) -> None:
         super().__init__(name=f"{conv.name}_written_out", dtype=conv.dtype_policy, **kwargs)
         self.conv = conv
-        _, height, width, _ = conv.input.shape
-        self.offsets = offsets(height, width)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         import tensorflow as tf
@@ -273,12 +279,13 @@ class WrittenOutConv(keras.layers.Layer):
         _, height, width, channels = inputs.shape
         filters = self.conv.filters
         kernel = tf.reshape(tf.cast(self.conv.kernel, inputs.dtype), [9, channels, filters])
-        matrix = tf.einsum("qpk,kcf->qcpf", tf.constant(self.offsets, inputs.dtype), kernel)
+        matrix = tf.einsum("qpk,kcf->qcpf", tf.constant(offsets(height, width), inputs.dtype), kernel)
         n = height * width
         flat = tf.reshape(inputs, [-1, n * channels]) @ tf.reshape(matrix, [n * channels, n * filters])
         return tf.reshape(flat, [-1, height, width, filters])
 
 
+@functools.cache
 def offsets(height: int, width: int) -> Any:
     """``S[q, p, k]``: 1 where a 3x3 "same" convolution takes input pixel ``q`` to output pixel ``p``
     through kernel offset ``k`` (row-major: ``3 * di + dj``), else 0."""
@@ -292,4 +299,5 @@ def offsets(height: int, width: int) -> Any:
                     y, x = i + di - 1, j + dj - 1
                     if 0 <= y < height and 0 <= x < width:
                         table[y * width + x, i * width + j, 3 * di + dj] = 1
+    table.setflags(write=False)  # one table per map size, shared
     return table
