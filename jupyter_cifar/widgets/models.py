@@ -94,6 +94,7 @@ class ModelsPanel(w.VBox):
             header.style.font_weight = "bold"
         self._rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}  # by ref: its text, its widgets
         self._shown: dict[str, ModelRecord] = {}  # by ref: the record its row selects
+        self._page_lock = threading.Lock()
         guard = guarded(self.errors)
         for box in (self.search, self.tag_filter):  # search as you type, once typing pauses
             box.observe(guard(lambda _: self._refresh_soon()), names="value")
@@ -243,21 +244,8 @@ class ModelsPanel(w.VBox):
         self.refresh()
 
     def _show_page(self, page: Page) -> None:
-        cells: list[w.Widget] = list(self._heads)
-        rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}
-        for record in page.items:
-            self._shown[record.ref] = record  # what a click on its row selects: the latest answer
-            rows[record.ref] = self._row(record)
-            cells.extend(rows[record.ref][1])
-        # A row whose text is unchanged keeps its widgets, so a refresh that finds the same versions
-        # changes nothing on the page, and a click made meanwhile still lands on its row.
-        for ref, (_, widgets) in self._rows.items():
-            if rows.get(ref, (None, None))[1] is not widgets:
-                for widget in widgets:
-                    widget.close()
-        self._rows = rows
-        self._shown = {ref: self._shown[ref] for ref in rows}
-        self.table.children = cells
+        with self._page_lock:  # two refreshes' answers (a search, a store change) come in threads
+            self._show_rows(page)
         filters = self._filters()
         if page.total:
             self.page_label.value = f"{page.offset + 1}-{page.offset + len(page.items)} of {page.total}"
@@ -271,6 +259,24 @@ class ModelsPanel(w.VBox):
         self.next_button.disabled = page.offset + len(page.items) >= page.total
         self.compare_with.options = [("-", ""), *((r.ref, r.ref) for r in page.items)]
         self.page = page  # last: the page is shown whole once this is set
+
+    def _show_rows(self, page: Page) -> None:
+        """The page's rows in the table. A row whose text is unchanged keeps its widgets, so a refresh
+        that finds the same versions changes nothing on the page, and a click made meanwhile still lands
+        on its row; the rows that left are closed."""
+        cells: list[w.Widget] = list(self._heads)
+        rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}
+        for record in page.items:
+            self._shown[record.ref] = record  # what a click on its row selects: the latest answer
+            rows[record.ref] = self._row(record)
+            cells.extend(rows[record.ref][1])
+        for ref, (_, widgets) in self._rows.items():
+            if rows.get(ref, (None, None))[1] is not widgets:
+                for widget in widgets:
+                    widget.close()
+        self._rows = rows
+        self._shown = {ref: self._shown[ref] for ref in rows}
+        self.table.children = cells
 
     def _row(self, record: ModelRecord) -> tuple[tuple[str, ...], list[w.Widget]]:
         """The row's text and its widgets: the shown ones where the text is the same."""
