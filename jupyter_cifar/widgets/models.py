@@ -264,19 +264,14 @@ class ModelsPanel(w.VBox):
         """The page's rows in the table. A row whose text is unchanged keeps its widgets, so a refresh
         that finds the same versions changes nothing on the page, and a click made meanwhile still lands
         on its row; the rows that left are closed."""
-        cells: list[w.Widget] = list(self._heads)
-        rows: dict[str, tuple[tuple[str, ...], list[w.Widget]]] = {}
-        for record in page.items:
-            self._shown[record.ref] = record  # what a click on its row selects: the latest answer
-            rows[record.ref] = self._row(record)
-            cells.extend(rows[record.ref][1])
+        self._shown = {record.ref: record for record in page.items}  # a click selects the latest answer
+        rows = {record.ref: self._row(record) for record in page.items}
         for ref, (_, widgets) in self._rows.items():
             if rows.get(ref, (None, None))[1] is not widgets:
                 for widget in widgets:
                     widget.close()
         self._rows = rows
-        self._shown = {ref: self._shown[ref] for ref in rows}
-        self.table.children = cells
+        self.table.children = [*self._heads, *(cell for _, widgets in rows.values() for cell in widgets)]
 
     def _row(self, record: ModelRecord) -> tuple[tuple[str, ...], list[w.Widget]]:
         """The row's text and its widgets: the shown ones where the text is the same."""

@@ -987,8 +987,9 @@ def select_model(page: AppPage, ref: str, timeout: float = 60) -> None:
     row = page.page.locator(".jc-models-row", has_text=re.compile(rf"^\s*{re.escape(ref)}\s*$"))
     deadline = time.monotonic() + timeout
     while True:
-        # The row may be shown already (a save lists its version) and then drawn anew by the refresh's
-        # answer: a click on the old row is lost with it, so a click that selects nothing is made again.
+        # The Models tab keeps a row whose text is unchanged across refreshes, but redraws it when its
+        # text changes or rows above it change (a job saving a version meanwhile): a click on the old row
+        # is lost with it, so a click that selects nothing is made again.
         row.first.wait_for(state="visible", timeout=max(1.0, deadline - time.monotonic()) * 1000)
         row.first.click()
         try:
