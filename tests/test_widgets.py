@@ -833,6 +833,8 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     assert models.detail_box.children.count(models.notes) == 1 and "the notes" not in models.details.value
     assert [m.labels[0] for m in models.loss_curves.marks] == ["a:2 loss", "a:2 val loss"]
     assert models.curves.axes[1].tick_format == ".0%" and models.curves.axes[1].scale.max == 1
+    # ticked at the whole epochs its rows end at, not at d3's 1.1, 1.2, ...
+    assert [list(f.axes[0].tick_values) for f in (models.curves, models.loss_curves)] == [[1, 2], [1, 2]]
     assert "a:2 training" in models.legend.value and "a:2 validation" in models.legend.value
     models.compare_with.value = "a:1"
     # The comparison is drawn in the callback that sets it (another thread): wait for the table itself.

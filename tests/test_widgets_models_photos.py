@@ -22,7 +22,7 @@ from jupyter_cifar.photos import open_photo_store
 from jupyter_cifar.photos.finetune import evaluate_photos
 from jupyter_cifar.photos.labelled import set_photos
 from jupyter_cifar.widgets import App
-from jupyter_cifar.widgets.common import NO_MATH
+from jupyter_cifar.widgets.common import NO_MATH, epoch_ticks
 from jupyter_cifar.widgets.models import NO_PHOTO_SETS
 from jupyter_cifar.widgets.recipe import parse_train_images
 
@@ -291,6 +291,16 @@ def test_parse_train_images() -> None:
     for text in ("lots", "-5", "1.5", "1e3", "²"):
         with pytest.raises(ValueError, match="is not a number of images"):
             parse_train_images(text)
+
+
+def test_epoch_ticks_are_whole_epochs_or_left_to_d3() -> None:
+    assert epoch_ticks([1.0, 2.0]) == [1, 2]
+    assert epoch_ticks([1.0, 1.53]) is None and epoch_ticks([0.25, 0.5]) is None  # no two whole epochs
+    assert epoch_ticks([]) is None and epoch_ticks([3.0]) is None
+    assert epoch_ticks([0.5, 1.5, 2.5]) == [1, 2]  # a stopped run's ends: ticks between its points
+    assert epoch_ticks([float(e) for e in range(1, 16)]) == [2, 4, 6, 8, 10, 12, 14]  # at most 8
+    assert epoch_ticks([1.0, 8.0]) == list(range(1, 9))
+    assert epoch_ticks([1.0, 100.0]) == [20, 40, 60, 80, 100]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import threading
 import traceback
 from collections.abc import Callable
@@ -84,6 +85,20 @@ def epochs_figure(
     )
     figure.add_class(cls)
     return figure
+
+
+def epoch_ticks(epochs: list[float], most: int = 8) -> list[int] | None:
+    """Whole epochs to tick on an axis of these points, at most ``most`` of them, every 1, 2 or 5 (times a
+    power of ten) epochs; None, leaving the ticks to d3, where the points span less than one whole epoch
+    (a short run's 0.25, 0.5). A stored history ends its rows at whole epochs: d3's own ticks put 1.1,
+    1.2, ... between them."""
+    if not epochs:
+        return None
+    low, high = math.ceil(min(epochs)), math.floor(max(epochs))
+    if high <= low:
+        return None
+    step = next(s * 10**k for k in range(12) for s in (1, 2, 5) if (high - low) // (s * 10**k) < most)
+    return list(range(-(-low // step) * step, high + 1, step))
 
 
 def epochs_scales(metric: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ..store.records import ModelRecord, Page
 from .common import (
     ErrorArea,
     button,
+    epoch_ticks,
     epochs_figure,
     epochs_scales,
     guarded,
@@ -329,12 +330,14 @@ class ModelsPanel(w.VBox):
             (self.curves, self._scales, "accuracy"),
         ):
             marks = []
+            epochs: list[float] = []
             for i, record in enumerate(records):
                 for key, dashed in ((metric, False), (f"val_{metric}", True)):
                     points = history_points(record.metadata.get("history"), key)
                     if not points:
                         continue
                     xs, ys = zip(*points, strict=True)
+                    epochs += xs
                     colour = COLORS[i % len(COLORS)]
                     name = f"{record.ref} {key.replace('_', ' ')}"
                     marks.append(
@@ -353,6 +356,7 @@ class ModelsPanel(w.VBox):
                         which = "validation" if dashed else "training"
                         legend.append((colour, "dashed" if dashed else "solid", f"{record.ref} {which}"))
             figure.marks = marks
+            figure.axes[0].tick_values = epoch_ticks(epochs)
             figure.title = f"Stored history: {metric}"
         self.figures.layout.display = None if legend else "none"  # no empty axes for a history it lacks
         if legend and not self.figures.children:
