@@ -10,7 +10,9 @@ over the matmuls'. ``fastview.matmul_pays`` says where the matmuls win on each k
 input channels x filters >= 512 x the map's pixels; AVX512-BF16 without AMX: maps of at most 64 pixels):
 the "agrees" column says whether this CPU agrees. On maps of at most 25 pixels a third way is timed:
 the whole convolution written out as one matrix product (:class:`jupyter_cifar.engine.fastview.
-WrittenOutConv`), with ``fastview.written_out_pays``'s choice beside it.
+WrittenOutConv`), with ``fastview.written_out_pays``'s choice beside it. The last column is what the
+trainer's probe (:mod:`jupyter_cifar.engine.convprobe`, on maps of at most 64 pixels) would pick from these
+times: another way than oneDNN's only where it is at least 1.1x as fast.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from jupyter_cifar.engine import fastview
+    from jupyter_cifar.engine import convprobe, fastview
     from jupyter_cifar.engine.precision import resolve_precision
 
     policy = resolve_precision(args.precision)
@@ -113,11 +115,15 @@ def main() -> None:
             pays = fastview.written_out_pays(side * side, dtype)
             written = f"{median['oneDNN'] / median['written out']:.2f} ({'taken' if pays else 'not taken'})"
         picks = "matmuls" if rule else "oneDNN"
+        small = side**4 * channels * filters <= fastview.WRITTEN_OUT_ELEMENTS  # fastview.probe_ways' cap
+        offered = {name: t for name, t in median.items() if name != "written out" or small}
+        probe = convprobe.pick(offered) if side * side <= convprobe.PROBE_PIXELS else "(not probed)"
         rows.append([f"{side}x{side}", f"{channels}x{filters}", f"{median['oneDNN'] * 1e3:.1f}",
-                     f"{median['matmuls'] * 1e3:.1f}", f"{ratio:.2f}", picks, agrees, written])  # fmt: skip
+                     f"{median['matmuls'] * 1e3:.1f}", f"{ratio:.2f}", picks, agrees, written,
+                     probe])  # fmt: skip
         print(rows[-1], flush=True)
     header = ["map", "channels", "oneDNN ms", "matmuls ms", "oneDNN / matmuls", "the rule picks", "agrees",
-              "oneDNN / written out"]  # fmt: skip
+              "oneDNN / written out", "the probe picks"]  # fmt: skip
     print(table(header, rows))
 
 

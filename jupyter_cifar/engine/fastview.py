@@ -14,6 +14,10 @@ oneDNN's speed on larger maps, through its kernels and through the matrix produc
 convolution on a map that small trains as one matrix product with the convolution written out
 (:class:`WrittenOutConv`, :func:`written_out_pays`).
 
+Those lines differ from one kind of CPU to the next, so on maps of at most 64 pixels the view does not
+trust them: it times each way on this machine once per shape and keeps the answer (:mod:`.convprobe`); the
+rules decide where the probe is turned off.
+
 :func:`for_training` gives the model to train: a view that shares every layer and variable with the model,
 except that BatchNorm layers are called through :class:`FusedBatchNorm` and such convolutions through
 :class:`MatmulGradConv` or :class:`WrittenOutConv`, each using the wrapped layer's own weights. Training the
@@ -32,6 +36,7 @@ from typing import Any
 
 import keras
 
+from . import convprobe
 from .precision import gpu_visible
 
 # Where the matmul weight gradient pays (:func:`matmul_pays`): with AMX, where input channels x filters >=
@@ -41,6 +46,10 @@ SMALL_MAP_PIXELS = 64
 # Where the whole convolution as one matrix product pays (:func:`written_out_pays`): maps of at most this
 # many pixels.
 WRITTEN_OUT_PIXELS = 9
+# Where the probe tries it (:func:`probe_ways`): maps of at most 5x5, a matrix of at most 2^23 entries
+# (32 MiB in float32; 3x3 maps with 256 channels in and out: 5.3 M).
+WRITTEN_OUT_PROBE_PIXELS = 25
+WRITTEN_OUT_ELEMENTS = 2**23
 
 
 def matmul_pays(
@@ -81,6 +90,8 @@ def for_training(
     batchnorm: bool = True,
     convolutions: bool | None = None,
     written_out: bool = True,
+    batch: int | None = None,
+    probe: bool | None = None,
 ) -> keras.Model:
     """``model``, or under TensorFlow a view of it that trains with the faster kernels.
 
@@ -88,39 +99,64 @@ def for_training(
     checkpoint of ``model`` holds the optimizer's state); ``model`` must be compiled first. ``batchnorm``
     and ``convolutions`` choose which of the two kinds of kernel the view uses
     (``benchmarks/fast_kernels.py``), ``written_out`` whether the convolutions on small maps may be one
-    matrix product where that pays; ``convolutions=None``: only where no GPU is visible (the matrix
-    products were measured on a CPU; on a GPU, cuDNN's own stay).
+    matrix product; ``convolutions=None``: only where no GPU is visible (the matrix products were measured
+    on a CPU; on a GPU, cuDNN's own stay). Which way trains each convolution on a small map is measured
+    on this machine at ``batch`` (the training batch) once and kept (:mod:`.convprobe`), unless ``probe``
+    is False (None: unless ``JUPYTER_CIFAR_KERNEL_PROBE=0``); elsewhere, and without the probe, the rules
+    measured on each kind of CPU decide (:func:`written_out_pays`, :func:`matmul_grad_pays`).
     """
     if keras.backend.backend() != "tensorflow":
         return model
     if convolutions is None:
         convolutions = not gpu_visible()
+    if probe is None:
+        probe = convprobe.enabled()
+    if not any(
+        (batchnorm and fusable(layer)) or (convolutions and plain_3x3(layer)) for layer in model.layers
+    ):
+        return model
+    if not model.compiled:
+        raise ValueError(
+            f"fastview.for_training: compile {model.name!r} first (its view trains with its optimizer)"
+        )
 
     def faster(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if batchnorm and fusable(layer):
             return FusedBatchNorm(layer)
-        if (
-            convolutions
-            and written_out
-            and plain_3x3(layer)
-            and written_out_pays(pixels(layer), layer.compute_dtype)
-        ):
+        if not (convolutions and plain_3x3(layer)):
+            return None
+        if probe and pixels(layer) <= convprobe.PROBE_PIXELS:
+            ways = probe_ways(layer, written_out)
+            way = ways[convprobe.fastest(layer, ways, batch)]
+            return None if way is None else way(layer)
+        if written_out and written_out_pays(pixels(layer), layer.compute_dtype):
             return WrittenOutConv(layer)
-        if convolutions and matmul_grad_pays(layer):
+        if matmul_grad_pays(layer):
             return MatmulGradConv(layer)
         return None
 
     swaps = {id(layer): new for layer in model.layers if (new := faster(layer)) is not None}
     if not swaps:
         return model
-    if not model.compiled:
-        raise ValueError(
-            f"fastview.for_training: compile {model.name!r} first (its view trains with its optimizer)"
-        )
     view = keras.models.clone_model(model, clone_function=lambda layer: swaps.get(id(layer), layer))
     config = keras.saving.deserialize_keras_object(model.get_compile_config())
     view.compile(**{**config, "optimizer": model.optimizer})
     return view
+
+
+def probe_ways(layer: keras.layers.Layer, written_out: bool = True) -> dict[str, convprobe.Way]:
+    """The ways :mod:`.convprobe` times for a plain 3x3 convolution: oneDNN's, the matmul weight gradient,
+    and written out where its matrix is small enough to be worth a try (maps of at most
+    :data:`WRITTEN_OUT_PROBE_PIXELS` pixels, at most :data:`WRITTEN_OUT_ELEMENTS` entries)."""
+    ways: dict[str, convprobe.Way] = {convprobe.ONEDNN: None, "matmuls": MatmulGradConv}
+    n, channels = pixels(layer), layer.input.shape[-1]
+    if (
+        written_out
+        and n <= WRITTEN_OUT_PROBE_PIXELS
+        and n * channels * n * layer.filters <= WRITTEN_OUT_ELEMENTS
+    ):
+        ways["written out"] = WrittenOutConv
+    return ways
 
 
 def fusable(layer: keras.layers.Layer) -> bool:

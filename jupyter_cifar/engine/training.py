@@ -320,7 +320,7 @@ class Trainer:
             epochs = cfg.epochs if cfg.epochs is not None else BUDGET_EPOCHS
             steps = batches * epochs
             one_hot = _compile(model, self, steps)
-            fit_model = fastview.for_training(model)  # shares model's variables: training it trains model
+            fit_model = fastview.for_training(model, batch=cfg.batch_size)  # shares model's variables
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
