@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,29 +45,6 @@ SHAPES = [  # (map side, input channels, filters): the presets' and the ones aro
 ]
 
 
-def step_seconds(layer, x, steps: int):
-    import tensorflow as tf
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32))
-        return tape.gradient(loss, [x, *layer.trainable_variables])
-
-    step(x)  # traced before the clock
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = step(x)
-        _ = [float(tf.reduce_sum(tf.cast(g, tf.float32))) for g in out]  # wait for the last step
-        return (time.perf_counter() - start) / steps
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
@@ -79,7 +54,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    import numpy as np
 
     from jupyter_cifar.engine import convprobe, fastview
     from jupyter_cifar.engine.precision import resolve_precision
@@ -88,24 +62,15 @@ def main() -> None:
     keras.config.set_dtype_policy(policy)
     print(f"3x3 convolution training steps, batch {args.batch}, {policy}; {machine()}")
     rows = []
-    rng = np.random.default_rng(0)
     for side, channels, filters in SHAPES:
-        conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
-        x = keras.ops.convert_to_tensor(
-            rng.standard_normal((args.batch, side, side, channels)).astype("float32"),
-            dtype=keras.config.dtype_policy().compute_dtype,
-        )
-        conv.build(x.shape)
-        conv(x)  # gives the layer its input shape, which matmul_grad_pays reads
-        ours = fastview.MatmulGradConv(conv)
-        runs = {"oneDNN": step_seconds(conv, x, args.steps), "matmuls": step_seconds(ours, x, args.steps)}
+        ways: dict[str, convprobe.Way] = {"oneDNN": None, "matmuls": fastview.MatmulGradConv}
         if side * side <= 25:
-            runs["written out"] = step_seconds(fastview.WrittenOutConv(conv), x, args.steps)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.rounds):
-            for name, run in runs.items():
-                times[name].append(run())
-        median = {name: statistics.median(seconds) for name, seconds in times.items()}
+            ways["written out"] = fastview.WrittenOutConv
+        # the probe's own measurement (the trainer's: convprobe), at this benchmark's length
+        shape = (side, side, channels, filters)
+        median = convprobe.measure(
+            shape, keras.config.dtype_policy(), ways, args.batch, args.rounds, args.steps
+        )
         ratio = median["oneDNN"] / median["matmuls"]
         dtype = keras.config.dtype_policy().compute_dtype
         rule = fastview.matmul_pays(channels, filters, side * side, dtype)

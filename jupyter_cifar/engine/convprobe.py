@@ -90,10 +90,16 @@ def pick(seconds: Mapping[str, float], margin: float = MARGIN) -> str:
 
 
 def measure(
-    shape: tuple[int, int, int, int], policy: Any, ways: Mapping[str, Way], batch: int
+    shape: tuple[int, int, int, int],
+    policy: Any,
+    ways: Mapping[str, Way],
+    batch: int,
+    rounds: int = ROUNDS,
+    steps: int = STEPS,
 ) -> dict[str, float]:
     """Median seconds of one training step (forward pass, the input's and the kernel's gradients) of a 3x3
-    convolution of ``shape`` (height, width, channels, filters) in ``policy``, through each way."""
+    convolution of ``shape`` (height, width, channels, filters) in ``policy``, through each way, the ways
+    taking turns for ``rounds`` rounds of ``steps`` steps (``benchmarks/conv_crossover.py`` times these)."""
     import tensorflow as tf
 
     height, width, channels, filters = shape
@@ -102,15 +108,15 @@ def measure(
     )
     x = tf.cast(tf.random.stateless_normal((batch, height, width, channels), seed=(0, 0)), conv.compute_dtype)
     conv.build(x.shape)
-    steps = {name: _timed_step(conv if way is None else way(conv), x) for name, way in ways.items()}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(ROUNDS):
-        for name, step in steps.items():
-            times[name].append(step())
+    runs = {name: _timed_step(conv if way is None else way(conv), x, steps) for name, way in ways.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(run())
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def _timed_step(layer: keras.layers.Layer, x: Any) -> Callable[[], float]:
+def _timed_step(layer: keras.layers.Layer, x: Any, steps: int) -> Callable[[], float]:
     import tensorflow as tf
 
     @tf.function
@@ -124,11 +130,11 @@ def _timed_step(layer: keras.layers.Layer, x: Any) -> Callable[[], float]:
 
     def run() -> float:
         start = time.perf_counter()
-        for _ in range(STEPS):
+        for _ in range(steps):
             grads = step(x)
         for g in grads:  # the last step's results, to wait for them
             g.numpy()
-        return (time.perf_counter() - start) / STEPS
+        return (time.perf_counter() - start) / steps
 
     return run
 
