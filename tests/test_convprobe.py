@@ -123,8 +123,16 @@ def test_a_folder_that_cannot_be_written_costs_a_probe_not_the_run(
     conv = small_conv()
     assert convprobe.fastest(conv, fastview.probe_ways(conv), batch=8) in fastview.probe_ways(conv)
     assert "could not keep its answer" in caplog.text and str(blocked) in caplog.text
+    assert blocked.read_text() == "not a folder"
     convprobe.fastest(conv, fastview.probe_ways(conv), batch=8)
     assert len(measured) == 2  # nothing kept: measured again
+
+    folder = tmp_path / "cache"
+    (folder / convprobe.FILE_NAME).mkdir(parents=True)  # the file's name taken by a folder
+    monkeypatch.setenv("JUPYTER_CIFAR_CACHE", str(folder))
+    assert convprobe.fastest(conv, fastview.probe_ways(conv), batch=8) in fastview.probe_ways(conv)
+    assert "cannot be read" in caplog.text
+    assert [p.name for p in folder.iterdir()] == [convprobe.FILE_NAME]  # its half-written file removed
 
 
 def _fast(policy: str = "float32") -> keras.Model:

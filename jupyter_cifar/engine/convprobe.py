@@ -21,6 +21,7 @@ times only: one that cannot be read, or names a way not offered, is measured ane
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -188,13 +189,15 @@ def _write(key: str, answer: dict[str, Any]) -> None:
     sees half of it); a folder that cannot be written only costs the next run a probe."""
     path = kept_path()
     kept = {**_read(), key: answer}
+    partial = path.with_name(f"{FILE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{FILE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
         partial.write_text(json.dumps(kept, indent=1, sort_keys=True))
         os.replace(partial, path)
     except OSError as exc:
         log.warning("the kernels' probe could not keep its answer in %s (%s)", path, exc)
+        with contextlib.suppress(OSError):  # a half-written file of ours, where there is one
+            partial.unlink(missing_ok=True)
 
 
 def _now() -> str:
