@@ -23,23 +23,11 @@ def machine() -> str:
     numbers and the clock tell two such CPUs apart (two 2-core Xeons here trained `accurate` at 1,650 and
     714 images/s).
     """
-    cpu, flags, fields = platform.processor() or platform.machine(), set(), {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name":
-                cpu = value
-            elif key in ("cpu family", "model", "cpu MHz"):
-                fields[key] = value
-            elif key == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    if {"cpu family", "model"} <= fields.keys():
-        cpu += f", family {fields['cpu family']} model {fields['model']}"
-    if "cpu MHz" in fields:
-        cpu += f" at {float(fields['cpu MHz']) / 1000:.1f} GHz"
+    from jupyter_cifar.engine.precision import cpu_flags, cpu_info, cpu_model
+
+    cpu, flags = cpu_model(), cpu_flags()
+    if "cpu MHz" in cpu_info():
+        cpu += f" at {float(cpu_info()['cpu MHz']) / 1000:.1f} GHz"
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
     features = ", ".join(f for f in wanted if f in flags) or "no AVX2/AVX-512/AMX"
     if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # the kernels held below what the flags say

@@ -318,6 +318,20 @@ def test_auto_precision_reads_this_machines_flags(monkeypatch: pytest.MonkeyPatc
     assert precision.resolve_precision("auto") == "mixed_float16"
 
 
+def test_this_cpu_is_read_once_from_proc_cpuinfo() -> None:
+    """The flags and the model name come from the first processor's block (every benchmark's line and the
+    kernels' probe name the CPU with them)."""
+    with open("/proc/cpuinfo") as f:
+        first = f.read().split("\n\n")[0]
+    fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in first.splitlines()))
+    assert precision.cpu_flags() == set(fields["flags"].split()) and "fpu" in precision.cpu_flags()
+    assert (
+        precision.cpu_model()
+        == f"{fields['model name']}, family {fields['cpu family']} model {fields['model']}"
+    )
+    assert precision.cpu_info() is precision.cpu_info()  # read once
+
+
 def test_bfloat16_is_measured_on_this_cpu() -> None:
     """The real measurement, here: it runs, and "auto" follows it. On both kinds of CPU we run on (a Xeon
     with AMX, an AMD EPYC with AVX512-BF16) bfloat16 measures faster and is chosen."""

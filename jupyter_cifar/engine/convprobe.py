@@ -144,28 +144,13 @@ def probe_key(shape: tuple[int, ...], dtype: str, batch: int, ways: list[str]) -
     """What an answer depends on: the CPU (model, flags), TensorFlow, the precision, batch, shape, ways."""
     import tensorflow as tf
 
-    from .precision import cpu_flags
+    from .precision import cpu_flags, cpu_model
 
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
     return (
-        f"{_cpu_model()} flags {flags} | tensorflow {tf.__version__} | {dtype} | batch {batch} | "
+        f"{cpu_model()} flags {flags} | tensorflow {tf.__version__} | {dtype} | batch {batch} | "
         f"{'x'.join(map(str, shape))} | {', '.join(ways)}"
     )
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        fields.setdefault(name.strip(), value.strip())
-    model = fields.get("model name", "?")
-    return f"{model}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
 
 
 def kept_path() -> Path:

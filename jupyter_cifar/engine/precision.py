@@ -150,13 +150,35 @@ def gpu_visible() -> bool:
     return any("gpu" in str(d).lower() or "cuda" in str(d).lower() for d in devices)
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags, as /proc/cpuinfo lists them (none where it cannot be read)."""
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "model", "cpu MHz",
+    "flags", ...), read once; empty where it cannot be read."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():  # the first processor's block ends
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags, as /proc/cpuinfo lists them (none where it cannot be read)."""
+    return set(cpu_info().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (a virtual machine's name can be as bare as
+    "Intel(R) Xeon(R) Processor": the numbers tell two such CPUs apart)."""
+    import platform
+
+    info = cpu_info()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        name += f", family {info['cpu family']} model {info['model']}"
+    return name
