@@ -17,22 +17,14 @@ DEFAULT_DATA = Path(os.environ.get("JUPYTER_CIFAR_SHARED", REPO.parent / "shared
 
 
 def machine() -> str:
-    """The CPU (model and the features our kernels care about), cores and Python, for every report.
+    """The CPU (model, clock and the features our kernels care about), cores and Python, for every report:
+    the line a trained model keeps (``jupyter_cifar.engine.precision.machine``). A virtual machine's
+    model name can be as bare as "Intel(R) Xeon(R) Processor"; the family and model numbers and the clock
+    tell two such CPUs apart (two 2-core Xeons here trained `accurate` at 1,650 and 714 images/s)."""
+    from jupyter_cifar.engine.precision import machine as facts
+    from jupyter_cifar.engine.precision import machine_text
 
-    A virtual machine's model name can be as bare as "Intel(R) Xeon(R) Processor"; the family and model
-    numbers and the clock tell two such CPUs apart (two 2-core Xeons here trained `accurate` at 1,650 and
-    714 images/s).
-    """
-    from jupyter_cifar.engine.precision import cpu_flags, cpu_info, cpu_model
-
-    cpu, flags = cpu_model(), cpu_flags()
-    if "cpu MHz" in cpu_info():
-        cpu += f" at {float(cpu_info()['cpu MHz']) / 1000:.1f} GHz"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    features = ", ".join(f for f in wanted if f in flags) or "no AVX2/AVX-512/AMX"
-    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # the kernels held below what the flags say
-        features += f"; oneDNN held to {os.environ['ONEDNN_MAX_CPU_ISA']}"
-    return f"{cpu} ({features}), {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{machine_text(facts(gpus=False))}, Python {platform.python_version()}"
 
 
 def multiply_adds(layer: Any) -> int:

@@ -203,6 +203,7 @@ def _train(args: argparse.Namespace, out: Output) -> int:
             "preset": result.config.preset,
             "seed": result.config.seed,
             "precision": result.precision,
+            "machine": result.machine,
         },
         lambda r: (
             f"{r['status']}: {epochs_text(r['epochs'])} of {r['preset']} in {r['seconds']:.1f} s "

@@ -224,10 +224,15 @@ class ProgressBar:
             length = f"for {minutes:g} minutes" if minutes else epochs_text(event["epochs"])
             said = [f"batch {event['batch_size']}", f"seed {event['seed']}"]
             said += [event["precision"]] if event.get("precision") else []  # a job's older events lack it
+            from .engine.precision import kernels_text, machine_text
+
+            where = f" on {machine_text(event['machine'])}" if event.get("machine") else ""
             self.out.note(
                 f"training {event['preset']} on {event['n_train']} images, "
-                f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)})"
+                f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)}){where}"
             )
+            if event.get("kernels"):
+                self.out.note(f"3x3 convolutions' kernels: {kernels_text(event['kernels'])}")
             if self.tty:
                 from tqdm import tqdm
 

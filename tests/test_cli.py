@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_cifar.engine.precision import machine_text
+
 pytestmark = pytest.mark.slow
 
 
@@ -66,7 +68,12 @@ def test_train_in_the_precision_asked_for(cifar10, cifar10_dir: Path) -> None:
         "--precision", "float32", "--data", cifar10_dir, "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["precision"] == "float32" and ", float32)" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["precision"] == "float32"
+    # where it trained, and how fast's 3x3 convolutions did there (oneDNN's on the large maps at least)
+    [start] = [line for line in proc.stderr.splitlines() if line.startswith("training fast on 1000 images")]
+    assert start.endswith(f", float32) on {machine_text(result['machine'])}") and "cores" in start
+    assert "3x3 convolutions' kernels: oneDNN: block1_conv1" in proc.stderr
 
 
 def test_the_start_line_names_only_what_the_event_says(capsys) -> None:
@@ -79,9 +86,13 @@ def test_the_start_line_names_only_what_the_event_says(capsys) -> None:
     bar.tty = False
     bar.on_event(start)
     bar.on_event({**start, "precision": "mixed_bfloat16", "epochs": 1})
+    machine = {"cpu": "EPYC", "features": ["avx2"], "cores": 2}
+    bar.on_event({**start, "machine": machine, "kernels": {"block3_conv1": "written out"}})
     assert capsys.readouterr().err.splitlines() == [
         "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0)",
         "training fast on 500 images, 1 epoch of 4 batches (batch 128, seed 0, mixed_bfloat16)",
+        "training fast on 500 images, 2 epochs of 4 batches (batch 128, seed 0) on EPYC (avx2), 2 cores",
+        "3x3 convolutions' kernels: written out: block3_conv1",
     ]
 
 

@@ -160,6 +160,9 @@ def test_the_view_trains_each_convolution_the_way_the_kept_answers_say(
     swapped = {layer.conv.name: type(layer).__name__ for layer in view.layers if hasattr(layer, "conv")}
     assert swapped == {"block2_conv2": "MatmulGradConv", "block3_conv2": "WrittenOutConv"}
     assert measured == []  # all three were kept
+    # what a run keeps with its model: every 3x3 convolution's way, oneDNN's for the ones not swapped
+    assert fastview.kernels(view) == {name: wanted.get(name, "oneDNN") for name in convs}
+    assert fastview.kernels(model) == dict.fromkeys(convs, "oneDNN")
     assert [id(v) for v in view.trainable_variables] == [id(v) for v in model.trainable_variables]
 
     # Unkept: measured now, one probe per shape (block2_conv2 and block3_conv1 differ in filters).

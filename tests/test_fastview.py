@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jupyter_cifar.engine import convprobe, fastview, nets
+from jupyter_cifar.engine import convprobe, fastview, nets, precision
 from jupyter_cifar.engine.modelfiles import load_model
 from jupyter_cifar.engine.training import TrainConfig, Trainer
 
@@ -255,6 +255,8 @@ def test_training_through_the_view_trains_and_checkpoints_the_model(
         data, TrainConfig(preset="fast", epochs=2, batch_size=64, seed=3, checkpoint=str(checkpoint))
     )
     trainer.subscribe(keep_first)
+    starts: list[dict] = []
+    trainer.subscribe(lambda event: starts.append(event) if event["type"] == "start" else None)
     result = trainer.run()
     assert result.status == "finished", result.error
     assert result.evaluation.accuracy > 0.2  # it learned: chance is 0.1
@@ -263,6 +265,14 @@ def test_training_through_the_view_trains_and_checkpoints_the_model(
     kept = json.loads(convprobe.kept_path().read_text())
     assert {"7x7x64x64", "3x3x128x128"} <= {key.split(" | ")[4] for key in kept if " | batch 64 | " in key}
     assert any(isinstance(layer, fastview.FusedBatchNorm) for layer in view.layers)
+    # The run says where it trained and how each 3x3 convolution did, at its start and in its metadata.
+    convs = [layer.name for layer in models[0].layers if fastview.plain_3x3(layer)]
+    assert result.kernels == fastview.kernels(view) and list(result.kernels) == convs
+    assert set(result.kernels.values()) <= {"oneDNN", "matmuls", "written out"}
+    assert result.machine == precision.machine() and result.machine["cpu"] == precision.cpu_model()
+    meta = result.metadata()
+    assert (meta["machine"], meta["kernels"]) == (result.machine, result.kernels)
+    assert (starts[0]["machine"], starts[0]["kernels"]) == (result.machine, result.kernels)
     assert int(view.optimizer.iterations) == 2 * 1024 // 64  # fit ran on the view ...
     assert view.optimizer is models[0].optimizer  # ... whose optimizer is the model's
     with zipfile.ZipFile(first) as z:

@@ -332,6 +332,33 @@ def test_this_cpu_is_read_once_from_proc_cpuinfo() -> None:
     assert precision.cpu_info() is precision.cpu_info()  # read once
 
 
+def test_a_run_names_the_machine_it_trains_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a trained model keeps beside its images/s: this CPU, its clock, the features the kernels turn
+    on, oneDNN's cap where one is set, the cores this process may use; as one line for people."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    facts = precision.machine()
+    assert facts["cpu"] == precision.cpu_model() and "gpus" not in facts  # no GPU here
+    assert facts["features"] == [f for f in precision.KERNEL_FEATURES if f in precision.cpu_flags()]
+    assert facts["cores"] == len(os.sched_getaffinity(0))
+    assert facts["ghz"] == round(float(precision.cpu_info()["cpu MHz"]) / 1000, 1)
+    assert precision.machine_text(facts) == (
+        f"{facts['cpu']} at {facts['ghz']:g} GHz ({', '.join(facts['features']) or 'no AVX2/AVX-512/AMX'}), "
+        f"{facts['cores']} cores"
+    )
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    held = precision.machine(gpus=False)
+    assert held["onednn_isa"] == "AVX2" and "oneDNN held to AVX2)" in precision.machine_text(held)
+    # A stored record's facts are whatever JSON its saver sent: shown, never trusted to have their types.
+    assert precision.machine_text({"cpu": "X", "ghz": "fast", "features": "avx2", "cores": [2]}) == "X"
+    assert precision.machine_text({"cpu": "X", "features": [], "gpus": ["gpu:0"]}) == (
+        "X (no AVX2/AVX-512/AMX), gpu:0"
+    )
+    assert precision.machine_text(["odd"]) == "['odd']"
+    kernels = {"block1_conv1": "oneDNN", "block3_conv1": "written out", "block2_conv1": "oneDNN"}
+    assert precision.kernels_text(kernels) == "oneDNN: block1_conv1, block2_conv1; written out: block3_conv1"
+    assert precision.kernels_text("odd") == "odd"
+
+
 def test_bfloat16_is_measured_on_this_cpu() -> None:
     """The real measurement, here: it runs, and "auto" follows it. On both kinds of CPU we run on (a Xeon
     with AMX, an AMD EPYC with AVX512-BF16) bfloat16 measures faster and is chosen."""

@@ -19,6 +19,7 @@ from storetools import tiny_model
 
 from jupyter_cifar.engine.data import CLASS_NAMES
 from jupyter_cifar.engine.history import epochs_text
+from jupyter_cifar.engine.precision import machine, machine_text
 from jupyter_cifar.widgets import App
 from jupyter_cifar.widgets.progress import TrainingProgress
 from jupyter_cifar.widgets.train import MAX_POINTS, Curve
@@ -97,7 +98,7 @@ def test_training_draws_curves_and_shows_the_result(app: App) -> None:
     assert len(seen_points) >= 3, seen_points  # the curve grew while training ran
     assert any(s.startswith("epoch 1/2 · batch") and "images/s" in s for s in seen_status), seen_status
     # Until the first batch (the step is compiled), the run's description, its precision resolved.
-    described = f"(seed {panel.trainer.config.seed}, {panel.trainer.policy})"
+    described = f"(seed {panel.trainer.config.seed}, {panel.trainer.policy}) on {machine_text(machine())}"
     assert any(s.startswith("training ") and s.endswith(described) for s in seen_status), seen_status
     assert panel.status.value.startswith("finished after 2 epochs")
     assert len(panel.progress.loss_val.mark.x) == 2 and len(panel.progress.acc_val.mark.y) == 2
@@ -675,6 +676,8 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
         "preset": "fast",
         "history": [{"epoch": 1, "accuracy": 0.5}, "junk", {"epoch": "two", "accuracy": 0.6}, {"epoch": 3}],
         "class_names": 5,
+        "machine": {"cpu": HOSTILE, "ghz": "fast", "features": "avx2", "cores": [2], "gpus": 1},
+        "kernels": [HOSTILE],
     }
     record = store.save_file(model_file, "odd", metadata=metadata)
     models = bare_app.models
@@ -683,6 +686,7 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
     # the points whose values are numbers, each where its row ends (row 3 of 4 holds "two" as its epoch)
     assert [list(m.x) for m in models.curves.marks] == [[1.0, 3.0]]
     assert ">fast<" in models.details.value and ">4 epochs<" in models.details.value
+    assert "trained on" in models.details.value and "kernels" in models.details.value
     bare_app.session.set_model(store.load(record.ref), record=record)
     assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
     assert bare_app.session.history == []  # not a history training could continue from
@@ -816,7 +820,18 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
         tiny_model(),
         "a",
         notes="the notes",
-        metadata={**meta, "test_accuracy": 0.58, "precision": "mixed_bfloat16"},
+        metadata={
+            **meta,
+            "test_accuracy": 0.58,
+            "precision": "mixed_bfloat16",
+            "machine": {
+                "cpu": "Xeon, family 6 model 207",
+                "ghz": 2.1,
+                "features": ["avx512f", "amx_tile"],
+                "cores": 2,
+            },
+            "kernels": {"block1_conv1": "oneDNN", "block3_conv1": "matmuls", "block3_conv2": "matmuls"},
+        },
     )
     b = store.save(
         tiny_model(),
@@ -827,6 +842,9 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     models.refresh().join(30)
     models.select(a)
     assert "batch_size 32, learning_rate 0.001, precision mixed_bfloat16" in models.details.value
+    # where it trained and how: the speed in its record is the speed of that machine
+    assert ">Xeon, family 6 model 207 at 2.1 GHz (avx512f, amx_tile), 2 cores<" in models.details.value
+    assert ">oneDNN: block1_conv1; matmuls: block3_conv1, block3_conv2<" in models.details.value
     models.alias.value = "prod"
     models.select(b)
     assert models.alias.value == ""  # one click cannot move "prod" onto another version unseen
@@ -852,6 +870,12 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     assert rows[rows.index("test accuracy") + 2] == "0.5800"
     at = rows.index("precision")
     assert rows[at : at + 3] == ["precision", "auto", "mixed_bfloat16"]
+    at = rows.index("trained on")
+    assert rows[at : at + 3] == [
+        "trained on",
+        "-",
+        "Xeon, family 6 model 207 at 2.1 GHz (avx512f, amx_tile), 2 cores",
+    ]
     assert len(models.curves.marks) == 4 and len(models.loss_curves.marks) == 4
 
 

@@ -50,6 +50,8 @@ WRITTEN_OUT_PIXELS = 9
 # (32 MiB in float32; 3x3 maps with 256 channels in and out: 5.3 M).
 WRITTEN_OUT_PROBE_PIXELS = 25
 WRITTEN_OUT_ELEMENTS = 2**23
+# The ways' names, as the probe keeps them and a run's metadata says them (besides oneDNN's).
+MATMULS, WRITTEN_OUT = "matmuls", "written out"
 
 
 def matmul_pays(
@@ -144,18 +146,34 @@ def for_training(
     return view
 
 
+def kernels(view: keras.Model) -> dict[str, str]:
+    """How ``view`` (from :func:`for_training`) trains each plain 3x3 convolution, by the model's layer
+    name: TensorFlow's own kernels (``"oneDNN"`` on a CPU, ``"cuDNN"`` where a GPU is visible),
+    ``"matmuls"`` (:class:`MatmulGradConv`) or ``"written out"`` (:class:`WrittenOutConv`); what a run
+    keeps with its model, since its speed turns on them. Empty under another backend (XLA's choice)."""
+    if keras.backend.backend() != "tensorflow":
+        return {}
+    own = "cuDNN" if gpu_visible() else convprobe.ONEDNN
+    chosen = {}
+    for layer in view.layers:
+        conv = getattr(layer, "conv", layer)
+        if plain_3x3(conv):
+            chosen[conv.name] = WAY_NAMES.get(type(layer), own)
+    return chosen
+
+
 def probe_ways(layer: keras.layers.Layer, written_out: bool = True) -> dict[str, convprobe.Way]:
     """The ways :mod:`.convprobe` times for a plain 3x3 convolution: oneDNN's, the matmul weight gradient,
     and written out where its matrix is small enough to be worth a try (maps of at most
     :data:`WRITTEN_OUT_PROBE_PIXELS` pixels, at most :data:`WRITTEN_OUT_ELEMENTS` entries)."""
-    ways: dict[str, convprobe.Way] = {convprobe.ONEDNN: None, "matmuls": MatmulGradConv}
+    ways: dict[str, convprobe.Way] = {convprobe.ONEDNN: None, MATMULS: MatmulGradConv}
     n, channels = pixels(layer), layer.input.shape[-1]
     if (
         written_out
         and n <= WRITTEN_OUT_PROBE_PIXELS
         and n * channels * n * layer.filters <= WRITTEN_OUT_ELEMENTS
     ):
-        ways["written out"] = WrittenOutConv
+        ways[WRITTEN_OUT] = WrittenOutConv
     return ways
 
 
@@ -337,3 +355,6 @@ def offsets(height: int, width: int) -> Any:
                         table[y * width + x, i * width + j, 3 * di + dj] = 1
     table.setflags(write=False)  # one table per map size, shared
     return table
+
+
+WAY_NAMES = {MatmulGradConv: MATMULS, WrittenOutConv: WRITTEN_OUT}  # :func:`kernels`' names

@@ -7,6 +7,7 @@ AMD EPYC). Keras is imported only when "auto" must be resolved.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -20,6 +21,8 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # keeps float32 weights and casts, so training gains less than the kernels do (AMD EPYC: products
 # 1.95x, training 1.50-1.77x).
 BFLOAT16_MARGIN = 1.2
+# The CPU features the kernels' speed turns on, as /proc/cpuinfo names them (what :func:`machine` keeps).
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +139,23 @@ def _gradients(backend: str) -> Callable[..., Sequence[Any]]:
 
 def gpu_visible() -> bool:
     """Whether Keras' backend sees a GPU (asked through Keras or torch, never through TensorFlow)."""
+    return bool(_gpus())
+
+
+def _gpus() -> list[str]:
+    """The GPUs Keras' backend sees ("gpu:0", "cuda:0"; none where it has no device listing)."""
     import importlib
 
     import keras
 
-    backend = keras.backend.backend()
     try:
-        if backend == "torch":
-            return bool(importlib.import_module("torch").cuda.is_available())
+        if keras.backend.backend() == "torch":
+            cuda = importlib.import_module("torch").cuda
+            return [f"cuda:{i}" for i in range(cuda.device_count())] if cuda.is_available() else []
         devices = keras.distribution.list_devices()
     except Exception:  # a backend without a device listing: assume a CPU
-        return False
-    return any("gpu" in str(d).lower() or "cuda" in str(d).lower() for d in devices)
+        return []
+    return [str(d) for d in devices if "gpu" in str(d).lower() or "cuda" in str(d).lower()]
 
 
 @functools.cache
@@ -182,3 +190,57 @@ def cpu_model() -> str:
     if "cpu family" in info and "model" in info:
         name += f", family {info['cpu family']} model {info['model']}"
     return name
+
+
+def machine(gpus: bool = True) -> dict[str, Any]:
+    """Where a run trains, kept with its model and its events (a speed means little without it): the CPU
+    (:func:`cpu_model`), its clock where /proc/cpuinfo gives one, the features the kernels turn on
+    (:data:`KERNEL_FEATURES`), oneDNN's cap where ``ONEDNN_MAX_CPU_ISA`` holds the kernels below them, the
+    cores this process may use, and the GPUs Keras' backend sees (none: no key; ``gpus=False``: not
+    asked, so Keras is not imported)."""
+    import os
+
+    info, flags = cpu_info(), cpu_flags()
+    facts: dict[str, Any] = {"cpu": cpu_model()}
+    with contextlib.suppress(KeyError, ValueError):
+        facts["ghz"] = round(float(info["cpu MHz"]) / 1000, 1)
+    facts["features"] = [f for f in KERNEL_FEATURES if f in flags]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        facts["onednn_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    facts["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if gpus and (seen := _gpus()):
+        facts["gpus"] = seen
+    return facts
+
+
+def machine_text(facts: Any) -> str:
+    """:func:`machine`'s facts as one line: "AMD EPYC, family 25 model 1 at 2.4 GHz (avx2), 2 cores".
+    Facts read back from a stored record are whatever JSON its saver sent: a field of another type is
+    left out, and facts that are not a mapping are shown as the text they are."""
+    if not isinstance(facts, dict):
+        return str(facts)
+    cpu = str(facts.get("cpu", "an unnamed CPU"))
+    if isinstance(facts.get("ghz"), int | float):
+        cpu += f" at {facts['ghz']:g} GHz"
+    features = facts.get("features")
+    said = [(", ".join(map(str, features)) or "no AVX2/AVX-512/AMX")] if isinstance(features, list) else []
+    if facts.get("onednn_isa"):  # the kernels held below what the flags say
+        said.append(f"oneDNN held to {facts['onednn_isa']}")
+    text = f"{cpu} ({'; '.join(said)})" if said else cpu
+    if isinstance(facts.get("cores"), int):
+        text += f", {facts['cores']} cores"
+    if isinstance(facts.get("gpus"), list) and facts["gpus"]:
+        text += ", " + ", ".join(map(str, facts["gpus"]))
+    return text
+
+
+def kernels_text(kernels: Any) -> str:
+    """How a run trained its 3x3 convolutions (:func:`.fastview.kernels`) as one line, grouped by way:
+    "oneDNN: block1_conv1, block1_conv2; written out: block3_conv1". A stored record's is whatever JSON
+    its saver sent: anything but a mapping of names to ways is shown as the text it is."""
+    if not isinstance(kernels, dict):
+        return str(kernels)
+    ways: dict[str, list[str]] = {}
+    for name, way in kernels.items():
+        ways.setdefault(str(way), []).append(str(name))
+    return "; ".join(f"{way}: {', '.join(names)}" for way, names in ways.items())

@@ -55,7 +55,7 @@ from .nets import (
     init_from_data,
     with_precision,
 )
-from .precision import PRECISIONS, resolve_precision
+from .precision import PRECISIONS, machine, resolve_precision
 from .predict import Evaluation, evaluate_probabilities, predict_proba
 from .progress import KerasHook, Progress
 from .tta import tta_views, with_tta, without_tta
@@ -146,6 +146,8 @@ class TrainResult:
     parent: str | None = None
     error: str | None = None
     precision: str = "float32"  # the dtype policy training ran under ("auto" resolved)
+    machine: dict[str, Any] = field(default_factory=dict)  # where it trained (precision.machine)
+    kernels: dict[str, str] = field(default_factory=dict)  # how each 3x3 convolution trained (fastview)
     test_predicted: np.ndarray | None = None  # the class the final model gives each test image
 
     @property
@@ -166,6 +168,8 @@ class TrainResult:
             "dataset": self.dataset,
             "history": self.history,
             "precision": self.precision,
+            "machine": self.machine,  # images_per_second means little without it
+            "kernels": self.kernels,
             "test_accuracy": ev.accuracy if ev else None,
             "per_class_accuracy": ev.per_class if ev else None,
             "class_names": list(self.dataset.get("class_names", [])),
@@ -247,6 +251,8 @@ class Trainer:
         self._tta = "none"  # the test-time augmentation the returned model gets (tta.TTA_VIEWS)
         self._last_epoch = 0
         self.policy = "float32"  # the dtype policy training ran under
+        self.machine: dict[str, Any] = {}  # where it runs (precision.machine), and its kernels there
+        self.kernels: dict[str, str] = {}
         self.clock: keras.Variable | None = None  # with a time budget: the share of it spent
         self.time_up = False
 
@@ -321,6 +327,7 @@ class Trainer:
             steps = batches * epochs
             one_hot = _compile(model, self, steps)
             fit_model = fastview.for_training(model, batch=cfg.batch_size)  # shares model's variables
+            self.machine, self.kernels = machine(), fastview.kernels(fit_model)
             y = data.y_train.astype(np.int64)
             labels = np.eye(n_classes, dtype=np.float32)[y] if one_hot else y
             initial = len(self.history)
@@ -337,6 +344,8 @@ class Trainer:
                     "batches_per_epoch": batches,
                     "batch_size": cfg.batch_size,
                     "precision": self.policy,
+                    "machine": self.machine,
+                    "kernels": self.kernels,
                     "learning_rate": cfg.learning_rate,
                     "n_train": len(data.x_train),
                     "n_test": len(data.x_test),
@@ -391,6 +400,8 @@ class Trainer:
             error=error,
             test_predicted=test_predicted,
             precision=self.policy,
+            machine=self.machine,
+            kernels=self.kernels,
         )
         self.state = status
         self._publish(

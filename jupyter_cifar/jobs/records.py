@@ -186,7 +186,8 @@ class JobRecord:
     started: str | None = None
     ended: str | None = None
     executor: str = "local"
-    worker: dict[str, Any] | None = None  # {"host", "pid", "address"}; address None on the local executor
+    worker: dict[str, Any] | None = None  # {"host", "pid", "address", "machine"}; address None on the local
+    # executor; machine: precision.machine's facts
     progress: dict[str, Any] = field(default_factory=dict)  # epoch, epochs, batch, batches, images/s, ETA
     model: str | None = None  # the saved version's REF
     test_accuracy: float | None = None

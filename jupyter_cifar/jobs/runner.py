@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..engine.precision import machine
 from ..errors import Conflict, JupyterCifarError
 from ..store import ENV_STORE, open_store
 from ..store.base import ModelStore
@@ -46,7 +47,13 @@ def run_job(store_uri: str, job_id: str, *, address: str | None = None) -> str:
         jobs = open_job_store(models)
         try:
             owner = uuid.uuid4().hex
-            worker = {"host": socket.gethostname(), "pid": os.getpid(), "address": address}
+            # where it trains: a job's speed is its worker's (precision.machine, without asking Keras)
+            worker = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "address": address,
+                "machine": machine(gpus=False),
+            }
             record = jobs.claim(job_id, owner, worker)
             if record is None:
                 return ""

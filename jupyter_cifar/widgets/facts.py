@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..engine.history import epoch_ends, epochs_done, epochs_text
+from ..engine.precision import kernels_text, machine_text
 from ..engine.views import DEFAULT_PLAN, plan_from_json
 from ..store.records import ModelRecord
 from .common import NO_MATH
@@ -53,6 +54,10 @@ def version_facts(record: ModelRecord) -> list[tuple[str, str]]:
         facts.append(("last run", ", ".join(f"{k} {v}" for k, v in hyper.items() if v is not None)))
     elif hyper:
         facts.append(("hyperparameters", _text(hyper)))
+    if meta.get("machine"):
+        facts.append(("trained on", machine_text(meta["machine"])))
+    if meta.get("kernels"):
+        facts.append(("3x3 convolutions' kernels", kernels_text(meta["kernels"])))
     if dataset.get("n_train") is not None:
         facts.append(("training images", _text(dataset["n_train"], ",")))
     if meta.get("parameters") is not None:
@@ -197,6 +202,7 @@ def summary(record: ModelRecord) -> dict[str, str]:
         "best validation accuracy": _text(max(val) if val else None, ".4f"),
         "training time": "-" if seconds is None else _text(seconds, ".0f") + " s",
         "images/s": _text(meta.get("images_per_second"), ",.0f"),
+        "trained on": machine_text(meta["machine"]) if meta.get("machine") else "-",
         "continued from": _text(meta.get("parent")),
         "created (UTC)": record.created[:19].replace("T", " "),
         "size": size_text(record.size),

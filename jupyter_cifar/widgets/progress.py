@@ -20,6 +20,7 @@ import ipywidgets as w
 
 from ..engine.budget import minutes_text
 from ..engine.history import epoch_ends, epoch_fractions, epochs_text
+from ..engine.precision import machine_text
 from .common import label, legend_html, row_layout
 from .curves import TRAIN_COLOUR, VAL_COLOUR, loss_accuracy_figure
 
@@ -104,9 +105,10 @@ class TrainingProgress:
         self.batch_bar.max, self.batch_bar.value = event["batches_per_epoch"], 0
         length = _budget(event) or epochs_text(event["epochs"])
         said = [f"seed {event['seed']}"] + ([event["precision"]] if event.get("precision") else [])
+        where = f" on {machine_text(event['machine'])}" if event.get("machine") else ""  # a job's: its worker
         self.status.value = (
             f"training {event['architecture']} on {event['n_train']:,} images: "
-            f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)})"
+            f"{length} of {event['batches_per_epoch']} batches ({', '.join(said)}){where}"
         )
         self.flush(force=True)
 
