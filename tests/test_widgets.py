@@ -686,7 +686,7 @@ def test_metadata_of_unexpected_shapes_is_shown_not_trusted(bare_app: App, tmp_p
     # the points whose values are numbers, each where its row ends (row 3 of 4 holds "two" as its epoch)
     assert [list(m.x) for m in models.curves.marks] == [[1.0, 3.0]]
     assert ">fast<" in models.details.value and ">4 epochs<" in models.details.value
-    assert "trained on" in models.details.value and "kernels" in models.details.value
+    assert "last run on" in models.details.value and "kernels" in models.details.value
     bare_app.session.set_model(store.load(record.ref), record=record)
     assert bare_app.session.class_names is None  # the CIFAR-10 names, not 5
     assert bare_app.session.history == []  # not a history training could continue from
@@ -870,9 +870,9 @@ def test_models_details_show_each_thing_once_and_compare_two_versions(bare_app: 
     assert rows[rows.index("test accuracy") + 2] == "0.5800"
     at = rows.index("precision")
     assert rows[at : at + 3] == ["precision", "auto", "mixed_bfloat16"]
-    at = rows.index("trained on")
+    at = rows.index("last run on")
     assert rows[at : at + 3] == [
-        "trained on",
+        "last run on",
         "-",
         "Xeon, family 6 model 207 at 2.1 GHz (avx512f, amx_tile), 2 cores",
     ]

@@ -55,7 +55,7 @@ def version_facts(record: ModelRecord) -> list[tuple[str, str]]:
     elif hyper:
         facts.append(("hyperparameters", _text(hyper)))
     if meta.get("machine"):
-        facts.append(("trained on", machine_text(meta["machine"])))
+        facts.append(("last run on", machine_text(meta["machine"])))
     if meta.get("kernels"):
         facts.append(("3x3 convolutions' kernels", kernels_text(meta["kernels"])))
     if dataset.get("n_train") is not None:
@@ -202,7 +202,7 @@ def summary(record: ModelRecord) -> dict[str, str]:
         "best validation accuracy": _text(max(val) if val else None, ".4f"),
         "training time": "-" if seconds is None else _text(seconds, ".0f") + " s",
         "images/s": _text(meta.get("images_per_second"), ",.0f"),
-        "trained on": machine_text(meta["machine"]) if meta.get("machine") else "-",
+        "last run on": machine_text(meta["machine"]) if meta.get("machine") else "-",
         "continued from": _text(meta.get("parent")),
         "created (UTC)": record.created[:19].replace("T", " "),
         "size": size_text(record.size),
