@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,38 +30,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     TensorFlow sees; on two cores two workers keep both busy while a test waits on a process it started."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, 4))
-
-
-DURATIONS = Path(__file__).resolve().parent / "durations.json"
-ENV_DURATIONS = "JUPYTER_CIFAR_TEST_DURATIONS"  # a path: a whole run writes its files' seconds there
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The heaviest files first, each file's tests in their own order. With ``-n`` (``--dist=loadfile``) a
-    worker takes the next whole file when it is done with one, so a heavy file started last keeps one
-    worker busy long after the other has finished (the last 4 % of the tests took a quarter of a 47-minute
-    run). The seconds are a whole run's, kept in tests/durations.json (pytest-split keeps such a file too);
-    a file it does not name counts as light. Write it anew with ``JUPYTER_CIFAR_TEST_DURATIONS=PATH``."""
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
-    files = list(dict.fromkeys(item.nodeid.split("::")[0] for item in items))
-    rank = {name: (-seconds.get(name, 0), place) for place, name in enumerate(files)}
-    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: a file's order is kept
-
-
-_file_seconds: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if os.environ.get(ENV_DURATIONS):  # in the controller with -n (the workers' reports come to it)
-        name = report.nodeid.split("::")[0]
-        _file_seconds[name] = _file_seconds.get(name, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    path = os.environ.get(ENV_DURATIONS)
-    if path and _file_seconds and not hasattr(session.config, "workerinput"):
-        ranked = sorted(_file_seconds.items(), key=lambda kv: -kv[1])
-        Path(path).write_text(json.dumps({name: round(s) for name, s in ranked}, indent=1) + "\n")
 
 
 _from_workers: list[str] = []
