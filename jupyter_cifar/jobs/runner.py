@@ -47,12 +47,12 @@ def run_job(store_uri: str, job_id: str, *, address: str | None = None) -> str:
         jobs = open_job_store(models)
         try:
             owner = uuid.uuid4().hex
-            # where it trains: a job's speed is its worker's (precision.machine, without asking Keras)
+            # where it trains, as its run's start event and model say it (a job's speed is its worker's)
             worker = {
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "address": address,
-                "machine": machine(gpus=False),
+                "machine": machine(),
             }
             record = jobs.claim(job_id, owner, worker)
             if record is None:
