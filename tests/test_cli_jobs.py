@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from jupyterserver import JupyterServer
+
+from jupyter_cifar.engine.precision import machine, machine_text
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +58,7 @@ def test_detach_then_watch_a_job_to_its_model(server: JupyterServer) -> None:
     assert job in [j["id"] for j in listed]
     text = cli("jobs", "list", "--store", url)
     assert f"{job}  finished" in text.stdout and "-> cli-job:1 (test accuracy" in text.stdout
+    assert f", on {socket.gethostname()}: {machine_text(machine())} -> cli-job:1" in text.stdout  # its worker
 
     again = cli("jobs", "stop", job, "--store", url)
     assert again.returncode == 1 and f"job {job} is finished: there is nothing to stop" in again.stderr

@@ -91,7 +91,8 @@ def test_every_family_imports_classifies_evaluates_and_trains_further(
     name: str, tmp_path: Path, cifar10_dir: Path
 ) -> None:
     """Issue 15's six everyday models, each through the whole path a trained model takes: imported by
-    default, classified, evaluated, trained one epoch on 512 images with ``--from`` (history, parent)."""
+    default, classified, evaluated, trained one epoch on 128 images (4 batches) with ``--from`` (history,
+    parent)."""
     path = tmp_path / f"{name}.keras"
     keras.utils.set_random_seed(0)
     everyday_model(name).save(path)
@@ -108,7 +109,7 @@ def test_every_family_imports_classifies_evaluates_and_trains_further(
     assert proc.returncode == 0, proc.stderr
     evaluation = json.loads(proc.stdout)
     assert evaluation["n"] == 64 and 0 <= evaluation["accuracy"] <= 1
-    train = ("train", "--preset", "tutorial", "--epochs", "1", "--train-limit", "512", "--test-limit", "256",
+    train = ("train", "--preset", "tutorial", "--epochs", "1", "--train-limit", "128", "--test-limit", "128",
              "--data", cifar10_dir, "--store", store, "--save", name, "--json")  # fmt: skip
     proc = cli(*train[:1], "--from", f"{name}:1", *train[1:])
     assert proc.returncode == 0, proc.stderr
@@ -117,7 +118,7 @@ def test_every_family_imports_classifies_evaluates_and_trains_further(
     status, record, _ = models(store, "show", f"{name}:2")
     assert status == 0
     meta = record["metadata"]
-    assert meta["parent"] == f"{name}:1" and len(meta["history"]) == 1 and meta["dataset"]["n_train"] == 512
+    assert meta["parent"] == f"{name}:1" and len(meta["history"]) == 1 and meta["dataset"]["n_train"] == 128
     if name in ("residual", "mobilenetv2"):  # ... and on from there: the history grows.
         proc = cli(*train[:1], "--from", f"{name}:2", *train[1:])
         assert proc.returncode == 0, proc.stderr

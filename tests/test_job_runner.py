@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_cifar.engine.precision import machine
-from jupyter_cifar.jobs.records import JobSpec
+from jupyter_cifar.engine.precision import machine, machine_text
+from jupyter_cifar.jobs.records import JobSpec, describe_worker
 from jupyter_cifar.jobs.runner import run_job
 from jupyter_cifar.jobs.store import open_job_store
 from jupyter_cifar.store import open_store
+from jupyter_cifar.widgets.jobs import JobRow
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,10 @@ def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar
         assert record.worker["machine"] == machine()  # the CPU it trains on, its GPUs where it has some
         shown = record.to_json()
         assert shown["progress"] == 1.0 and 0 < shown["test_accuracy"] < 1
+        where = f"on {socket.gethostname()}: {machine_text(machine())}"
+        assert describe_worker(shown["worker"]) == where
+        row = JobRow(shown, on_show=print, on_resume=print)  # the Train tab's jobs list: its tooltip
+        assert row.what.tooltip == where and "· " + job[:6] in row.what.value
         events = jobs.events(job)
         assert [n for n, _ in events] == list(range(1, len(events) + 1))  # numbered, none lost
         kinds = [e["type"] for _, e in events]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_cifar.errors import BadParameter, Conflict, NotFound
-from jupyter_cifar.jobs.records import JobSpec
+from jupyter_cifar.jobs.records import JobSpec, describe_worker
 from jupyter_cifar.jobs.store import JobStore, open_job_store
 from jupyter_cifar.store import open_store
 
@@ -208,3 +208,12 @@ def test_delete_removes_the_record_its_events_and_checkpoint(jobs: JobStore, tmp
         pass
     with jobs.checkpoint(running(jobs).id) as found:
         assert found is None  # a job before its first epoch has none
+
+
+def test_where_a_job_ran_is_said_from_its_worker_record() -> None:
+    """Whatever JSON was stored as the worker: a field of the wrong shape is left out."""
+    facts = {"cpu": "<b>CPU</b>", "cores": 2}
+    assert describe_worker({"host": "box-7", "machine": facts}) == "on box-7: <b>CPU</b>, 2 cores"
+    assert describe_worker({"host": 7, "machine": facts}) == "on <b>CPU</b>, 2 cores"
+    for nothing in (None, "x", {"host": "box-7"}, {"host": "box-7", "machine": "fast"}):
+        assert describe_worker(nothing) == ""

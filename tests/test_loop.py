@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -16,7 +17,7 @@ from underjax import run_under_jax
 
 from jupyter_cifar.engine.allocator import keep_freed_memory
 from jupyter_cifar.engine.data import Dataset
-from jupyter_cifar.engine.loop import RunningMeans, fit_batches
+from jupyter_cifar.engine.loop import RunningMeans, build_before_tracing, fit_batches
 
 # Under any backend: a tiny network trained for epochs 1 and 2 (of 3) by fit and by fit_batches on the
 # same fixed batches (the last one short); prints what the callbacks saw and how far apart the weights are.
@@ -136,6 +137,50 @@ def test_a_callback_ends_training_after_its_batch() -> None:
     assert int(model.optimizer.iterations.numpy()) == 2 and source.turns == 1
     fit_batches(model, source, epochs=1, callbacks=[])  # the next run starts afresh
     assert int(model.optimizer.iterations.numpy()) == 7 and not model.stop_training
+
+
+def test_the_first_step_is_traced_once() -> None:
+    """The optimizer's, the metrics' and the loss's variables are made before the train step is traced:
+    a ``tf.function`` that makes variables is traced twice, as Keras' own ``train_on_batch`` is here."""
+
+    def traces(first_step: Callable[[keras.Model, np.ndarray, np.ndarray], object]) -> tuple[int, int]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.BatchNormalization(), keras.layers.Flatten(),
+                                  keras.layers.Dense(3)])  # fmt: skip
+        model.compile(optimizer=keras.optimizers.Adam(), metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        step, count = model.train_step, 0
+
+        def counted(data: object) -> object:  # runs once for each trace of the step
+            nonlocal count
+            count += 1
+            return step(data)
+
+        model.train_step = counted
+        x, y = np.ones((4, 6, 6, 3), np.float32), np.arange(4) % 3
+        first_step(model, x, y)
+        model.train_on_batch(x, y)
+        return count, len(model.optimizer.variables)
+
+    plain = traces(lambda model, x, y: model.train_on_batch(x, y))
+    built = traces(lambda model, x, y: (build_before_tracing(model, x, y), model.train_on_batch(x, y)))
+    assert plain[0] == 2 and built == (1, plain[1])  # the same variables, made once; one trace
+
+    class Same:  # a batch source: the same batch twice
+        def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+            self.batch = x, y
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            return self.batch
+
+        def on_epoch_end(self) -> None:
+            pass
+
+    assert traces(lambda model, x, y: fit_batches(model, Same(x, y), epochs=1)) == built  # the loop does it
 
 
 def test_running_means_weigh_each_batch_by_its_size() -> None:

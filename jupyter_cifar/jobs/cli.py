@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cli_common import ProgressBar, add_json_arg, add_store_arg, count
 from ..errors import BadParameter
-from .records import STATES, describe_spec
+from .records import STATES, describe_spec, describe_worker
 
 WATCH_POLL_SECONDS = 10  # each long poll waits this long for an event at most
 
@@ -129,8 +129,10 @@ def _line(job: dict[str, Any]) -> str:
         )
     progress = f" {job['progress']:.0%}" if job["state"] in ("running", "stopping") else ""
     error = f": {job['error']}" if job["error"] else ""
-    what = describe_spec(job["spec"])
-    return f"{job['id']}  {job['state']}{progress}  {what}, created {job['created'][:19]}{result}{error}"
+    what = f"{describe_spec(job['spec'])}, created {job['created'][:19]}"
+    where = describe_worker(job.get("worker"))  # its worker's host and machine, once one claimed it
+    what += f", {where}" if where else ""
+    return f"{job['id']}  {job['state']}{progress}  {what}{result}{error}"
 
 
 def _table(jobs: list[dict[str, Any]], total: int) -> str:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..engine.budget import check_minutes, minutes_text
+from ..engine.precision import machine_text
 from ..errors import BadParameter
 from ..store.records import Ref, check_name, check_notes, check_tags
 
@@ -173,6 +174,17 @@ def describe_spec(spec: dict[str, Any]) -> str:
     if spec.get("train_limit"):
         parts.append(f"{spec['train_limit']:,} images")
     return ", ".join(parts)
+
+
+def describe_worker(worker: Any) -> str:
+    """Where a job ran, in a few words: "on box-7: AMD EPYC, family 25 model 1 at 2.4 GHz (avx2), 2 cores"
+    ("" before a runner claimed it). A record read back is whatever JSON was stored: a field of the wrong
+    shape is left out."""
+    if not isinstance(worker, dict) or not isinstance(worker.get("machine"), dict):
+        return ""
+    host = worker.get("host")
+    where = f"{host}: " if isinstance(host, str) and host else ""
+    return f"on {where}{machine_text(worker['machine'])}"
 
 
 @dataclass

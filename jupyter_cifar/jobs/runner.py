@@ -206,7 +206,7 @@ class _Run:
             found = set_photos(photos, spec.photos)
         self.plan = FinetunePlan(
             parent_model, found, data, preset=config.preset, seed=spec.seed or 0,
-            learning_rate=spec.learning_rate, views=stored_plan(parent_metadata),
+            learning_rate=spec.learning_rate, test_limit=spec.test_limit, views=stored_plan(parent_metadata),
         )  # fmt: skip
         return self.plan.trainer(
             model, history=history, parent=parent, epochs=config.epochs, checkpoint=config.checkpoint

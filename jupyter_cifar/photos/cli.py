@@ -69,6 +69,12 @@ def add_parsers(sub: Any) -> None:
         help="of each class, kept aside to measure before and after on (default: 0.2; 0: measure on the "
         "photos trained on)",
     )
+    finetune.add_argument(
+        "--test-limit",
+        type=count,
+        metavar="N",
+        help="measure the CIFAR-10 test set before and after on N of its images (default: all)",
+    )
     finetune.add_argument("--seed", type=int, default=0)
     for add in (add_data_arg, add_store_arg, add_json_arg):
         add(finetune)
@@ -212,7 +218,7 @@ def finetune_command(args: argparse.Namespace, out: Any) -> int:
             model, found, data, preset=preset if preset in PRESETS else "fast",
             epochs=args.epochs or DEFAULT_EPOCHS,
             holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
-            history=history, parent=parent, seed=args.seed, on_event=bar.on_event,
+            history=history, parent=parent, seed=args.seed, test_limit=args.test_limit, on_event=bar.on_event,
             views=stored_plan(store.resolve(parent).metadata) if parent else None,
         )  # fmt: skip
     for item in done.skipped:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..jobs.records import RESUMABLE, describe_spec
+from ..jobs.records import RESUMABLE, describe_spec, describe_worker
 from .common import NO_MATH, button, text_html
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ STATE_COLOURS = {
 
 
 class JobRow(w.HBox):
-    """One job: [Show] state · what · progress · accuracy · model [Resume]."""
+    """One job: [Show] state · what · progress · accuracy · model [Resume]; where it runs or ran (its
+    worker's host and machine) is the tooltip of what it trains."""
 
     def __init__(self, job: dict[str, Any], on_show: Callable[[str], None], on_resume: Callable[[str], None]):
         super().__init__(layout=w.Layout(align_items="center", width="100%", flex_flow="row wrap"))
@@ -68,6 +69,8 @@ class JobRow(w.HBox):
             classes = " ".join(NO_MATH)
             self.state.value = f'<b class="{classes}" style="color:{colour}">{html.escape(state)}</b>'
             self.what.value = text_html(f"{describe_spec(job['spec'])} · {job['id'][:6]}")
+            where = describe_worker(job.get("worker"))  # the CPU (and GPUs) its worker trains on
+            self.what.tooltip = where or None
             self.bar.value = float(job.get("progress") or 0.0)
             self.bar.bar_style = {"finished": "success", "failed": "danger", "interrupted": "danger"}.get(
                 state, ""
