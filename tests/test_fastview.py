@@ -230,6 +230,78 @@ def test_the_written_out_convolution_is_used_where_it_was_measured_to_pay(
         assert fastview.for_training(model, written_out=False, batchnorm=False, probe=False) is model
 
 
+@pytest.mark.parametrize(
+    ("side", "kernel", "strides", "padding", "bias", "activation", "policy"),
+    [
+        (1, 1, 1, "valid", True, "relu", "float32"),
+        (4, 1, 2, "same", True, None, "float32"),
+        (3, 1, 2, "valid", False, None, "float32"),
+        (2, 1, 1, "same", True, "relu", "mixed_bfloat16"),
+        (1, 3, 1, "same", True, "relu", "float32"),
+        (1, 3, 2, "same", False, None, "mixed_bfloat16"),
+        (1, 2, 1, "same", True, None, "float32"),  # an even kernel: TensorFlow pads after, the tap is [0, 0]
+    ],
+)
+def test_a_convolution_that_is_one_product_trains_as_the_convolution_does(
+    side: int, kernel: int, strides: int, padding: str, bias: bool, activation: str | None, policy: str
+) -> None:
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((side, side, 8))
+    conv = keras.layers.Conv2D(
+        6, kernel, strides=strides, padding=padding, use_bias=bias, activation=activation, dtype=policy
+    )
+    model = keras.Model(inputs, conv(inputs))
+    if bias:
+        conv.bias.assign(rng.normal(size=6))
+    assert fastview.pointwise(conv)
+    product = fastview.PointwiseConv(conv)
+    x = tf.constant(rng.normal(size=(5, side, side, 8)), conv.compute_dtype)
+    w = tf.constant(rng.normal(size=model.output_shape[1:]), tf.float32)
+
+    def gradients(layer: keras.layers.Layer) -> list[np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x, training=True), tf.float32)
+            loss = tf.reduce_sum(y * w)
+        found = (y, *tape.gradient(loss, [x, *conv.trainable_variables]))
+        return [np.asarray(tf.cast(t, tf.float32)) for t in found]
+
+    rtol = 1e-5 if policy == "float32" else 0.02
+    got, expected = gradients(product), gradients(model)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    for name, g, e in zip(["output", "input", "kernel", "bias"], got, expected, strict=False):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * float(np.abs(e).max()), err_msg=name)
+    assert [id(v) for v in product.trainable_variables] == [id(v) for v in conv.trainable_variables]
+    np.testing.assert_array_equal(np.asarray(product(x, training=False)), np.asarray(conv(x)))
+
+
+def test_only_small_map_convolutions_that_are_one_product_become_one() -> None:
+    def conv_on(side: int, *args: object, **kwargs: object) -> keras.layers.Conv2D:
+        layer = keras.layers.Conv2D(4, *args, **kwargs)
+        layer(keras.Input((side, side, 8)))
+        return layer
+
+    assert fastview.pointwise(conv_on(4, 1, strides=2)) and fastview.pointwise(conv_on(1, 3, padding="same"))
+    assert not fastview.pointwise(conv_on(5, 1))  # 25 pixels: TensorFlow's own was as fast there
+    assert not fastview.pointwise(conv_on(2, 3, padding="same"))  # more than the centre tap meets the map
+    assert not fastview.pointwise(conv_on(4, 1, dilation_rate=2)) and not fastview.pointwise(
+        conv_on(4, 1, groups=2)
+    )
+    assert not fastview.pointwise(keras.layers.DepthwiseConv2D(1))
+    # Keras' ResNet50 made for 32x32 images: its 1x1 convolutions on the last maps (4x4 to 1x1) and its 3x3
+    # ones on the 1x1 map train as products through the view, sharing the model's variables.
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    view = fastview.for_training(model, probe=False)
+    swapped = {layer.conv.name for layer in view.layers if isinstance(layer, fastview.PointwiseConv)}
+    expected = {layer.name for layer in model.layers if fastview.pointwise(layer)}
+    assert swapped == expected and "conv5_block1_2_conv" in swapped and "conv4_block1_1_conv" in swapped
+    assert "conv3_block1_1_conv" not in swapped  # an 8x8 map
+    assert [id(v) for v in view.trainable_variables] == [id(v) for v in model.trainable_variables]
+    assert fastview.for_training(model, convolutions=False, batchnorm=False) is model
+
+
 @pytest.mark.slow
 def test_training_through_the_view_trains_and_checkpoints_the_model(
     cifar10, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

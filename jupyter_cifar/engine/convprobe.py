@@ -109,7 +109,7 @@ def measure(
     )
     x = tf.cast(tf.random.stateless_normal((batch, height, width, channels), seed=(0, 0)), conv.compute_dtype)
     conv.build(x.shape)
-    runs = {name: _timed_step(conv if way is None else way(conv), x, steps) for name, way in ways.items()}
+    runs = {name: timed_step(conv if way is None else way(conv), x, steps) for name, way in ways.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -117,7 +117,9 @@ def measure(
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def _timed_step(layer: keras.layers.Layer, x: Any, steps: int) -> Callable[[], float]:
+def timed_step(layer: keras.layers.Layer, x: Any, steps: int) -> Callable[[], float]:
+    """A clock of ``layer``'s training step on ``x`` (the forward pass, the input's and the weights'
+    gradients), traced and run once now: each call runs ``steps`` steps and gives the seconds of one."""
     import tensorflow as tf
 
     @tf.function
