@@ -48,10 +48,13 @@ STYLE = """<style>
 </style>"""
 
 
-def text_html(*lines: str) -> str:
-    """``HTML`` widget markup that shows each line as escaped text, untouched by MathJax."""
+def text_html(*lines: str, title: str = "") -> str:
+    """``HTML`` widget markup that shows each line as escaped text, untouched by MathJax; ``title``: the
+    text a pointer resting on it shows (an ``HTML`` widget's own ``tooltip`` goes to its description's
+    label, hidden where it has none)."""
     body = "<br>".join(html.escape(line) for line in lines)
-    return f'<div class="{" ".join(NO_MATH)}">{body}</div>'
+    hover = f' title="{html.escape(title)}"' if title else ""
+    return f'<div class="{" ".join(NO_MATH)}"{hover}>{body}</div>'
 
 
 def epochs_figure(

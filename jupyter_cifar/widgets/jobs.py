@@ -68,9 +68,8 @@ class JobRow(w.HBox):
         with self.hold_sync():
             classes = " ".join(NO_MATH)
             self.state.value = f'<b class="{classes}" style="color:{colour}">{html.escape(state)}</b>'
-            self.what.value = text_html(f"{describe_spec(job['spec'])} · {job['id'][:6]}")
             where = describe_worker(job.get("worker"))  # the CPU (and GPUs) its worker trains on
-            self.what.tooltip = where or None
+            self.what.value = text_html(f"{describe_spec(job['spec'])} · {job['id'][:6]}", title=where)
             self.bar.value = float(job.get("progress") or 0.0)
             self.bar.bar_style = {"finished": "success", "failed": "danger", "interrupted": "danger"}.get(
                 state, ""

@@ -159,4 +159,7 @@ def test_a_job_for_minutes_from_the_train_tab(
     status = page.wait_text("jc-train-status", r"^finished after", timeout=180)
     assert re.match(r"^finished after \d+(\.\d+)? epochs", status), status
     page.wait_text("jc-train-saved", r"^saved as fast:1 by the job|^saved as job-[0-9a-f]{16}:1 by the job")
+    # Its row says where it ran (its worker's host and machine) to a pointer resting on what it trained.
+    where = page.locator("jc-job-what").first.locator("div[title]").get_attribute("title")
+    assert where and where.startswith("on ") and " cores" in where, where
     assert_app_clean(page)
