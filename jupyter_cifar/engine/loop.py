@@ -13,11 +13,14 @@ nothing is lost by handing them over one at a time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import keras
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class BatchSource(Protocol):
@@ -73,11 +76,16 @@ def build_before_tracing(model: keras.Model, x: np.ndarray, y: np.ndarray) -> No
     on a 2-core AMD EPYC (AVX2) the first step of Keras' ResNet50 at 32x32 took 39-41 s, 20-21 s with them
     made first, and ``fast``'s 3.2-3.6 s, 1.9-2.0 s (``benchmarks/first_step.py``). Keras builds them the
     same way itself under a distribution strategy (``_symbolic_build``, which it calls there from
-    ``train_on_batch``); with no such method (another Keras) the first trace makes them as before.
+    ``train_on_batch``); with no such method (another Keras), or where it cannot build this model, the
+    first trace makes them as before.
     """
     build = getattr(model, "_symbolic_build", None)
-    if keras.backend.backend() == "tensorflow" and build is not None and model.optimizer is not None:
+    if keras.backend.backend() != "tensorflow" or build is None or model.optimizer is None:
+        return
+    try:
         build(data_batch=(x, y, None))
+    except Exception:  # only time is lost: the step's first trace builds what is left, as it always did
+        log.debug("the variables are left to the first step's trace", exc_info=True)
 
 
 class RunningMeans:

@@ -36,7 +36,7 @@ STATE_COLOURS = {
 
 class JobRow(w.HBox):
     """One job: [Show] state · what · progress · accuracy · model [Resume]; where it runs or ran (its
-    worker's host and machine) is the tooltip of what it trains."""
+    worker's host and machine) shows to a pointer resting on what it trains."""
 
     def __init__(self, job: dict[str, Any], on_show: Callable[[str], None], on_resume: Callable[[str], None]):
         super().__init__(layout=w.Layout(align_items="center", width="100%", flex_flow="row wrap"))
