@@ -27,6 +27,19 @@ def machine() -> str:
     return f"{machine_text(facts(gpus=False))}, Python {platform.python_version()}"
 
 
+IMPORTED = ("resnet50", "mobilenetv2")
+
+
+def imported_network(name: str) -> Any:
+    """Keras' ResNet50 or MobileNetV2 made for 32x32 images and 10 classes, random weights (seed 0): a
+    network as ``jupyter cifar models import`` takes one in and ``train --from`` trains it further."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    make = {"resnet50": keras.applications.ResNet50, "mobilenetv2": keras.applications.MobileNetV2}[name]
+    return make(weights=None, input_shape=(32, 32, 3), classes=10)
+
+
 def multiply_adds(layer: Any) -> int:
     """One image's multiply-adds through a Conv2D or Dense layer (a fastview layer's ``.conv`` counts as
     the convolution it wraps); 0 for any other layer."""

@@ -24,7 +24,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import DEFAULT_DATA, machine, print_result, run_child, table
+from benchmarks._common import DEFAULT_DATA, imported_network, machine, print_result, run_child, table
 
 WAYS = ("made by the first trace", "made before it (the trainer)")
 MODELS = ("fast", "accurate", "resnet50")
@@ -46,7 +46,7 @@ def child(args: argparse.Namespace) -> dict[str, float | str]:
     keras.utils.set_random_seed(0)
     if args.run_model == "resnet50":
         preset = nets.get_preset("tutorial")
-        model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+        model = imported_network("resnet50")
         precision = "float32"
     else:
         preset = nets.get_preset(args.run_model)

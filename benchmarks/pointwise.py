@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -24,21 +23,12 @@ from collections.abc import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import machine, table
+from benchmarks._common import IMPORTED, imported_network, machine, table
 
 # (map side, channels, filters, stride)
 SHAPES = [(1, 512, 2048, 1), (1, 2048, 512, 1), (2, 1024, 2048, 2), (2, 256, 1024, 1), (4, 512, 1024, 2),
           (4, 256, 1024, 1), (8, 128, 512, 1), (16, 64, 256, 1), (16, 96, 24, 1),
           (32, 64, 256, 1)]  # fmt: skip
-NETWORKS = ("resnet50", "mobilenetv2")
-
-
-def medians(ways: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(rounds):
-        for name, run in ways.items():
-            times[name].append(run())
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def model_step(model: object, x: object, y: object, steps: int = 3) -> Callable[[], float]:
@@ -56,32 +46,22 @@ def model_step(model: object, x: object, y: object, steps: int = 3) -> Callable[
     return run
 
 
-def network(name: str) -> object:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    make = {"resnet50": keras.applications.ResNet50, "mobilenetv2": keras.applications.MobileNetV2}[name]
-    model = make(weights=None, input_shape=(32, 32, 3), classes=10)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return model
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="32,256")
-    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--networks", default=",".join(IMPORTED))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
-    if set(networks) - set(NETWORKS) or not batches or min(batches) < 1 or args.rounds < 1:
-        parser.error(f"--batches: positive numbers; --networks: of {', '.join(NETWORKS)}; --rounds >= 1")
+    if set(networks) - set(IMPORTED) or not batches or min(batches) < 1 or args.rounds < 1:
+        parser.error(f"--batches: positive numbers; --networks: of {', '.join(IMPORTED)}; --rounds >= 1")
     import keras
     import numpy as np
     import tensorflow as tf
 
     from jupyter_cifar.engine import fastview
-    from jupyter_cifar.engine.convprobe import timed_step
+    from jupyter_cifar.engine.convprobe import take_turns, timed_step
 
     print(f"one training step, TensorFlow's convolution against one product, float32; {machine()}")
     rows = []
@@ -91,7 +71,7 @@ def main() -> None:
             conv(keras.Input((side, side, channels)))
             x = tf.random.normal((batch, side, side, channels))
             ways = {"conv": timed_step(conv, x, 3), "product": timed_step(fastview.PointwiseConv(conv), x, 3)}
-            found = medians(ways, args.rounds)
+            found = take_turns(ways, args.rounds)
             shape = f"{side}x{side}, {channels} to {filters}" + (f", stride {stride}" if stride > 1 else "")
             rows.append([shape, batch, f"{found['conv'] * 1e3:.1f}", f"{found['product'] * 1e3:.1f}",
                          f"{found['conv'] / found['product']:.2f}x"])  # fmt: skip
@@ -100,12 +80,14 @@ def main() -> None:
     rows = []
     for name in networks:
         for batch in batches[:1]:
-            model = network(name)
+            model = imported_network(name)
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
             view = fastview.for_training(model, batchnorm=False, probe=False)
             swapped = sum(isinstance(layer, fastview.PointwiseConv) for layer in view.layers)
             x = np.random.default_rng(0).random((batch, 32, 32, 3), np.float32) * 255
             y = np.arange(batch) % 10
-            found = medians({"model": model_step(model, x, y), "view": model_step(view, x, y)}, args.rounds)
+            steps = {"model": model_step(model, x, y), "view": model_step(view, x, y)}
+            found = take_turns(steps, args.rounds)
             rates = [f"{batch / found[way]:.0f}" for way in ("model", "view")]
             rows.append([name, swapped, batch, *rates, f"{found['model'] / found['view']:.2f}x"])
             print(*rows[-1], flush=True)

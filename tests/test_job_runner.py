@@ -75,7 +75,7 @@ def test_a_job_runs_to_its_end_and_its_model_is_saved_once(store_uri: str, cifar
         assert shown["progress"] == 1.0 and 0 < shown["test_accuracy"] < 1
         where = f"on {socket.gethostname()}: {machine_text(machine())}"
         assert describe_worker(shown["worker"]) == where
-        row = JobRow(shown, on_show=print, on_resume=print)  # the Train tab's jobs list: its tooltip
+        row = JobRow(shown, on_show=print, on_resume=print)  # the Train tab's jobs list: its title
         assert f' title="{html.escape(where)}">' in row.what.value and "· " + job[:6] in row.what.value
         events = jobs.events(job)
         assert [n for n, _ in events] == list(range(1, len(events) + 1))  # numbered, none lost

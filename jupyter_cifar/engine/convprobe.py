@@ -110,6 +110,12 @@ def measure(
     x = tf.cast(tf.random.stateless_normal((batch, height, width, channels), seed=(0, 0)), conv.compute_dtype)
     conv.build(x.shape)
     runs = {name: timed_step(conv if way is None else way(conv), x, steps) for name, way in ways.items()}
+    return take_turns(runs, rounds)
+
+
+def take_turns(runs: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Each clock's median seconds, the clocks taking turns for ``rounds`` rounds (a busy moment of a
+    shared machine falls on one round of each, not on all of one)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
